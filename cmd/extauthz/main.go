@@ -68,6 +68,9 @@ func report(err error, w io.Writer) int {
 const usage = `Usage: extauthz <command> [flags]
 
 Commands:
+  serve     serve ext_authz v3 over gRPC: extauthz serve --config FILE
+  validate  check a configuration and print every problem in it:
+            extauthz validate --config FILE
   claims    evaluate a claims expression against JSON claims:
             extauthz claims --expr EXPR [--claims FILE|-]
   version   print the version
@@ -83,6 +86,10 @@ func run(ctx context.Context, args []string, std stdio) error {
 		return usagef("no command given")
 	}
 	switch cmd, rest := args[0], args[1:]; cmd {
+	case "serve":
+		return runServe(ctx, rest, std)
+	case "validate":
+		return runValidate(ctx, rest, std)
 	case "claims":
 		return runClaims(ctx, rest, std)
 	case "version":

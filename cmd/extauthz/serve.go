@@ -1,0 +1,190 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/reflection"
+
+	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/tokencache"
+)
+
+// shutdownTimeout bounds how long in-flight Checks may take to finish after
+// SIGTERM before the servers stop hard.
+const shutdownTimeout = 15 * time.Second
+
+// configFlag adds --config, defaulting to $EXTAUTHZ_CONFIG.
+func configFlag(fs interface {
+	String(name, value, usage string) *string
+}) *string {
+	return fs.String("config", os.Getenv("EXTAUTHZ_CONFIG"), "the configuration `FILE` (default $EXTAUTHZ_CONFIG)")
+}
+
+func loadConfig(path string) (*config.Config, error) {
+	if path == "" {
+		return nil, usagef("no configuration: give --config FILE or set EXTAUTHZ_CONFIG")
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return cfg, nil
+}
+
+// runValidate checks a configuration and prints every problem in it.
+func runValidate(_ context.Context, args []string, std stdio) error {
+	fs := newFlagSet("validate", "validate --config FILE", std)
+	path := configFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *path == "" {
+		return usagef("validate: give --config FILE or set EXTAUTHZ_CONFIG")
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		problems := []error{err}
+		if joined, ok := err.(interface{ Unwrap() []error }); ok {
+			problems = joined.Unwrap()
+		}
+		for _, p := range problems {
+			fmt.Fprintf(std.err, "%s: %v\n", *path, p)
+		}
+		return fmt.Errorf("%s: %d problem(s)", *path, len(problems))
+	}
+	fmt.Fprintf(std.out, "%s: valid, %d policies\n", *path, len(cfg.Policies))
+	return nil
+}
+
+// runServe serves Check over gRPC and the admin endpoints until ctx ends.
+func runServe(ctx context.Context, args []string, std stdio) error {
+	fs := newFlagSet("serve", "serve --config FILE", std)
+	path := configFlag(fs)
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	cfg, err := loadConfig(*path)
+	if err != nil {
+		return err
+	}
+	log, err := newLogger(cfg.Log, std)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = log.Sync() }()
+
+	cache := tokencache.New(tokencache.Options{MaxEntries: cfg.Store.MaxEntries, Logger: log})
+	srv, err := authz.New(authz.Options{Config: cfg, Tokens: cache, Logger: log})
+	if err != nil {
+		return err
+	}
+
+	grpcLis, err := net.Listen("tcp", cfg.Server.GRPCAddress)
+	if err != nil {
+		return fmt.Errorf("server.grpcAddress: %w", err)
+	}
+	adminLis, err := net.Listen("tcp", cfg.Server.AdminAddress)
+	if err != nil {
+		grpcLis.Close()
+		return fmt.Errorf("server.adminAddress: %w", err)
+	}
+
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, srv)
+	hs := health.NewServer()
+	healthpb.RegisterHealthServer(gs, hs)
+	reflection.Register(gs)
+	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+
+	var ready atomic.Bool
+	admin := &http.Server{Handler: adminHandler(&ready), ReadHeaderTimeout: 5 * time.Second}
+
+	errc := make(chan error, 2)
+	go func() { errc <- gs.Serve(grpcLis) }()
+	go func() { errc <- admin.Serve(adminLis) }()
+	ready.Store(true)
+	log.Info("serving",
+		zap.String("grpc_address", grpcLis.Addr().String()),
+		zap.String("admin_address", adminLis.Addr().String()),
+		zap.Int("policies", len(cfg.Policies)),
+		zap.String("version", version))
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		log.Error("server stopped", zap.Error(err))
+		gs.Stop()
+		_ = admin.Close()
+		return err
+	}
+
+	// Drain: report NOT_SERVING so that health checks route new traffic
+	// elsewhere, let in-flight Checks finish, then stop.
+	log.Info("shutting down")
+	ready.Store(false)
+	hs.Shutdown()
+	stopped := make(chan struct{})
+	go func() { gs.GracefulStop(); close(stopped) }()
+	select {
+	case <-stopped:
+	case <-time.After(shutdownTimeout):
+		log.Warn("in-flight checks did not finish in time", zap.Duration("timeout", shutdownTimeout))
+		gs.Stop()
+	}
+	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	_ = admin.Shutdown(sctx)
+	log.Info("stopped")
+	return nil
+}
+
+func adminHandler(ready *atomic.Bool) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !ready.Load() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	return mux
+}
+
+func newLogger(c config.Log, std stdio) (*zap.Logger, error) {
+	level, err := zapcore.ParseLevel(c.Level)
+	if err != nil {
+		return nil, err
+	}
+	enc := zap.NewProductionEncoderConfig()
+	enc.TimeKey = "ts"
+	enc.EncodeTime = zapcore.ISO8601TimeEncoder
+	var encoder zapcore.Encoder
+	if c.Format == "console" {
+		encoder = zapcore.NewConsoleEncoder(enc)
+	} else {
+		encoder = zapcore.NewJSONEncoder(enc)
+	}
+	ws, ok := std.err.(zapcore.WriteSyncer)
+	if !ok {
+		ws = zapcore.AddSync(std.err)
+	}
+	core := zapcore.NewCore(encoder, zapcore.Lock(ws), level)
+	return zap.New(core), nil
+}

@@ -1,0 +1,337 @@
+// Package testidp is a real OAuth 2.0 token endpoint on loopback for tests
+// and the demo: it issues RS256 JWTs with per-client claims for the
+// client-credentials grant, publishes its JWKS, counts requests and can be
+// switched to fail, to be slow or to give odd answers.
+package testidp
+
+import (
+	"crypto/rand"
+	"crypto/rsa"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// Paths served.
+const (
+	TokenPath = "/oauth/token"
+	JWKSPath  = "/.well-known/jwks.json"
+)
+
+// Client is a registered client.
+type Client struct {
+	Secret string
+	// Claims are added to every token issued to the client.
+	Claims map[string]any
+	// Scopes the client may ask for; nil allows any.
+	Scopes []string
+}
+
+// Answer selects an odd answer to successful requests.
+type Answer int
+
+// Answers.
+const (
+	AnswerNormal           Answer = iota
+	AnswerStringExpiresIn         // "expires_in": "300"
+	AnswerNoExpiresIn             // no expires_in: the lifetime is the JWT's exp
+	AnswerOpaque                  // a random token that is not a JWT
+	AnswerNoAccessToken           // no access_token at all
+	AnswerNoTokenType             // no token_type
+	AnswerMACTokenType            // "token_type": "mac"
+	AnswerBadJSON                 // a body that is not JSON
+	AnswerHuge                    // a body larger than 1 MiB
+	AnswerErrorIn200              // status 200 with an OAuth error body
+)
+
+// Behavior switches how the endpoint answers.
+type Behavior struct {
+	// FailStatus, when set, answers every request with this status and an
+	// OAuth error body (FailCode, default server_error).
+	FailStatus int
+	FailCode   string
+	// FailFirst limits FailStatus to this many requests, then answers normally.
+	FailFirst int
+	// RetryAfter is sent with failures when set.
+	RetryAfter string
+	// Latency delays every answer; a request whose client goes away stops waiting.
+	Latency time.Duration
+	Answer  Answer
+	// Lifetime of issued tokens; DefaultLifetime when zero.
+	Lifetime time.Duration
+}
+
+// DefaultLifetime of issued tokens.
+const DefaultLifetime = time.Hour
+
+// Request is what the endpoint saw of one token request.
+type Request struct {
+	ClientID   string
+	AuthMethod string // client_secret_basic or client_secret_post
+	Form       url.Values
+	Header     http.Header
+}
+
+// Server is a running test IdP.
+type Server struct {
+	URL      string // base URL
+	TokenURL string
+	JWKSURL  string
+	Issuer   string
+
+	srv      *httptest.Server
+	key      *rsa.PrivateKey
+	kid      string
+	requests atomic.Int64
+	failed   atomic.Int64
+
+	mu       sync.Mutex
+	clients  map[string]Client
+	behavior Behavior
+	log      []Request
+	now      func() time.Time
+}
+
+// Options configure New.
+type Options struct {
+	// TLS serves HTTPS with httptest's self-signed certificate (see Certificate).
+	TLS bool
+	// Now is the clock tokens are dated by; time.Now when nil.
+	Now func() time.Time
+	// FreshKey signs with a key of the server's own instead of the shared one.
+	FreshKey bool
+}
+
+// sharedKey is generated once per process: RSA key generation is slow, and
+// tests start many IdPs.
+var sharedKey = sync.OnceValues(func() (*rsa.PrivateKey, error) { return rsa.GenerateKey(rand.Reader, 2048) })
+
+// New starts a test IdP on 127.0.0.1. Its signing key is shared by every
+// IdP of the process unless FreshKey is set.
+func New(o Options) (*Server, error) {
+	key, err := sharedKey()
+	if o.FreshKey {
+		key, err = rsa.GenerateKey(rand.Reader, 2048)
+	}
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{key: key, kid: "testidp-1", clients: map[string]Client{}, now: o.Now}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST "+TokenPath, s.token)
+	mux.HandleFunc("GET "+JWKSPath, s.jwks)
+	if o.TLS {
+		s.srv = httptest.NewTLSServer(mux)
+	} else {
+		s.srv = httptest.NewServer(mux)
+	}
+	s.URL = s.srv.URL
+	s.TokenURL = s.URL + TokenPath
+	s.JWKSURL = s.URL + JWKSPath
+	s.Issuer = s.URL + "/"
+	return s, nil
+}
+
+// Close stops the server, cutting requests that are still waiting.
+func (s *Server) Close() {
+	s.srv.CloseClientConnections()
+	s.srv.Close()
+}
+
+// CertificatePEM returns the server's certificate when it serves TLS.
+func (s *Server) CertificatePEM() string {
+	c := s.srv.Certificate()
+	if c == nil {
+		return ""
+	}
+	return "-----BEGIN CERTIFICATE-----\n" + base64.StdEncoding.EncodeToString(c.Raw) + "\n-----END CERTIFICATE-----\n"
+}
+
+// AddClient registers or replaces a client.
+func (s *Server) AddClient(id string, c Client) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.clients[id] = c
+}
+
+// SetBehavior changes how the endpoint answers from the next request on.
+func (s *Server) SetBehavior(b Behavior) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.behavior = b
+	s.failed.Store(0)
+}
+
+// Requests counts token requests received.
+func (s *Server) Requests() int64 { return s.requests.Load() }
+
+// Log returns every token request received, oldest first.
+func (s *Server) Log() []Request {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]Request(nil), s.log...)
+}
+
+func (s *Server) token(w http.ResponseWriter, r *http.Request) {
+	s.requests.Add(1)
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		oauthError(w, http.StatusBadRequest, "invalid_request", "bad form")
+		return
+	}
+	req := Request{Form: r.PostForm, Header: r.Header.Clone()}
+	id, sec, basic, err := clientCredentials(r)
+	req.ClientID = id
+	req.AuthMethod = "client_secret_post"
+	if basic {
+		req.AuthMethod = "client_secret_basic"
+	}
+	s.mu.Lock()
+	s.log = append(s.log, req)
+	b := s.behavior
+	client, known := s.clients[id]
+	s.mu.Unlock()
+
+	if b.Latency > 0 {
+		select {
+		case <-time.After(b.Latency):
+		case <-r.Context().Done():
+			return
+		}
+	}
+	if b.FailStatus != 0 && (b.FailFirst == 0 || s.failed.Add(1) <= int64(b.FailFirst)) {
+		if b.RetryAfter != "" {
+			w.Header().Set("Retry-After", b.RetryAfter)
+		}
+		code := b.FailCode
+		if code == "" {
+			code = "server_error"
+		}
+		oauthError(w, b.FailStatus, code, "switched to fail")
+		return
+	}
+	switch {
+	case err != nil:
+		oauthError(w, http.StatusBadRequest, "invalid_request", err.Error())
+		return
+	case !known || client.Secret != sec:
+		w.Header().Set("WWW-Authenticate", `Basic realm="testidp"`)
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
+		return
+	case r.PostForm.Get("grant_type") != "client_credentials":
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "only client_credentials")
+		return
+	}
+	scope := r.PostForm.Get("scope")
+	if client.Scopes != nil {
+		for _, sc := range strings.Fields(scope) {
+			if !slices.Contains(client.Scopes, sc) {
+				oauthError(w, http.StatusBadRequest, "invalid_scope", "scope "+sc+" is not allowed")
+				return
+			}
+		}
+	}
+	s.issue(w, b, id, client, scope, r.PostForm.Get("audience"))
+}
+
+func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, scope, audience string) {
+	lifetime := b.Lifetime
+	if lifetime == 0 {
+		lifetime = DefaultLifetime
+	}
+	now := s.now()
+	claims := jwt.MapClaims{
+		"iss": s.Issuer, "sub": id, "client_id": id,
+		"iat": now.Unix(), "exp": now.Add(lifetime).Unix(), "jti": randomID(),
+	}
+	if audience != "" {
+		claims["aud"] = audience
+	}
+	if scope != "" {
+		claims["scope"] = scope
+	}
+	for k, v := range c.Claims {
+		claims[k] = v
+	}
+	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
+	tok.Header["kid"] = s.kid
+	signed, err := tok.SignedString(s.key)
+	if err != nil {
+		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
+		return
+	}
+	body := map[string]any{"access_token": signed, "token_type": "Bearer", "expires_in": int64(lifetime / time.Second)}
+	switch b.Answer {
+	case AnswerStringExpiresIn:
+		body["expires_in"] = fmt.Sprint(int64(lifetime / time.Second))
+	case AnswerNoExpiresIn:
+		delete(body, "expires_in")
+	case AnswerOpaque:
+		body["access_token"] = "opaque-" + randomID()
+	case AnswerNoAccessToken:
+		delete(body, "access_token")
+	case AnswerNoTokenType:
+		delete(body, "token_type")
+	case AnswerMACTokenType:
+		body["token_type"] = "mac"
+	case AnswerBadJSON:
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"access_token": "abc", `)
+		return
+	case AnswerHuge:
+		body["padding"] = strings.Repeat("x", 1<<20)
+	case AnswerErrorIn200:
+		body = map[string]any{"error": "invalid_request", "error_description": "an error with status 200"}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_ = json.NewEncoder(w).Encode(body)
+}
+
+// clientCredentials reads the client's id and secret from a Basic header
+// (form-urlencoded inside, RFC 6749 §2.3.1) or from the form.
+func clientCredentials(r *http.Request) (id, secret string, basic bool, err error) {
+	if u, p, ok := r.BasicAuth(); ok {
+		if id, err = url.QueryUnescape(u); err == nil {
+			secret, err = url.QueryUnescape(p)
+		}
+		return id, secret, true, err
+	}
+	return r.PostForm.Get("client_id"), r.PostForm.Get("client_secret"), false, nil
+}
+
+func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
+	pub := s.key.PublicKey
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{
+		"kty": "RSA", "use": "sig", "alg": "RS256", "kid": s.kid,
+		"n": base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
+		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
+	}}})
+}
+
+func oauthError(w http.ResponseWriter, status int, code, desc string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}
+
+func randomID() string {
+	b := make([]byte, 12)
+	_, _ = rand.Read(b)
+	return base64.RawURLEncoding.EncodeToString(b)
+}

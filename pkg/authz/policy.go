@@ -1,0 +1,182 @@
+package authz
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/extauthz/extauthz/pkg/claims"
+	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/tokencache"
+)
+
+// policy is a configured policy ready to serve requests.
+type policy struct {
+	name     string
+	endpoint *tokencache.Endpoint
+	gateway  bool
+	creds    idp.Credentials // gateway mode: the policy's own
+	key      tokencache.Key  // gateway mode: the key of creds
+
+	program     *claims.Program
+	forward     []config.ForwardHeader
+	username    *claims.Path
+	needsClaims bool
+	tokenHeader string
+	tokenPrefix string
+	// removeAuthorization drops the caller's Basic credentials when the token
+	// travels in another header, so that they never reach the upstream.
+	removeAuthorization bool
+	realm               string // WWW-Authenticate value for 401s
+}
+
+// route is a compiled config.Route.
+type route struct {
+	host       string // lower case, without "*."
+	hostSuffix bool   // host matches as a suffix: "*.example.com"
+	hostPort   bool   // host carries a port, so it is compared with the request's port
+	pathPrefix string
+	header     map[string]string // lower-case names
+	policy     *policy
+}
+
+// state is one configuration, compiled. Check reads it through an atomic
+// pointer, so a reload swaps it without stopping requests.
+type state struct {
+	policies      map[string]*policy
+	routes        []route
+	defaultPolicy *policy
+	selector      string // context extension key
+	transports    []*http.Transport
+}
+
+// compile builds the state for cfg.
+func compile(cfg *config.Config, o *Options) (*state, error) {
+	st := &state{policies: map[string]*policy{}, selector: cfg.PolicySelector.ContextExtension}
+	for name, cp := range cfg.Policies {
+		c := &cp.Compiled
+		transport := idp.NewTransport(c.TLS)
+		st.transports = append(st.transports, transport)
+		client, err := idp.NewClient(idp.Options{
+			URL:         c.TokenURL.String(),
+			AuthMethod:  idp.AuthMethod(cp.AuthMethod),
+			Audience:    cp.Audience,
+			Scopes:      cp.Scopes,
+			ExtraParams: cp.ExtraParams,
+			HTTPClient:  &http.Client{Transport: transport},
+			Timeout:     c.Timeout,
+			MaxRetries:  c.MaxRetries,
+			Backoff:     o.RetryBackoff,
+			Logger:      o.Logger.With(zap.String("policy", name)),
+		})
+		if err != nil {
+			return nil, fmt.Errorf("policy %s: %w", name, err)
+		}
+		p := &policy{
+			name:        name,
+			endpoint:    tokencache.NewEndpoint(client, time.Duration(cp.DefaultTTL)),
+			gateway:     c.GatewayMode(),
+			program:     c.Program,
+			forward:     c.Forward,
+			username:    c.Username,
+			needsClaims: cp.NeedsClaims(),
+			tokenHeader: cp.TokenHeader,
+			tokenPrefix: c.TokenPrefix,
+			realm:       "Basic realm=" + strconv.Quote(name),
+		}
+		if p.gateway {
+			p.creds = idp.Credentials{ID: c.ClientID, Secret: c.ClientSecret}
+			p.key = p.endpoint.Key(p.creds)
+		} else {
+			p.removeAuthorization = !strings.EqualFold(p.tokenHeader, "authorization")
+		}
+		st.policies[name] = p
+	}
+	for _, r := range cfg.Routes {
+		rt := route{pathPrefix: r.PathPrefix, policy: st.policies[r.Policy]}
+		if h := strings.ToLower(r.Host); h != "" {
+			rt.host, rt.hostSuffix = strings.CutPrefix(h, "*.")
+			if rt.hostSuffix {
+				rt.host = "." + rt.host
+			}
+			rt.hostPort = strings.Contains(rt.host, ":")
+		}
+		if len(r.Header) > 0 {
+			rt.header = make(map[string]string, len(r.Header))
+			for k, v := range r.Header {
+				rt.header[strings.ToLower(k)] = v
+			}
+		}
+		st.routes = append(st.routes, rt)
+	}
+	st.defaultPolicy = st.policies[cfg.DefaultPolicy]
+	return st, nil
+}
+
+// close releases what the state holds once no request uses it any more.
+func (st *state) close() {
+	for _, t := range st.transports {
+		t.CloseIdleConnections()
+	}
+}
+
+// selectPolicy picks the request's policy: the one its context extension
+// names, else the first matching route's, else the default. A name that no
+// policy has selects nothing: the request is denied, not given a default.
+func (st *state) selectPolicy(in input) (*policy, error) {
+	if name := in.contextExtension(st.selector); name != "" {
+		if p := st.policies[name]; p != nil {
+			return p, nil
+		}
+		return nil, fmt.Errorf("context extension %s names no policy: %q", st.selector, name)
+	}
+	if len(st.routes) > 0 {
+		host, path := strings.ToLower(in.host()), in.path()
+		for i := range st.routes {
+			if st.routes[i].matches(host, path, in) {
+				return st.routes[i].policy, nil
+			}
+		}
+	}
+	if st.defaultPolicy != nil {
+		return st.defaultPolicy, nil
+	}
+	return nil, errNoMatch
+}
+
+var errNoMatch = fmt.Errorf("no context extension, route or default policy selects the request")
+
+func (r *route) matches(host, path string, in input) bool {
+	if r.host != "" {
+		h := host
+		if !r.hostPort {
+			h = stripPort(h)
+		}
+		if r.hostSuffix && !strings.HasSuffix(h, r.host) || !r.hostSuffix && h != r.host {
+			return false
+		}
+	}
+	if !strings.HasPrefix(path, r.pathPrefix) {
+		return false
+	}
+	for name, want := range r.header {
+		if got, ok := in.header(name); !ok || got != want {
+			return false
+		}
+	}
+	return true
+}
+
+// stripPort removes a port from a host, minding IPv6 brackets.
+func stripPort(h string) string {
+	i := strings.LastIndexByte(h, ':')
+	if i < 0 || strings.LastIndexByte(h, ']') > i {
+		return h
+	}
+	return h[:i]
+}

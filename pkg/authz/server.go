@@ -1,0 +1,242 @@
+// Package authz decides Envoy external-authorization checks: it selects the
+// request's policy, works out which OAuth 2.0 client the request acts for,
+// takes that client's access token from the token cache, checks its claims,
+// and answers allow with the token and claim headers, or deny with the
+// status of the outcomes table.
+package authz
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/secret"
+	"github.com/extauthz/extauthz/pkg/tokencache"
+)
+
+// Tokens is what the server needs of a token cache.
+type Tokens interface {
+	Token(ctx context.Context, e *tokencache.Endpoint, key tokencache.Key, creds idp.Credentials) (*tokencache.Token, bool, error)
+}
+
+// Options configure a Server.
+type Options struct {
+	Config *config.Config
+	Tokens Tokens
+	Logger *zap.Logger
+	// RetryBackoff is the first wait between token endpoint retries; the
+	// idp package's default when zero.
+	RetryBackoff time.Duration
+}
+
+// Server answers ext_authz v3 Check requests. It is safe for concurrent use.
+type Server struct {
+	state  atomic.Pointer[state]
+	tokens Tokens
+	log    *zap.Logger
+	opts   Options
+}
+
+var _ authv3.AuthorizationServer = (*Server)(nil)
+
+// New returns a Server for o.Config.
+func New(o Options) (*Server, error) {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Tokens == nil {
+		return nil, errors.New("authz: no token source")
+	}
+	s := &Server{tokens: o.Tokens, log: o.Logger, opts: o}
+	if err := s.Update(o.Config); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Update swaps in a new configuration. Checks in flight finish with the old one.
+func (s *Server) Update(cfg *config.Config) error {
+	st, err := compile(cfg, &s.opts)
+	if err != nil {
+		return err
+	}
+	if old := s.state.Swap(st); old != nil {
+		old.close()
+	}
+	return nil
+}
+
+// Check decides one request. It returns an error only for a CheckRequest
+// without HTTP request attributes; every decision, allow or deny, is a
+// CheckResponse.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	httpReq := req.GetAttributes().GetRequest().GetHttp()
+	if httpReq == nil {
+		return nil, status.Error(codes.InvalidArgument, "CheckRequest has no attributes.request.http")
+	}
+	in := grpcInput{attrs: req.Attributes, req: httpReq}
+	d := s.decide(ctx, &in)
+	s.logDecision(&d)
+	if d.outcome == allow {
+		return d.answer().response(d.hit), nil
+	}
+	return d.deniedResponse(), nil
+}
+
+// input is what a decision reads of a request, whatever protocol carried it.
+type input interface {
+	contextExtension(key string) string
+	host() string
+	path() string
+	// header looks a header up by its lower-case name.
+	header(name string) (string, bool)
+}
+
+// decision is the result of one check.
+type decision struct {
+	outcome    outcome
+	policy     *policy // nil for no_policy
+	clientID   string
+	token      *tokencache.Token
+	hit        bool
+	retryAfter time.Duration
+	cause      error // why a request was denied, for the log
+}
+
+func (s *Server) decide(ctx context.Context, in input) decision {
+	st := s.state.Load()
+	p, err := st.selectPolicy(in)
+	if err != nil {
+		return decision{outcome: denyNoPolicy, cause: err}
+	}
+	creds, key := p.creds, p.key
+	if !p.gateway {
+		h, _ := in.header("authorization")
+		id, sec, err := parseBasic(h)
+		if err != nil {
+			return decision{outcome: denyInvalidRequest, policy: p, cause: err}
+		}
+		creds = idp.Credentials{ID: id, Secret: secret.New(sec)}
+		key = p.endpoint.Key(creds)
+	}
+	d := decision{policy: p, clientID: creds.ID}
+	d.token, d.hit, err = s.tokens.Token(ctx, p.endpoint, key, creds)
+	switch {
+	case err != nil:
+		d.outcome, d.retryAfter = p.failure(err)
+		d.cause = err
+	case p.needsClaims && d.token.Claims == nil:
+		d.outcome, d.cause = denyInvalidTokenResponse, errNotJWT
+	case p.program != nil && !p.program.Eval(d.token.Claims):
+		d.outcome, d.cause = denyInsufficientClaims, errClaims
+	default:
+		d.outcome = allow
+	}
+	return d
+}
+
+var (
+	errNotJWT = errors.New("the policy reads claims but the access token is not a JWT")
+	errClaims = errors.New("the claims expression is false")
+)
+
+// failure maps a failed token fetch to an outcome.
+func (p *policy) failure(err error) (outcome, time.Duration) {
+	var e *idp.Error
+	switch {
+	case errors.As(err, &e):
+		switch e.Kind {
+		case idp.KindUnavailable:
+			return denyTemporarilyUnavailable, e.RetryAfter
+		case idp.KindRejected:
+			if p.gateway {
+				return denyUpstreamCredentialsRejected, 0
+			}
+			return denyInvalidClient, 0
+		case idp.KindForbidden:
+			return denyAccessDenied, 0
+		}
+		return denyInvalidTokenResponse, 0
+	case errors.Is(err, tokencache.ErrExpired):
+		return denyInvalidTokenResponse, 0
+	default: // the caller's deadline passed or it went away while the endpoint was asked
+		return denyTemporarilyUnavailable, 0
+	}
+}
+
+func (s *Server) logDecision(d *decision) {
+	level := zapcore.InfoLevel
+	msg := "denied"
+	if d.outcome == allow {
+		level, msg = zapcore.DebugLevel, "allowed"
+	}
+	ce := s.log.Check(level, msg)
+	if ce == nil {
+		return
+	}
+	fields := []zap.Field{zap.String("code", d.outcome.String()), zap.Int("status", outcomes[d.outcome].status)}
+	if d.policy != nil {
+		fields = append(fields, zap.String("policy", d.policy.name))
+	}
+	if d.clientID != "" {
+		fields = append(fields, zap.String("client_id", d.clientID))
+	}
+	if d.outcome == allow {
+		fields = append(fields, zap.Bool("cache_hit", d.hit))
+	}
+	if d.cause != nil {
+		fields = append(fields, zap.NamedError("reason", d.cause))
+	}
+	ce.Write(fields...)
+}
+
+// grpcInput reads a CheckRequest's attributes.
+type grpcInput struct {
+	attrs *authv3.AttributeContext
+	req   *authv3.AttributeContext_HttpRequest
+}
+
+func (g *grpcInput) contextExtension(key string) string { return g.attrs.GetContextExtensions()[key] }
+
+func (g *grpcInput) host() string {
+	if h := g.req.GetHost(); h != "" {
+		return h
+	}
+	h, _ := g.header(":authority")
+	return h
+}
+
+func (g *grpcInput) path() string { return g.req.GetPath() }
+
+// header finds a header in headers (which Envoy fills with lower-case names)
+// or in header_map (which Envoy fills instead with encode_raw_headers),
+// ignoring case for callers that are not Envoy.
+func (g *grpcInput) header(name string) (string, bool) {
+	if v, ok := g.req.GetHeaders()[name]; ok {
+		return v, true
+	}
+	for k, v := range g.req.GetHeaders() {
+		if strings.EqualFold(k, name) {
+			return v, true
+		}
+	}
+	for _, h := range g.req.GetHeaderMap().GetHeaders() {
+		if strings.EqualFold(h.GetKey(), name) {
+			if h.GetValue() != "" {
+				return h.GetValue(), true
+			}
+			return string(h.GetRawValue()), true
+		}
+	}
+	return "", false
+}

@@ -1,0 +1,227 @@
+// Package config loads extauthz's YAML configuration: defaults, then a strict
+// decode that names the line of every unknown field, then validation that
+// collects every problem at once and compiles what requests need (claims
+// programs, claim paths, TLS configurations, resolved secrets), so that a bad
+// configuration stops start-up and never fails a request.
+package config
+
+import (
+	"crypto/tls"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/extauthz/extauthz/pkg/claims"
+	"github.com/extauthz/extauthz/pkg/secret"
+)
+
+// Defaults, all in one place.
+const (
+	DefaultGRPCAddress      = ":9001"
+	DefaultHTTPAddress      = "" // HTTP mode is off unless asked for
+	DefaultAdminAddress     = ":9090"
+	DefaultLogLevel         = "info"
+	DefaultLogFormat        = "json"
+	DefaultSecretsDir       = "/var/run/secrets/extauthz"
+	DefaultContextExtension = "policy"
+	DefaultMaxEntries       = 100_000
+	DefaultAuthMethod       = AuthClientSecretBasic
+	DefaultTTL              = 300 * time.Second
+	DefaultTokenHeader      = "Authorization"
+	DefaultTokenPrefix      = "Bearer "
+	DefaultTimeoutSeconds   = 5
+	DefaultMaxRetries       = 3
+)
+
+// Client authentication methods at the token endpoint.
+const (
+	AuthClientSecretBasic = "client_secret_basic"
+	AuthClientSecretPost  = "client_secret_post"
+)
+
+// Config is the whole configuration file.
+type Config struct {
+	Server         Server             `yaml:"server"`
+	Log            Log                `yaml:"log"`
+	Secrets        Secrets            `yaml:"secrets"`
+	PolicySelector PolicySelector     `yaml:"policySelector"`
+	Routes         []Route            `yaml:"routes"`
+	DefaultPolicy  string             `yaml:"defaultPolicy"`
+	Store          Store              `yaml:"store"`
+	Policies       map[string]*Policy `yaml:"policies"`
+
+	// Path is the file the configuration was loaded from.
+	Path string `yaml:"-"`
+	// Files lists every file the configuration read: itself, then the secret files.
+	Files []string `yaml:"-"`
+}
+
+// Server holds the listening addresses; an empty HTTPAddress disables HTTP mode.
+type Server struct {
+	GRPCAddress  string  `yaml:"grpcAddress"`
+	HTTPAddress  *string `yaml:"httpAddress"`
+	AdminAddress string  `yaml:"adminAddress"`
+}
+
+// Log sets the level (debug, info, warn, error) and format (json, console).
+type Log struct {
+	Level  string `yaml:"level"`
+	Format string `yaml:"format"`
+}
+
+// Secrets says where Kubernetes Secrets are mounted. A relative Dir is taken
+// from the configuration file's directory.
+type Secrets struct {
+	Dir string `yaml:"dir"`
+}
+
+// PolicySelector names the context extension that selects a policy.
+type PolicySelector struct {
+	ContextExtension string `yaml:"contextExtension"`
+}
+
+// Route selects a policy for requests that match all of its conditions:
+// Host exactly or, as "*.example.com", by suffix; PathPrefix; and every Header
+// (name: value) exactly. Routes are tried in order.
+type Route struct {
+	Host       string            `yaml:"host"`
+	PathPrefix string            `yaml:"pathPrefix"`
+	Header     map[string]string `yaml:"header"`
+	Policy     string            `yaml:"policy"`
+}
+
+// Store configures the token cache shared by all policies.
+type Store struct {
+	KeyPrefix  string `yaml:"keyPrefix"`
+	MaxEntries int    `yaml:"maxEntries"`
+}
+
+// Policy is one OAuth 2.0 client-credentials configuration. Its field names
+// are those of Traefik Hub's oAuthClientCredentials middleware.
+type Policy struct {
+	URL            string            `yaml:"url"`
+	ClientID       string            `yaml:"clientID"`
+	ClientSecret   string            `yaml:"clientSecret"`
+	Audience       string            `yaml:"audience"`
+	Scopes         []string          `yaml:"scopes"`
+	ExtraParams    map[string]string `yaml:"extraParams"`
+	AuthMethod     string            `yaml:"authMethod"`
+	ForwardHeaders map[string]string `yaml:"forwardHeaders"`
+	Claims         string            `yaml:"claims"`
+	UsernameClaim  string            `yaml:"usernameClaim"`
+	DefaultTTL     Duration          `yaml:"defaultTTL"`
+	TokenHeader    string            `yaml:"tokenHeader"`
+	TokenPrefix    *string           `yaml:"tokenPrefix"`
+	ClientConfig   ClientConfig      `yaml:"clientConfig"`
+
+	// Compiled is filled in by Load.
+	Compiled Compiled `yaml:"-"`
+}
+
+// ClientConfig says how to reach the token endpoint.
+type ClientConfig struct {
+	TLS            TLS  `yaml:"tls"`
+	TimeoutSeconds *int `yaml:"timeoutSeconds"`
+	MaxRetries     *int `yaml:"maxRetries"`
+}
+
+// TLS holds PEM material, inline or as secret references.
+type TLS struct {
+	CA                 string `yaml:"ca"`
+	Cert               string `yaml:"cert"`
+	Key                string `yaml:"key"`
+	InsecureSkipVerify bool   `yaml:"insecureSkipVerify"`
+}
+
+// Compiled is what Load derives from a Policy for serving requests.
+type Compiled struct {
+	Name         string
+	TokenURL     *url.URL
+	ClientID     string       // resolved; empty in application mode
+	ClientSecret secret.Value // resolved; empty in application mode
+	Program      *claims.Program
+	Forward      []ForwardHeader // sorted by header name
+	Username     *claims.Path
+	TLS          *tls.Config // nil for Go's defaults
+	Timeout      time.Duration
+	MaxRetries   int
+	TokenPrefix  string
+}
+
+// GatewayMode reports whether the policy carries its own client credentials,
+// so that callers need none.
+func (c *Compiled) GatewayMode() bool { return c.ClientID != "" }
+
+// NeedsClaims reports whether the policy reads the token's claims, which
+// makes a JWT access token mandatory.
+func (p *Policy) NeedsClaims() bool {
+	return p.Compiled.Program != nil || len(p.Compiled.Forward) > 0 || p.Compiled.Username != nil
+}
+
+// ForwardHeader is a request header filled from a claim.
+type ForwardHeader struct {
+	Name  string
+	Claim claims.Path
+}
+
+// Duration is a time.Duration written with a unit ("300s", "5m").
+type Duration time.Duration
+
+// UnmarshalYAML refuses bare numbers, whose unit would be a guess.
+func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
+	v, err := time.ParseDuration(n.Value)
+	if err != nil || n.Kind != yaml.ScalarNode {
+		// A TypeError lets decoding go on and report other problems too.
+		return &yaml.TypeError{Errors: []string{fmt.Sprintf("line %d: %q is not a duration: write it with a unit, such as 300s or 5m", n.Line, n.Value)}}
+	}
+	*d = Duration(v)
+	return nil
+}
+
+func (d Duration) String() string { return time.Duration(d).String() }
+
+// applyDefaults fills every field the file left out.
+func (c *Config) applyDefaults() {
+	setDefault(&c.Server.GRPCAddress, DefaultGRPCAddress)
+	if c.Server.HTTPAddress == nil {
+		c.Server.HTTPAddress = ptr(DefaultHTTPAddress)
+	}
+	setDefault(&c.Server.AdminAddress, DefaultAdminAddress)
+	setDefault(&c.Log.Level, DefaultLogLevel)
+	setDefault(&c.Log.Format, DefaultLogFormat)
+	setDefault(&c.Secrets.Dir, DefaultSecretsDir)
+	setDefault(&c.PolicySelector.ContextExtension, DefaultContextExtension)
+	if c.Store.MaxEntries == 0 {
+		c.Store.MaxEntries = DefaultMaxEntries
+	}
+	for _, p := range c.Policies {
+		if p == nil {
+			continue
+		}
+		setDefault(&p.AuthMethod, DefaultAuthMethod)
+		if p.DefaultTTL == 0 {
+			p.DefaultTTL = Duration(DefaultTTL)
+		}
+		setDefault(&p.TokenHeader, DefaultTokenHeader)
+		if p.TokenPrefix == nil {
+			p.TokenPrefix = ptr(DefaultTokenPrefix)
+		}
+		if p.ClientConfig.TimeoutSeconds == nil {
+			p.ClientConfig.TimeoutSeconds = ptr(DefaultTimeoutSeconds)
+		}
+		if p.ClientConfig.MaxRetries == nil {
+			p.ClientConfig.MaxRetries = ptr(DefaultMaxRetries)
+		}
+	}
+}
+
+func setDefault(field *string, def string) {
+	if strings.TrimSpace(*field) == "" {
+		*field = def
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

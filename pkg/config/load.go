@@ -1,0 +1,217 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sort"
+	"strings"
+
+	"gopkg.in/yaml.v3"
+)
+
+// MaxFileBytes bounds the configuration file.
+const MaxFileBytes = 4 << 20
+
+// Problem is one thing wrong with a configuration, placed by line and path.
+type Problem struct {
+	Line int    // 1-based line in the file, 0 when unknown
+	Path string // dotted path of the field, such as policies.orders.url
+	Msg  string
+}
+
+func (p *Problem) Error() string {
+	var b strings.Builder
+	if p.Line > 0 {
+		fmt.Fprintf(&b, "line %d: ", p.Line)
+	}
+	if p.Path != "" {
+		b.WriteString(p.Path + ": ")
+	}
+	b.WriteString(p.Msg)
+	return b.String()
+}
+
+// Load reads, decodes, validates and compiles the configuration in path. Its
+// error joins every Problem found (see errors.Join).
+func Load(path string) (*Config, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxFileBytes {
+		return nil, fmt.Errorf("%s: more than %d bytes", path, MaxFileBytes)
+	}
+	return Parse(data, path)
+}
+
+// Parse is Load for data already read; path places relative secret
+// directories and is recorded in the Config.
+func Parse(data []byte, path string) (*Config, error) {
+	var doc yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&doc); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil, &Problem{Msg: "the file is empty: at least one policy is needed"}
+		}
+		return nil, &Problem{Msg: strings.TrimPrefix(err.Error(), "yaml: ")}
+	}
+	var next yaml.Node
+	if err := dec.Decode(&next); !errors.Is(err, io.EOF) {
+		return nil, &Problem{Line: next.Line, Msg: "more than one YAML document: the configuration is one document"}
+	}
+
+	l := &loader{lines: map[string]int{}}
+	root := &doc
+	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
+		root = root.Content[0]
+	}
+	l.walk(root, reflect.TypeFor[Config](), "")
+
+	cfg := &Config{Path: path}
+	if err := root.Decode(cfg); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return nil, &Problem{Msg: err.Error()}
+		}
+		for _, msg := range te.Errors {
+			l.problems = append(l.problems, typeProblem(msg))
+		}
+	}
+	if len(l.problems) > 0 {
+		return nil, errors.Join(l.problems...)
+	}
+	if path != "" {
+		cfg.Files = append(cfg.Files, path)
+	}
+	cfg.applyDefaults()
+	if cfg.Secrets.Dir != "" && !filepath.IsAbs(cfg.Secrets.Dir) && path != "" {
+		cfg.Secrets.Dir = filepath.Join(filepath.Dir(path), cfg.Secrets.Dir)
+	}
+	v := &validator{lines: l.lines}
+	v.validate(cfg)
+	if len(v.problems) > 0 {
+		return nil, errors.Join(v.problems...)
+	}
+	return cfg, nil
+}
+
+// loader checks the YAML tree against the Go types before decoding, so that
+// an unknown field is reported with its line and full path, and records the
+// line of every field for later problems.
+type loader struct {
+	lines    map[string]int
+	problems []error
+}
+
+func (l *loader) walk(n *yaml.Node, t reflect.Type, path string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if n.Kind == yaml.AliasNode {
+		n = n.Alias
+	}
+	l.lines[path] = n.Line
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode && t != reflect.TypeFor[Duration]():
+		fields := yamlFields(t)
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key, val := n.Content[i], n.Content[i+1]
+			f, ok := fields[key.Value]
+			if !ok {
+				l.problems = append(l.problems, &Problem{Line: key.Line, Path: path, Msg: unknownField(key.Value, fields)})
+				continue
+			}
+			l.walk(val, f.Type, join(path, key.Value))
+			l.lines[join(path, key.Value)] = key.Line
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			key := n.Content[i]
+			l.walk(n.Content[i+1], t.Elem(), join(path, key.Value))
+			l.lines[join(path, key.Value)] = key.Line
+		}
+	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
+		for i, item := range n.Content {
+			l.walk(item, t.Elem(), fmt.Sprintf("%s[%d]", path, i))
+		}
+	}
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func yamlFields(t reflect.Type) map[string]reflect.StructField {
+	fields := map[string]reflect.StructField{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name != "" && name != "-" {
+			fields[name] = f
+		}
+	}
+	return fields
+}
+
+// unknownField names the field and the closest known one.
+func unknownField(name string, fields map[string]reflect.StructField) string {
+	known := make([]string, 0, len(fields))
+	for k := range fields {
+		known = append(known, k)
+	}
+	sort.Strings(known)
+	best, bestDist := "", 3
+	for _, k := range known {
+		if d := distance(strings.ToLower(name), strings.ToLower(k)); d < bestDist || strings.EqualFold(k, name) {
+			best, bestDist = k, d
+		}
+	}
+	if best != "" {
+		return fmt.Sprintf("unknown field %q (did you mean %q?)", name, best)
+	}
+	return fmt.Sprintf("unknown field %q: want one of %s", name, strings.Join(known, ", "))
+}
+
+// distance is the Levenshtein distance between a and b.
+func distance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur := make([]int, len(b)+1)
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev = cur
+	}
+	return prev[len(b)]
+}
+
+// typeProblem turns a yaml.v3 decoding message into a Problem, keeping its line.
+func typeProblem(msg string) error {
+	var line int
+	if _, err := fmt.Sscanf(msg, "line %d:", &line); err == nil {
+		_, rest, _ := strings.Cut(msg, ": ")
+		return &Problem{Line: line, Msg: rest}
+	}
+	return &Problem{Msg: msg}
+}

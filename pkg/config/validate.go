@@ -1,0 +1,366 @@
+package config
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"net/url"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/extauthz/extauthz/pkg/claims"
+	"github.com/extauthz/extauthz/pkg/secret"
+)
+
+// Bounds on numbers a file may hold.
+const (
+	maxTimeoutSeconds = 300
+	maxRetries        = 10
+	minTTL            = time.Second
+)
+
+var policyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// reservedHeaders may not be set from claims or carry the token: they belong
+// to the HTTP connection or to Envoy.
+var reservedHeaders = map[string]bool{
+	"host": true, "content-length": true, "transfer-encoding": true, "connection": true, "te": true,
+	"upgrade": true, "keep-alive": true, "proxy-connection": true, "trailer": true,
+}
+
+// reservedParams are form parameters extauthz sets itself.
+var reservedParams = map[string]bool{
+	"grant_type": true, "scope": true, "audience": true, "client_id": true, "client_secret": true,
+	"client_assertion": true, "client_assertion_type": true,
+}
+
+type validator struct {
+	lines    map[string]int
+	problems []error
+	secrets  *secret.Resolver
+}
+
+func (v *validator) addf(path, format string, args ...any) {
+	v.problems = append(v.problems, &Problem{Line: v.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+}
+
+// line finds the line of path or of its nearest parent.
+func (v *validator) line(path string) int {
+	for {
+		if l, ok := v.lines[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			return 0
+		}
+		path = path[:i]
+	}
+}
+
+func (v *validator) validate(c *Config) {
+	v.secrets = &secret.Resolver{Dir: c.Secrets.Dir}
+	v.server(&c.Server)
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		v.addf("log.level", "%q is not a level: want debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "json" && c.Log.Format != "console" {
+		v.addf("log.format", "%q is not a format: want json or console", c.Log.Format)
+	}
+	if c.Store.MaxEntries < 0 {
+		v.addf("store.maxEntries", "must be positive, got %d", c.Store.MaxEntries)
+	}
+
+	if len(c.Policies) == 0 {
+		v.addf("policies", "at least one policy is needed")
+	}
+	names := make([]string, 0, len(c.Policies))
+	for name := range c.Policies {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	for _, name := range names {
+		v.policy(name, c.Policies[name])
+	}
+	for i, r := range c.Routes {
+		v.route(fmt.Sprintf("routes[%d]", i), r, c.Policies)
+	}
+	if c.DefaultPolicy != "" {
+		if _, ok := c.Policies[c.DefaultPolicy]; !ok {
+			v.addf("defaultPolicy", "no policy is named %q%s", c.DefaultPolicy, known(c.Policies))
+		}
+	}
+	c.Files = append(c.Files, v.secrets.Files()...)
+}
+
+func (v *validator) server(s *Server) {
+	seen := map[string]string{}
+	for _, a := range []struct{ path, addr string }{
+		{"server.grpcAddress", s.GRPCAddress}, {"server.httpAddress", *s.HTTPAddress}, {"server.adminAddress", s.AdminAddress},
+	} {
+		if a.addr == "" {
+			continue
+		}
+		host, port, err := net.SplitHostPort(a.addr)
+		if err != nil {
+			v.addf(a.path, "%q is not an address: want host:port or :port", a.addr)
+			continue
+		}
+		if other, ok := seen[host+":"+port]; ok && port != "0" {
+			v.addf(a.path, "%q is also %s", a.addr, other)
+		}
+		seen[host+":"+port] = a.path
+	}
+}
+
+func (v *validator) route(path string, r Route, policies map[string]*Policy) {
+	if r.Policy == "" {
+		v.addf(path+".policy", "a route needs a policy")
+	} else if _, ok := policies[r.Policy]; !ok {
+		v.addf(path+".policy", "no policy is named %q%s", r.Policy, known(policies))
+	}
+	if h := r.Host; h != "" {
+		pattern := strings.TrimPrefix(h, "*.")
+		if strings.ContainsAny(pattern, "*/ ") || pattern == "" {
+			v.addf(path+".host", "%q is not a host: want a name such as api.example.com, or *.example.com for every subdomain", h)
+		}
+	}
+	if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
+		v.addf(path+".pathPrefix", "%q does not start with /", r.PathPrefix)
+	}
+	for name := range r.Header {
+		if !validHeaderName(name) {
+			v.addf(path+".header."+name, "%q is not a header name", name)
+		}
+	}
+}
+
+func (v *validator) policy(name string, p *Policy) {
+	path := "policies." + name
+	if !policyNameRE.MatchString(name) {
+		v.addf(path, "a policy name is 1 to 63 letters, digits, '.', '_' or '-', starting with a letter or digit")
+	}
+	if p == nil {
+		v.addf(path, "the policy is empty: it needs at least a url")
+		return
+	}
+	c := &p.Compiled
+	c.Name = name
+	c.TokenURL = v.tokenURL(path+".url", p.URL)
+
+	switch {
+	case p.ClientID != "" && p.ClientSecret == "":
+		v.addf(path+".clientSecret", "clientID is set, so clientSecret must be too (or neither, for callers to send their own)")
+	case p.ClientID == "" && p.ClientSecret != "":
+		v.addf(path+".clientID", "clientSecret is set, so clientID must be too (or neither, for callers to send their own)")
+	case p.ClientID != "":
+		c.ClientID = v.resolve(path+".clientID", p.ClientID).Reveal()
+		if !utf8.ValidString(c.ClientID) || !validHeaderValue(c.ClientID) {
+			v.addf(path+".clientID", "holds a control character or is not UTF-8")
+		}
+		c.ClientSecret = v.resolve(path+".clientSecret", p.ClientSecret)
+	}
+
+	switch p.AuthMethod {
+	case AuthClientSecretBasic, AuthClientSecretPost:
+	default:
+		v.addf(path+".authMethod", "%q is not supported: want %s or %s", p.AuthMethod, AuthClientSecretBasic, AuthClientSecretPost)
+	}
+	for i, s := range p.Scopes {
+		if !validScope(s) {
+			v.addf(fmt.Sprintf("%s.scopes[%d]", path, i), "%q is not a scope: a scope is printable ASCII without spaces, quotes or backslashes", s)
+		}
+	}
+	for k := range p.ExtraParams {
+		if k == "" || reservedParams[k] {
+			v.addf(path+".extraParams."+k, "%q is set by extauthz itself; use the policy's own field", k)
+		}
+	}
+
+	v.forwardHeaders(path, p)
+	if p.Claims != "" {
+		prog, err := claims.Compile(p.Claims)
+		if err != nil {
+			v.addf(path+".claims", "%v", err)
+		}
+		c.Program = prog
+	}
+	if p.UsernameClaim != "" {
+		u, err := claims.ParsePath(p.UsernameClaim)
+		if err != nil {
+			v.addf(path+".usernameClaim", "%v", err)
+		}
+		c.Username = &u
+	}
+	if time.Duration(p.DefaultTTL) < minTTL {
+		v.addf(path+".defaultTTL", "%s is too short: at least %s", p.DefaultTTL, minTTL)
+	}
+	if !validHeaderName(p.TokenHeader) || reservedHeaders[strings.ToLower(p.TokenHeader)] {
+		v.addf(path+".tokenHeader", "%q cannot carry the token", p.TokenHeader)
+	}
+	c.TokenPrefix = *p.TokenPrefix
+	if !validHeaderValue(c.TokenPrefix) {
+		v.addf(path+".tokenPrefix", "contains a control character")
+	}
+
+	cc := p.ClientConfig
+	if t := *cc.TimeoutSeconds; t < 1 || t > maxTimeoutSeconds {
+		v.addf(path+".clientConfig.timeoutSeconds", "%d is out of range: want 1 to %d", t, maxTimeoutSeconds)
+	}
+	c.Timeout = time.Duration(*cc.TimeoutSeconds) * time.Second
+	if r := *cc.MaxRetries; r < 0 || r > maxRetries {
+		v.addf(path+".clientConfig.maxRetries", "%d is out of range: want 0 to %d", r, maxRetries)
+	}
+	c.MaxRetries = *cc.MaxRetries
+	c.TLS = v.tls(path+".clientConfig.tls", cc.TLS, c.TokenURL)
+}
+
+func (v *validator) tokenURL(path, raw string) *url.URL {
+	if raw == "" {
+		v.addf(path, "the token endpoint URL is required")
+		return nil
+	}
+	u, err := url.Parse(raw)
+	switch {
+	case err != nil:
+		v.addf(path, "%v", err)
+		return nil
+	case u.Scheme != "https" && u.Scheme != "http":
+		v.addf(path, "%q is not an http or https URL", raw)
+	case u.Host == "":
+		v.addf(path, "%q has no host", raw)
+	case u.User != nil:
+		v.addf(path, "the URL must not carry credentials: use clientID and clientSecret")
+	case u.Fragment != "":
+		v.addf(path, "the URL must not have a fragment")
+	default:
+		return u
+	}
+	return nil
+}
+
+func (v *validator) forwardHeaders(path string, p *Policy) {
+	seen := map[string]string{}
+	for name, claim := range p.ForwardHeaders {
+		hp := path + ".forwardHeaders." + name
+		lower := strings.ToLower(name)
+		switch {
+		case !validHeaderName(name) || reservedHeaders[lower]:
+			v.addf(hp, "%q cannot be forwarded: want a header name such as X-Group", name)
+			continue
+		case strings.EqualFold(name, p.TokenHeader):
+			v.addf(hp, "%q is the header that carries the token", name)
+			continue
+		}
+		if other, ok := seen[lower]; ok {
+			v.addf(hp, "%q is the same header as %q", name, other)
+			continue
+		}
+		seen[lower] = name
+		cp, err := claims.ParsePath(claim)
+		if err != nil {
+			v.addf(hp, "%v", err)
+			continue
+		}
+		p.Compiled.Forward = append(p.Compiled.Forward, ForwardHeader{Name: name, Claim: cp})
+	}
+	sort.Slice(p.Compiled.Forward, func(i, j int) bool { return p.Compiled.Forward[i].Name < p.Compiled.Forward[j].Name })
+}
+
+func (v *validator) tls(path string, t TLS, u *url.URL) *tls.Config {
+	if t == (TLS{}) {
+		return nil
+	}
+	if u != nil && u.Scheme != "https" {
+		v.addf(path, "TLS settings are given but the url is not https")
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify}
+	if t.CA != "" {
+		pool := x509.NewCertPool()
+		if ca := v.resolve(path+".ca", t.CA); !ca.Empty() && !pool.AppendCertsFromPEM([]byte(ca.Reveal())) {
+			v.addf(path+".ca", "no PEM certificate found")
+		}
+		cfg.RootCAs = pool
+	}
+	switch {
+	case (t.Cert == "") != (t.Key == ""):
+		v.addf(path, "cert and key go together: give both or neither")
+	case t.Cert != "":
+		cert, key := v.resolve(path+".cert", t.Cert), v.resolve(path+".key", t.Key)
+		if !cert.Empty() && !key.Empty() {
+			pair, err := tls.X509KeyPair([]byte(cert.Reveal()), []byte(key.Reveal()))
+			if err != nil {
+				v.addf(path+".cert", "the certificate and key do not load: %v", err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		}
+	}
+	return cfg
+}
+
+// resolve reads a secret reference, reporting a problem for a bad one or an
+// empty result. Errors never include a literal secret.
+func (v *validator) resolve(path, s string) secret.Value {
+	val, err := v.secrets.Resolve(s)
+	switch {
+	case err != nil:
+		v.addf(path, "%v", err)
+	case val.Empty():
+		v.addf(path, "resolves to an empty value")
+	}
+	return val
+}
+
+func known(policies map[string]*Policy) string {
+	names := make([]string, 0, len(policies))
+	for n := range policies {
+		names = append(names, n)
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	sort.Strings(names)
+	return " (policies: " + strings.Join(names, ", ") + ")"
+}
+
+// validHeaderName reports an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// validScope reports an RFC 6749 §3.3 scope-token.
+func validScope(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x21 || c == '"' || c == '\\' || c > 0x7e {
+			return false
+		}
+	}
+	return true
+}

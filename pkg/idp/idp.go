@@ -1,0 +1,307 @@
+// Package idp asks an OAuth 2.0 token endpoint for access tokens with the
+// client-credentials grant (RFC 6749 §4.4).
+//
+// The request itself is made by golang.org/x/oauth2/clientcredentials, which
+// encodes the form, authenticates the client in the Authorization header or
+// the body (form-urlencoding id and secret as RFC 6749 §2.3.1 asks), reads at
+// most 1 MiB of the answer, accepts expires_in as a number or a numeric string,
+// and parses OAuth error bodies. This package adds what a gateway needs
+// around it: a timeout per attempt, retries with exponential backoff and
+// jitter for network errors, 5xx and 429 (honouring Retry-After) and never for
+// other 4xx, an overall bound from the caller's context, a check of
+// token_type, and errors sorted into kinds a caller can map to statuses.
+package idp
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/oauth2"
+	"golang.org/x/oauth2/clientcredentials"
+
+	"github.com/extauthz/extauthz/pkg/secret"
+)
+
+// AuthMethod is how the client authenticates at the token endpoint.
+type AuthMethod string
+
+// Supported client authentication methods.
+const (
+	ClientSecretBasic AuthMethod = "client_secret_basic"
+	ClientSecretPost  AuthMethod = "client_secret_post"
+)
+
+// Defaults for Options left at zero.
+const (
+	DefaultTimeout    = 5 * time.Second
+	DefaultBackoff    = 100 * time.Millisecond
+	DefaultMaxBackoff = 2 * time.Second
+	// maxRetryAfter bounds how long a Retry-After may ask to wait.
+	maxRetryAfter = time.Hour
+)
+
+// Options configure a Client: one token endpoint and the shape of its requests.
+type Options struct {
+	URL         string
+	AuthMethod  AuthMethod
+	Audience    string
+	Scopes      []string
+	ExtraParams map[string]string
+	HTTPClient  *http.Client  // nil for a client with Go's default transport
+	Timeout     time.Duration // per attempt
+	MaxRetries  int           // retries after the first attempt
+	Backoff     time.Duration // wait before the first retry; doubles after each
+	MaxBackoff  time.Duration
+	Logger      *zap.Logger
+	Now         func() time.Time // for Retry-After dates; time.Now when nil
+}
+
+// Credentials identify a client to the token endpoint.
+type Credentials struct {
+	ID     string
+	Secret secret.Value
+}
+
+// Token is the endpoint's answer.
+type Token struct {
+	AccessToken secret.Value
+	Type        string        // as sent; empty when the endpoint sent none
+	ExpiresIn   time.Duration // zero when the endpoint gave no lifetime
+}
+
+// Client requests tokens from one endpoint. It is safe for concurrent use.
+type Client struct {
+	opts     Options
+	base     clientcredentials.Config
+	identity string
+}
+
+// NewClient returns a Client for o.
+func NewClient(o Options) (*Client, error) {
+	if _, err := url.Parse(o.URL); err != nil || o.URL == "" {
+		return nil, fmt.Errorf("idp: bad token URL %q", o.URL)
+	}
+	style := oauth2.AuthStyleInHeader
+	switch o.AuthMethod {
+	case ClientSecretBasic, "":
+		o.AuthMethod = ClientSecretBasic
+	case ClientSecretPost:
+		style = oauth2.AuthStyleInParams
+	default:
+		return nil, fmt.Errorf("idp: unsupported auth method %q", o.AuthMethod)
+	}
+	if o.HTTPClient == nil {
+		o.HTTPClient = &http.Client{Transport: NewTransport(nil)}
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.Backoff <= 0 {
+		o.Backoff = DefaultBackoff
+	}
+	if o.MaxBackoff <= 0 {
+		o.MaxBackoff = DefaultMaxBackoff
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	params := url.Values{}
+	for k, v := range o.ExtraParams {
+		params.Set(k, v)
+	}
+	if o.Audience != "" {
+		params.Set("audience", o.Audience)
+	}
+	c := &Client{
+		opts: o,
+		base: clientcredentials.Config{
+			TokenURL:       o.URL,
+			Scopes:         o.Scopes,
+			EndpointParams: params,
+			AuthStyle:      style,
+		},
+	}
+	// The identity names everything that shapes a token request except the
+	// credentials, so that a cache can tell tokens apart.
+	c.identity = strings.Join([]string{o.URL, string(o.AuthMethod), strings.Join(o.Scopes, " "), params.Encode()}, "\x00")
+	return c, nil
+}
+
+// Identity describes the requests this client makes, credentials aside. Two
+// clients with the same identity obtain interchangeable tokens for the same
+// credentials. It holds no secret.
+func (c *Client) Identity() string { return c.identity }
+
+// Budget is the longest Token can take when its context has no deadline:
+// every attempt timing out, with the longest waits between them.
+func (c *Client) Budget() time.Duration {
+	b := time.Duration(c.opts.MaxRetries+1) * c.opts.Timeout
+	for n := 1; n <= c.opts.MaxRetries; n++ {
+		b += min(c.opts.Backoff<<min(n-1, 30), c.opts.MaxBackoff)
+	}
+	return b
+}
+
+// URL returns the token endpoint.
+func (c *Client) URL() string { return c.opts.URL }
+
+// Token obtains a token for creds, retrying as the package documentation
+// says until ctx ends. Its error is always an *Error.
+func (c *Client) Token(ctx context.Context, creds Credentials) (*Token, error) {
+	for attempt := 1; ; attempt++ {
+		tok, err := c.attempt(ctx, creds)
+		if err == nil {
+			return tok, nil
+		}
+		err.Attempts = attempt
+		if err.Kind != KindUnavailable || attempt > c.opts.MaxRetries || ctx.Err() != nil {
+			return nil, err
+		}
+		wait := c.backoff(attempt)
+		if err.RetryAfter > 0 {
+			wait = err.RetryAfter
+		}
+		if deadline, ok := ctx.Deadline(); ok && time.Until(deadline) < wait {
+			return nil, err // the next attempt could not finish in time
+		}
+		c.opts.Logger.Debug("retrying token request", zap.Error(err), zap.Int("attempt", attempt), zap.Duration("wait", wait))
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil, err
+		case <-t.C:
+		}
+	}
+}
+
+// backoff returns the wait before retry n (1-based): exponential, capped, with
+// the upper half jittered so that many clients do not retry in step.
+func (c *Client) backoff(n int) time.Duration {
+	d := c.opts.MaxBackoff
+	if n < 30 {
+		d = min(c.opts.Backoff<<(n-1), c.opts.MaxBackoff)
+	}
+	return d/2 + rand.N(d/2+1)
+}
+
+func (c *Client) attempt(ctx context.Context, creds Credentials) (*Token, *Error) {
+	actx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
+	defer cancel()
+	actx = context.WithValue(actx, oauth2.HTTPClient, c.opts.HTTPClient)
+	cfg := c.base
+	cfg.ClientID, cfg.ClientSecret = creds.ID, creds.Secret.Reveal()
+	tok, err := cfg.Token(actx)
+	if err != nil {
+		return nil, c.classify(actx, err)
+	}
+	if !headerSafe(tok.AccessToken) {
+		return nil, &Error{Kind: KindBadResponse, Status: http.StatusOK, Err: errors.New("access_token holds characters a header cannot carry")}
+	}
+	if tok.TokenType != "" && !strings.EqualFold(tok.TokenType, "bearer") {
+		return nil, &Error{Kind: KindBadResponse, Status: http.StatusOK, Err: fmt.Errorf("token_type %q is not Bearer", tok.TokenType)}
+	}
+	return &Token{AccessToken: secret.New(tok.AccessToken), Type: tok.TokenType, ExpiresIn: expiresIn(tok.Extra("expires_in"))}, nil
+}
+
+// headerSafe reports a token that can travel in a header as it is: visible
+// ASCII only, no spaces or control characters.
+func headerSafe(tok string) bool {
+	for i := 0; i < len(tok); i++ {
+		if c := tok[i]; c <= ' ' || c >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// expiresIn reads expires_in, which endpoints send as a number or a numeric
+// string. Anything else, or a lifetime that is not positive, counts as none.
+func expiresIn(v any) time.Duration {
+	var secs float64
+	switch v := v.(type) {
+	case float64:
+		secs = v
+	case string:
+		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+		if err != nil {
+			return 0
+		}
+		secs = f
+	default:
+		return 0
+	}
+	if secs <= 0 || secs != secs {
+		return 0
+	}
+	return time.Duration(min(secs, float64(1<<31)) * float64(time.Second))
+}
+
+func (c *Client) classify(actx context.Context, err error) *Error {
+	var re *oauth2.RetrieveError
+	if !errors.As(err, &re) {
+		kind := KindBadResponse
+		var ue *url.Error
+		// x/oauth2 returns transport errors as they are, and a body that
+		// breaks off as "cannot fetch token"; everything else is the answer.
+		if errors.As(err, &ue) || actx.Err() != nil || strings.HasPrefix(err.Error(), "oauth2: cannot fetch token") {
+			kind = KindUnavailable
+		}
+		return &Error{Kind: kind, Err: err}
+	}
+	e := &Error{Status: re.Response.StatusCode, Code: re.ErrorCode, Description: re.ErrorDescription, Err: errors.New(http.StatusText(re.Response.StatusCode))}
+	switch {
+	case re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client":
+		e.Kind = KindRejected
+	case re.ErrorCode == "invalid_scope" || re.ErrorCode == "invalid_target" || re.ErrorCode == "access_denied":
+		e.Kind = KindForbidden
+	case e.Status == http.StatusTooManyRequests || e.Status >= 500 ||
+		re.ErrorCode == "temporarily_unavailable" || re.ErrorCode == "server_error":
+		e.Kind = KindUnavailable
+		e.RetryAfter = retryAfter(re.Response.Header.Get("Retry-After"), c.opts.Now())
+	case e.Status == http.StatusUnauthorized:
+		e.Kind = KindRejected
+	case e.Status == http.StatusForbidden:
+		e.Kind = KindForbidden
+	default:
+		e.Kind = KindRefused
+	}
+	return e
+}
+
+// retryAfter reads a Retry-After header: seconds or an HTTP date.
+func retryAfter(h string, now time.Time) time.Duration {
+	if h == "" {
+		return 0
+	}
+	var d time.Duration
+	if secs, err := strconv.Atoi(strings.TrimSpace(h)); err == nil {
+		d = time.Duration(secs) * time.Second
+	} else if t, err := http.ParseTime(h); err == nil {
+		d = t.Sub(now)
+	}
+	return min(max(d, 0), maxRetryAfter)
+}
+
+// NewTransport returns an HTTP transport for token endpoints: Go's defaults
+// (proxy from the environment, HTTP/2, keep-alive) with tlsConfig, if any.
+func NewTransport(tlsConfig *tls.Config) *http.Transport {
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.MaxIdleConnsPerHost = 16
+	if tlsConfig != nil {
+		t.TLSClientConfig = tlsConfig.Clone()
+	}
+	return t
+}
