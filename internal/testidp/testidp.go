@@ -43,16 +43,16 @@ type Answer int
 
 // Answers.
 const (
-	AnswerNormal           Answer = iota
-	AnswerStringExpiresIn         // "expires_in": "300"
-	AnswerNoExpiresIn             // no expires_in: the lifetime is the JWT's exp
-	AnswerOpaque                  // a random token that is not a JWT
-	AnswerNoAccessToken           // no access_token at all
-	AnswerNoTokenType             // no token_type
-	AnswerMACTokenType            // "token_type": "mac"
-	AnswerBadJSON                 // a body that is not JSON
-	AnswerHuge                    // a body larger than 1 MiB
-	AnswerErrorIn200              // status 200 with an OAuth error body
+	AnswerNormal          Answer = iota
+	AnswerStringExpiresIn        // "expires_in": "300"
+	AnswerNoExpiresIn            // no expires_in: the lifetime is the JWT's exp
+	AnswerOpaque                 // a random token that is not a JWT
+	AnswerNoAccessToken          // no access_token at all
+	AnswerNoTokenType            // no token_type
+	AnswerMACTokenType           // "token_type": "mac"
+	AnswerBadJSON                // a body that is not JSON
+	AnswerHuge                   // a body larger than 1 MiB
+	AnswerErrorIn200             // status 200 with an OAuth error body
 )
 
 // Behavior switches how the endpoint answers.
