@@ -43,16 +43,18 @@ type Answer int
 
 // Answers.
 const (
-	AnswerNormal          Answer = iota
-	AnswerStringExpiresIn        // "expires_in": "300"
-	AnswerNoExpiresIn            // no expires_in: the lifetime is the JWT's exp
-	AnswerOpaque                 // a random token that is not a JWT
-	AnswerNoAccessToken          // no access_token at all
-	AnswerNoTokenType            // no token_type
-	AnswerMACTokenType           // "token_type": "mac"
-	AnswerBadJSON                // a body that is not JSON
-	AnswerHuge                   // a body larger than 1 MiB
-	AnswerErrorIn200             // status 200 with an OAuth error body
+	AnswerNormal           Answer = iota
+	AnswerStringExpiresIn         // "expires_in": "300"
+	AnswerNoExpiresIn             // no expires_in: the lifetime is the JWT's exp
+	AnswerOpaque                  // a random token that is not a JWT
+	AnswerNoAccessToken           // no access_token at all
+	AnswerNoTokenType             // no token_type
+	AnswerMACTokenType            // "token_type": "mac"
+	AnswerBadJSON                 // a body that is not JSON
+	AnswerHuge                    // a body larger than 1 MiB
+	AnswerErrorIn200              // status 200 with an OAuth error body
+	AnswerOpaqueNoLifetime        // an opaque token without expires_in
+	AnswerUnsafeToken             // an access_token with a space and CRLF in it
 )
 
 // Behavior switches how the endpoint answers.
@@ -294,6 +296,11 @@ func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, s
 		return
 	case AnswerHuge:
 		body["padding"] = strings.Repeat("x", 1<<20)
+	case AnswerOpaqueNoLifetime:
+		body["access_token"] = "opaque-" + randomID()
+		delete(body, "expires_in")
+	case AnswerUnsafeToken:
+		body["access_token"] = "abc def\r\nX-Injected: 1"
 	case AnswerErrorIn200:
 		body = map[string]any{"error": "invalid_request", "error_description": "an error with status 200"}
 	}

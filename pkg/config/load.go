@@ -174,8 +174,17 @@ func unknownField(name string, fields map[string]reflect.StructField) string {
 	}
 	sort.Strings(known)
 	best, bestDist := "", 3
+	lower := strings.ToLower(name)
 	for _, k := range known {
-		if d := distance(strings.ToLower(name), strings.ToLower(k)); d < bestDist || strings.EqualFold(k, name) {
+		lk := strings.ToLower(k)
+		d := distance(lower, lk)
+		if len(lower) >= 3 && (strings.HasPrefix(lk, lower) || strings.HasPrefix(lower, lk)) {
+			d = min(d, 2) // "timeout" for "timeoutSeconds"
+		}
+		if lk == lower {
+			d = 0
+		}
+		if d < bestDist {
 			best, bestDist = k, d
 		}
 	}

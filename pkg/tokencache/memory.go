@@ -6,9 +6,13 @@ import (
 	"time"
 )
 
-// shardCount spreads keys over locks so that concurrent requests for
-// different clients do not queue on one mutex.
-const shardCount = 16
+// maxShards spreads keys over locks so that concurrent requests for
+// different clients do not queue on one mutex; a small cache keeps fewer
+// shards so that each can still choose whom to evict.
+const (
+	maxShards       = 16
+	minShardEntries = 256
+)
 
 // evictionSample is how many entries eviction looks at to pick a victim: an
 // expired one if any, else the least recently used of them (as Redis does).
@@ -16,7 +20,7 @@ const evictionSample = 8
 
 // memoryStore is a bounded map of tokens with approximate LRU eviction.
 type memoryStore struct {
-	shards   [shardCount]shard
+	shards   []shard
 	perShard int
 }
 
@@ -32,16 +36,19 @@ type entry struct {
 }
 
 func newMemoryStore(maxEntries int) *memoryStore {
-	s := &memoryStore{perShard: max(1, (maxEntries+shardCount-1)/shardCount)}
+	n := min(max(maxEntries/minShardEntries, 1), maxShards)
+	s := &memoryStore{shards: make([]shard, n), perShard: max(1, (maxEntries+n-1)/n)}
 	for i := range s.shards {
 		s.shards[i].m = make(map[Key]*entry)
 	}
 	return s
 }
 
+func (s *memoryStore) shard(key Key) *shard { return &s.shards[int(key[0])%len(s.shards)] }
+
 // get returns the token under key if it may still be served at now.
 func (s *memoryStore) get(key Key, now time.Time) *Token {
-	sh := &s.shards[key[0]%shardCount]
+	sh := s.shard(key)
 	sh.mu.RLock()
 	e := sh.m[key]
 	sh.mu.RUnlock()
@@ -58,7 +65,7 @@ func (s *memoryStore) get(key Key, now time.Time) *Token {
 func (s *memoryStore) put(key Key, tok *Token, serveUntil, now time.Time) {
 	e := &entry{tok: tok, serveUntil: serveUntil.UnixNano()}
 	e.lastUsed.Store(now.UnixNano())
-	sh := &s.shards[key[0]%shardCount]
+	sh := s.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if _, ok := sh.m[key]; !ok && len(sh.m) >= s.perShard {

@@ -1,0 +1,75 @@
+package authz
+
+import (
+	"encoding/base64"
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
+
+func TestParseBasic(t *testing.T) {
+	tests := []struct {
+		name       string
+		give       string
+		wantID     string
+		wantSecret string
+		wantErr    error
+	}{
+		{"plain", "Basic " + b64("app:s3cret"), "app", "s3cret", nil},
+		{"scheme in any case", "bASIC " + b64("app:s3cret"), "app", "s3cret", nil},
+		{"extra spaces", "Basic   " + b64("app:s3cret") + "  ", "app", "s3cret", nil},
+		{"no padding", "Basic " + strings.TrimRight(b64("app:s3cre"), "="), "app", "s3cre", nil},
+		{"split at the first colon", "Basic " + b64("app:s3:cr:et"), "app", "s3:cr:et", nil},
+		{"form-urlencoded", "Basic " + b64("my%3Aapp:p%40ss+word%25"), "my:app", "p@ss word%", nil},
+		{"unicode", "Basic " + b64("%C3%A4pp:s%C3%A9cret"), "äpp", "sécret", nil},
+		{"empty", "", "", "", errNoCredentials},
+		{"bearer", "Bearer abc.def.ghi", "", "", errNotBasic},
+		{"scheme only", "Basic", "", "", errNoColon},
+		{"scheme without space", "Basic" + b64("app:s3cret"), "", "", errNotBasic},
+		{"bad base64", "Basic %%%", "", "", errBadBase64},
+		{"no colon", "Basic " + b64("apps3cret"), "", "", errNoColon},
+		{"empty id", "Basic " + b64(":s3cret"), "", "", errEmptyID},
+		{"empty secret", "Basic " + b64("app:"), "", "", errEmptySecret},
+		{"bad escape", "Basic " + b64("app%zz:s3cret"), "", "", errBadEncoding},
+		{"bad escape in secret", "Basic " + b64("app:s3%"), "", "", errBadEncoding},
+		{"newline in id", "Basic " + b64("app%0A:s3cret"), "", "", errControlCharacter},
+		{"NUL in secret", "Basic " + b64("app:s3\x00cret"), "", "", errControlCharacter},
+		{"id not UTF-8", "Basic " + b64("app%FF:s3cret"), "", "", errBadUTF8},
+		{"too long", "Basic " + b64("app:"+strings.Repeat("x", 4096)), "", "", errCredentialsTooLong},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id, secret, err := parseBasic(tt.give)
+			if !errors.Is(err, tt.wantErr) || id != tt.wantID || secret != tt.wantSecret {
+				t.Errorf("parseBasic(%q) = %q, %q, %v; want %q, %q, %v", tt.give, id, secret, err, tt.wantID, tt.wantSecret, tt.wantErr)
+			}
+		})
+	}
+}
+
+// FuzzParseBasic checks that the credential parser never panics, that its
+// errors never carry the credentials, and that what it accepts is safe to
+// log and to put in a header.
+func FuzzParseBasic(f *testing.F) {
+	for _, seed := range []string{"Basic " + b64("app:s3cret"), "Basic " + b64("a%3Ab:c%zz"), "basic x", "Basic " + b64("\xff:\x00"), ""} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, header string) {
+		id, secret, err := parseBasic(header)
+		if err != nil {
+			if id != "" || secret != "" {
+				t.Fatalf("error %v with credentials", err)
+			}
+			if len(header) > 8 && strings.Contains(err.Error(), header[6:]) {
+				t.Fatalf("error %q repeats the header", err)
+			}
+			return
+		}
+		if id == "" || secret == "" || hasControl(id) || hasControl(secret) || !utf8.ValidString(id) {
+			t.Fatalf("accepted unsafe credentials %q, %q from %q", id, secret, header)
+		}
+	})
+}

@@ -1,0 +1,305 @@
+package config
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestDefaults(t *testing.T) {
+	cfg, err := Parse([]byte("policies:\n  orders:\n    url: https://idp.example.com/oauth/token\n"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Policies["orders"]
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"grpcAddress", cfg.Server.GRPCAddress, DefaultGRPCAddress},
+		{"httpAddress", *cfg.Server.HTTPAddress, DefaultHTTPAddress},
+		{"adminAddress", cfg.Server.AdminAddress, DefaultAdminAddress},
+		{"log.level", cfg.Log.Level, "info"},
+		{"log.format", cfg.Log.Format, "json"},
+		{"secrets.dir", cfg.Secrets.Dir, DefaultSecretsDir},
+		{"contextExtension", cfg.PolicySelector.ContextExtension, "policy"},
+		{"maxEntries", cfg.Store.MaxEntries, DefaultMaxEntries},
+		{"authMethod", p.AuthMethod, "client_secret_basic"},
+		{"defaultTTL", time.Duration(p.DefaultTTL), 300 * time.Second},
+		{"tokenHeader", p.TokenHeader, "Authorization"},
+		{"tokenPrefix", p.Compiled.TokenPrefix, "Bearer "},
+		{"timeout", p.Compiled.Timeout, 5 * time.Second},
+		{"maxRetries", p.Compiled.MaxRetries, 3},
+		{"name", p.Compiled.Name, "orders"},
+		{"gateway mode", p.Compiled.GatewayMode(), false},
+		{"needs claims", p.NeedsClaims(), false},
+		{"TLS", p.Compiled.TLS == nil, true},
+	}
+	for _, c := range checks {
+		if c.got != c.want {
+			t.Errorf("%s = %v, want %v", c.name, c.got, c.want)
+		}
+	}
+}
+
+func TestExplicitZeroes(t *testing.T) {
+	cfg, err := Parse([]byte(`
+server: {httpAddress: ""}
+policies:
+  orders:
+    url: https://idp.example.com/oauth/token
+    tokenPrefix: ""
+    clientConfig: {maxRetries: 0}
+`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Policies["orders"].Compiled
+	if *cfg.Server.HTTPAddress != "" || p.TokenPrefix != "" || p.MaxRetries != 0 {
+		t.Errorf("explicit zero values were replaced by defaults: http %q, prefix %q, retries %d", *cfg.Server.HTTPAddress, p.TokenPrefix, p.MaxRetries)
+	}
+}
+
+// TestSpecExample loads the configuration shown in the specification, with
+// its secrets in a temporary directory.
+func TestSpecExample(t *testing.T) {
+	dir := t.TempDir()
+	writeSecret(t, dir, "orders-idp", "clientID", "orders-client\n")
+	writeSecret(t, dir, "orders-idp", "clientSecret", "orders-secret\n")
+	data, err := os.ReadFile("testdata/spec-example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(path, []byte(strings.ReplaceAll(string(data), "/var/run/secrets/extauthz", dir)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := cfg.Policies["orders"]
+	if p.Compiled.ClientID != "orders-client" || p.Compiled.ClientSecret.Reveal() != "orders-secret" {
+		t.Errorf("secrets resolved to %q, %q", p.Compiled.ClientID, p.Compiled.ClientSecret.Reveal())
+	}
+	if !p.Compiled.GatewayMode() || !p.NeedsClaims() || p.Compiled.Program.String() != "Equals(`grp`, `admin`)" {
+		t.Errorf("compiled policy: %+v", p.Compiled)
+	}
+	if len(p.Compiled.Forward) != 2 || p.Compiled.Forward[0].Name != "Expires-At" || p.Compiled.Forward[1].Claim.String() != "grp" {
+		t.Errorf("forward headers %+v", p.Compiled.Forward)
+	}
+	wantFiles := []string{path, filepath.Join(dir, "orders-idp", "clientID"), filepath.Join(dir, "orders-idp", "clientSecret")}
+	if strings.Join(cfg.Files, ",") != strings.Join(wantFiles, ",") {
+		t.Errorf("Files = %v, want %v", cfg.Files, wantFiles)
+	}
+}
+
+func TestRelativeSecretsDir(t *testing.T) {
+	dir := t.TempDir()
+	writeSecret(t, filepath.Join(dir, "secrets"), "idp", "secret", "s")
+	path := filepath.Join(dir, "config.yaml")
+	yaml := "secrets: {dir: secrets}\npolicies:\n  a: {url: 'https://idp/t', clientID: app, clientSecret: 'urn:k8s:secret:idp:secret'}\n"
+	if err := os.WriteFile(path, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := Load(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.Policies["a"].Compiled.ClientSecret.Reveal(); got != "s" {
+		t.Errorf("secret %q", got)
+	}
+}
+
+func TestTLS(t *testing.T) {
+	certPEM, keyPEM := selfSigned(t)
+	dir := t.TempDir()
+	writeSecret(t, dir, "tls", "ca", certPEM)
+	writeSecret(t, dir, "tls", "cert", certPEM)
+	writeSecret(t, dir, "tls", "key", keyPEM)
+	yaml := `
+secrets: {dir: "` + dir + `"}
+policies:
+  refs:
+    url: https://idp.example.com/token
+    clientConfig:
+      tls: {ca: "urn:k8s:secret:tls:ca", cert: "urn:k8s:secret:tls:cert", key: "urn:k8s:secret:tls:key"}
+  inline:
+    url: https://idp.example.com/token
+    clientConfig:
+      tls:
+        insecureSkipVerify: true
+        ca: |
+` + indent(certPEM, "          ")
+	cfg, err := Parse([]byte(yaml), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refs := cfg.Policies["refs"].Compiled.TLS
+	if refs == nil || refs.RootCAs == nil || len(refs.Certificates) != 1 || refs.InsecureSkipVerify {
+		t.Errorf("refs TLS = %+v", refs)
+	}
+	inline := cfg.Policies["inline"].Compiled.TLS
+	if inline == nil || inline.RootCAs == nil || !inline.InsecureSkipVerify {
+		t.Errorf("inline TLS = %+v", inline)
+	}
+}
+
+func TestProblems(t *testing.T) {
+	dir := t.TempDir()
+	writeSecret(t, dir, "empty", "key", "\n")
+	tests := []struct {
+		name string
+		give string
+		want string // one problem, as printed
+	}{
+		{"empty file", "", "the file is empty: at least one policy is needed"},
+		{"not YAML", "policies: [", "line 1: did not find expected node content"},
+		{"two documents", "policies: {}\n---\nx: 1\n", "line 2: more than one YAML document"},
+		{"no policies", "server: {grpcAddress: ':9001'}\n", "policies: at least one policy is needed"},
+		{"unknown top-level field", "polices:\n  a: {url: 'https://x/t'}\n", `line 1: unknown field "polices" (did you mean "policies"?)`},
+		{"unknown policy field", "policies:\n  orders:\n    url: https://x/t\n    clientSecrett: x\n", `line 4: policies.orders: unknown field "clientSecrett" (did you mean "clientSecret"?)`},
+		{"wrong case", "policies:\n  orders:\n    url: https://x/t\n    clientId: x\n", `line 4: policies.orders: unknown field "clientId" (did you mean "clientID"?)`},
+		{"unknown nested field", "policies:\n  o:\n    url: https://x/t\n    clientConfig:\n      timeout: 3\n", `line 5: policies.o.clientConfig: unknown field "timeout" (did you mean "timeoutSeconds"?)`},
+		{"unknown field far from any", "server:\n  zzzzzzzz: 1\npolicies: {a: {url: 'https://x/t'}}\n", `line 2: server: unknown field "zzzzzzzz": want one of adminAddress, grpcAddress, httpAddress`},
+		{"wrong type", "policies:\n  o:\n    url: https://x/t\n    scopes: read\n", "line 4: cannot unmarshal !!str `read` into []string"},
+		{"duration without unit", "policies:\n  o:\n    url: https://x/t\n    defaultTTL: 300\n", `line 4: "300" is not a duration: write it with a unit, such as 300s or 5m`},
+		{"duration too short", "policies:\n  o:\n    url: https://x/t\n    defaultTTL: 10ms\n", "line 4: policies.o.defaultTTL: 10ms is too short: at least 1s"},
+		{"missing url", "policies:\n  o: {audience: x}\n", "line 2: policies.o.url: the token endpoint URL is required"},
+		{"empty policy", "policies:\n  o:\n", "line 2: policies.o: the policy is empty"},
+		{"relative url", "policies:\n  o: {url: /token}\n", `line 2: policies.o.url: "/token" is not an http or https URL`},
+		{"url with credentials", "policies:\n  o: {url: 'https://a:b@x/t'}\n", "policies.o.url: the URL must not carry credentials"},
+		{"bad policy name", "policies:\n  'bad name': {url: 'https://x/t'}\n", "line 2: policies.bad name: a policy name is 1 to 63 letters"},
+		{"clientID without clientSecret", "policies:\n  o: {url: 'https://x/t', clientID: app}\n", "line 2: policies.o.clientSecret: clientID is set, so clientSecret must be too"},
+		{"clientSecret without clientID", "policies:\n  o: {url: 'https://x/t', clientSecret: s}\n", "policies.o.clientID: clientSecret is set, so clientID must be too"},
+		{"malformed secret reference", "policies:\n  o: {url: 'https://x/t', clientID: app, clientSecret: 'urn:k8s:my-secret:my-secret:clientSecret'}\n",
+			`policies.o.clientSecret: malformed secret reference "urn:k8s:my-secret:my-secret:clientSecret": want urn:k8s:secret:<name>:<key> (did you mean urn:k8s:secret:my-secret:clientSecret?)`},
+		{"unreadable secret", "secrets: {dir: '" + dir + "'}\npolicies:\n  o: {url: 'https://x/t', clientID: app, clientSecret: 'urn:k8s:secret:nope:key'}\n", "policies.o.clientSecret: secret urn:k8s:secret:nope:key: open "},
+		{"empty secret", "secrets: {dir: '" + dir + "'}\npolicies:\n  o: {url: 'https://x/t', clientID: app, clientSecret: 'urn:k8s:secret:empty:key'}\n", "policies.o.clientSecret: resolves to an empty value"},
+		{"unknown auth method", "policies:\n  o: {url: 'https://x/t', authMethod: mtls}\n", `policies.o.authMethod: "mtls" is not supported`},
+		{"bad scope", "policies:\n  o: {url: 'https://x/t', scopes: ['a b']}\n", `policies.o.scopes[0]: "a b" is not a scope`},
+		{"reserved extra param", "policies:\n  o: {url: 'https://x/t', extraParams: {grant_type: password}}\n", `policies.o.extraParams.grant_type: "grant_type" is set by extauthz itself`},
+		{"claims syntax", "policies:\n  o:\n    url: https://x/t\n    claims: Equals(`grp`, `admin`) & Equals(`a`, `b`)\n",
+			"line 4: policies.o.claims: column 24: a single \"&\" is not an operator: use \"&&\"\n\tEquals(`grp`, `admin`) & Equals(`a`, `b`)\n\t                       ^"},
+		{"bad forward header name", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {'X Group': grp}}\n", `policies.o.forwardHeaders.X Group: "X Group" cannot be forwarded`},
+		{"reserved forward header", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {Host: grp}}\n", `"Host" cannot be forwarded`},
+		{"forward header is the token header", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {authorization: grp}}\n", `"authorization" is the header that carries the token`},
+		{"forward header twice", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {X-A: a, x-a: b}}\n", `is the same header as`},
+		{"bad claim path", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {X-A: 'a..b'}}\n", `policies.o.forwardHeaders.X-A: claim key "a..b": empty segment`},
+		{"bad username claim", "policies:\n  o: {url: 'https://x/t', usernameClaim: 'a\\'}\n", `policies.o.usernameClaim: claim key`},
+		{"bad token header", "policies:\n  o: {url: 'https://x/t', tokenHeader: 'Content-Length'}\n", `policies.o.tokenHeader: "Content-Length" cannot carry the token`},
+		{"timeout out of range", "policies:\n  o: {url: 'https://x/t', clientConfig: {timeoutSeconds: 0}}\n", "policies.o.clientConfig.timeoutSeconds: 0 is out of range: want 1 to 300"},
+		{"retries out of range", "policies:\n  o: {url: 'https://x/t', clientConfig: {maxRetries: -1}}\n", "policies.o.clientConfig.maxRetries: -1 is out of range: want 0 to 10"},
+		{"bad CA", "policies:\n  o: {url: 'https://x/t', clientConfig: {tls: {ca: 'not a pem'}}}\n", "policies.o.clientConfig.tls.ca: no PEM certificate found"},
+		{"cert without key", "policies:\n  o: {url: 'https://x/t', clientConfig: {tls: {cert: 'x'}}}\n", "policies.o.clientConfig.tls: cert and key go together"},
+		{"bad cert", "policies:\n  o: {url: 'https://x/t', clientConfig: {tls: {cert: 'x', key: 'y'}}}\n", "policies.o.clientConfig.tls.cert: the certificate and key do not load"},
+		{"TLS with http", "policies:\n  o: {url: 'http://x/t', clientConfig: {tls: {insecureSkipVerify: true}}}\n", "policies.o.clientConfig.tls: TLS settings are given but the url is not https"},
+		{"route to unknown policy", "routes:\n  - {host: a.example.com, policy: nope}\npolicies:\n  o: {url: 'https://x/t'}\n", `line 2: routes[0].policy: no policy is named "nope" (policies: o)`},
+		{"route without policy", "routes:\n  - {host: a.example.com}\npolicies:\n  o: {url: 'https://x/t'}\n", "routes[0].policy: a route needs a policy"},
+		{"bad route host", "routes:\n  - {host: 'a*.example.com', policy: o}\npolicies:\n  o: {url: 'https://x/t'}\n", `routes[0].host: "a*.example.com" is not a host`},
+		{"bad route path", "routes:\n  - {pathPrefix: api, policy: o}\npolicies:\n  o: {url: 'https://x/t'}\n", `routes[0].pathPrefix: "api" does not start with /`},
+		{"unknown default policy", "defaultPolicy: nope\npolicies:\n  o: {url: 'https://x/t'}\n", `line 1: defaultPolicy: no policy is named "nope" (policies: o)`},
+		{"bad address", "server: {grpcAddress: '9001'}\npolicies:\n  o: {url: 'https://x/t'}\n", `server.grpcAddress: "9001" is not an address`},
+		{"same address twice", "server: {grpcAddress: ':9001', adminAddress: ':9001'}\npolicies:\n  o: {url: 'https://x/t'}\n", `server.adminAddress: ":9001" is also server.grpcAddress`},
+		{"bad log level", "log: {level: verbose}\npolicies:\n  o: {url: 'https://x/t'}\n", `log.level: "verbose" is not a level`},
+		{"bad log format", "log: {format: xml}\npolicies:\n  o: {url: 'https://x/t'}\n", `log.format: "xml" is not a format`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.give), "")
+			if err == nil {
+				t.Fatalf("no error, want %q", tt.want)
+			}
+			var found bool
+			for _, p := range problems(err) {
+				found = found || strings.Contains(p.Error(), tt.want)
+			}
+			if !found {
+				t.Errorf("problems:\n%v\nwant one containing\n%s", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestEveryProblemAtOnce(t *testing.T) {
+	yaml := `
+server: {grpcAddress: nope}
+defaultPolicy: missing
+routes:
+  - {policy: also-missing}
+policies:
+  a:
+    url: ftp://x/t
+    claims: Equals(` + "`a`" + `)
+    unknownField: 1
+  b:
+    url: https://x/t
+    clientID: app
+`
+	_, err := Parse([]byte(yaml), "")
+	// The unknown field stops decoding before validation, so it is reported alone.
+	if ps := problems(err); len(ps) != 1 || !strings.Contains(ps[0].Error(), `unknown field "unknownField"`) {
+		t.Fatalf("problems: %v", err)
+	}
+	_, err = Parse([]byte(strings.Replace(yaml, "    unknownField: 1\n", "", 1)), "")
+	ps := problems(err)
+	want := []string{"server.grpcAddress", "policies.a.url", "policies.a.claims", "policies.b.clientSecret", "routes[0].policy", "defaultPolicy"}
+	if len(ps) != len(want) {
+		t.Fatalf("%d problems, want %d:\n%v", len(ps), len(want), err)
+	}
+	for i, p := range ps {
+		var prob *Problem
+		if !errors.As(p, &prob) || prob.Path != want[i] || prob.Line == 0 {
+			t.Errorf("problem %d = %v, want path %s with a line", i, p, want[i])
+		}
+	}
+}
+
+func problems(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
+}
+
+func writeSecret(t *testing.T, dir, name, key, value string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, name), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, name, key), []byte(value), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func indent(s, prefix string) string {
+	return prefix + strings.ReplaceAll(strings.TrimSuffix(s, "\n"), "\n", "\n"+prefix) + "\n"
+}
+
+func selfSigned(t *testing.T) (certPEM, keyPEM string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"}, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+}
