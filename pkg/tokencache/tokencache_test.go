@@ -79,12 +79,12 @@ func (f *fixture) get(t *testing.T, i int) (*Token, bool) {
 
 func TestLifetime(t *testing.T) {
 	tests := []struct {
-		name        string
-		behavior    testidp.Behavior
-		idpSkew     time.Duration // the IdP's clock minus ours
-		wantExpiry  time.Duration // from now
-		wantServe   time.Duration // how long the token is served
-		wantClaims  bool
+		name       string
+		behavior   testidp.Behavior
+		idpSkew    time.Duration // the IdP's clock minus ours
+		wantExpiry time.Duration // from now
+		wantServe  time.Duration // how long the token is served
+		wantClaims bool
 	}{
 		{"expires_in", testidp.Behavior{Lifetime: 100 * time.Second}, 0, 100 * time.Second, 90 * time.Second, true},
 		{"skew at most 30s", testidp.Behavior{Lifetime: time.Hour}, 0, time.Hour, time.Hour - 30*time.Second, true},
