@@ -10,7 +10,9 @@ LDFLAGS  := -s -w -X main.version=$(VERSION)
 FUZZTIME ?= 5s
 BENCHTIME ?= 1s
 
-.PHONY: help build demo test fuzz bench fmt lint cover clean
+export GRPCURL := $(CURDIR)/bin/tools/grpcurl
+
+.PHONY: help build tools demo test fuzz bench fmt lint cover clean
 
 help: ## Show the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -18,10 +20,13 @@ help: ## Show the targets and what they do
 build: ## Build the static binary bin/extauthz
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/extauthz
 
-demo: build ## Evaluate the reference document's claims examples with the built binary
-	@scripts/demo.sh $(BIN)
+tools: ## Install the pinned tools the tests and demo use (grpcurl) into bin/tools
+	@scripts/tools.sh
 
-test: ## Run every test with the race detector, then fuzz for FUZZTIME (5s) per target
+demo: build tools ## Start a test IdP and bin/extauthz, send Checks with grpcurl, show the answers
+	@$(GO) run ./internal/demo -bin $(BIN) -grpcurl $(GRPCURL)
+
+test: tools ## Run every test with the race detector, then fuzz for FUZZTIME (5s) per target
 	$(GO) test -race -count=1 ./...
 	@scripts/fuzz.sh $(FUZZTIME)
 

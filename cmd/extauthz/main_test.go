@@ -79,11 +79,6 @@ func TestRun(t *testing.T) {
 // TestBinary runs the built command, so that exit statuses and standard
 // streams are what a shell sees.
 func TestBinary(t *testing.T) {
-	bin := filepath.Join(t.TempDir(), "extauthz")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
 	tests := []struct {
 		name     string
 		args     []string
@@ -99,7 +94,7 @@ func TestBinary(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd := exec.Command(bin, tt.args...)
+			cmd := exec.Command(binPath, tt.args...)
 			cmd.Stdin = strings.NewReader(tt.stdin)
 			var out, errOut bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &out, &errOut

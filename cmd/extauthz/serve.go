@@ -69,7 +69,7 @@ func runValidate(_ context.Context, args []string, std stdio) error {
 	return nil
 }
 
-// runServe serves Check over gRPC and the admin endpoints until ctx ends.
+// runServe serves Check over gRPC, HTTP mode and the admin endpoints until ctx ends.
 func runServe(ctx context.Context, args []string, std stdio) error {
 	fs := newFlagSet("serve", "serve --config FILE", std)
 	path := configFlag(fs)
@@ -101,6 +101,14 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		grpcLis.Close()
 		return fmt.Errorf("server.adminAddress: %w", err)
 	}
+	var httpLis net.Listener
+	if addr := *cfg.Server.HTTPAddress; addr != "" {
+		if httpLis, err = net.Listen("tcp", addr); err != nil {
+			grpcLis.Close()
+			adminLis.Close()
+			return fmt.Errorf("server.httpAddress: %w", err)
+		}
+	}
 
 	gs := grpc.NewServer()
 	authv3.RegisterAuthorizationServer(gs, srv)
@@ -113,12 +121,22 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	var ready atomic.Bool
 	admin := &http.Server{Handler: adminHandler(&ready), ReadHeaderTimeout: 5 * time.Second}
 
-	errc := make(chan error, 2)
+	// httpSrv serves HTTP mode; with no listener it is never started and
+	// its Shutdown returns at once.
+	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
+	httpAddr := ""
+
+	errc := make(chan error, 3)
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() { errc <- admin.Serve(adminLis) }()
+	if httpLis != nil {
+		httpAddr = httpLis.Addr().String()
+		go func() { errc <- httpSrv.Serve(httpLis) }()
+	}
 	ready.Store(true)
 	log.Info("serving",
 		zap.String("grpc_address", grpcLis.Addr().String()),
+		zap.String("http_address", httpAddr),
 		zap.String("admin_address", adminLis.Addr().String()),
 		zap.Int("policies", len(cfg.Policies)),
 		zap.String("version", version))
@@ -129,6 +147,7 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		log.Error("server stopped", zap.Error(err))
 		gs.Stop()
 		_ = admin.Close()
+		_ = httpSrv.Close()
 		return err
 	}
 
@@ -138,7 +157,15 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	ready.Store(false)
 	hs.Shutdown()
 	stopped := make(chan struct{})
-	go func() { gs.GracefulStop(); close(stopped) }()
+	go func() {
+		gs.GracefulStop()
+		close(stopped)
+	}()
+	hctx, hcancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer hcancel()
+	if err := httpSrv.Shutdown(hctx); err != nil {
+		log.Warn("in-flight HTTP checks did not finish in time", zap.Error(err))
+	}
 	select {
 	case <-stopped:
 	case <-time.After(shutdownTimeout):

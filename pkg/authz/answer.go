@@ -136,7 +136,8 @@ func errorBody(o outcome) string { return errorBodies[o] }
 // false for old Envoys and append_action says the same for new ones.
 func headerOption(name, value string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
-		Header:       &corev3.HeaderValue{Key: name, Value: value},
+		Header: &corev3.HeaderValue{Key: name, Value: value},
+		//lint:ignore SA1019 Envoys before append_action read only append; the SPEC asks for both.
 		Append:       wrapperspb.Bool(false),
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}

@@ -159,8 +159,10 @@ func read(t *testing.T, resp *authv3.CheckResponse) result {
 		}
 	}
 	for _, o := range opts {
-		if o.GetAppend() == nil || o.GetAppend().GetValue() || o.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
-			t.Errorf("header %s does not replace: append %v, append_action %v", o.GetHeader().GetKey(), o.GetAppend(), o.GetAppendAction())
+		//lint:ignore SA1019 the deprecated append must be set for old Envoys.
+		appendValue := o.GetAppend()
+		if appendValue == nil || appendValue.GetValue() || o.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+			t.Errorf("header %s does not replace: append %v, append_action %v", o.GetHeader().GetKey(), appendValue, o.GetAppendAction())
 		}
 		r.headers[strings.ToLower(o.GetHeader().GetKey())] = o.GetHeader().GetValue()
 	}

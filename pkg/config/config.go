@@ -21,7 +21,7 @@ import (
 // Defaults, all in one place.
 const (
 	DefaultGRPCAddress      = ":9001"
-	DefaultHTTPAddress      = "" // HTTP mode is off unless asked for
+	DefaultHTTPAddress      = ":8001"
 	DefaultAdminAddress     = ":9090"
 	DefaultLogLevel         = "info"
 	DefaultLogFormat        = "json"

@@ -1,0 +1,282 @@
+package main
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/extauthz/extauthz/internal/harness"
+	"github.com/extauthz/extauthz/internal/testidp"
+)
+
+// binPath is the extauthz binary built once for every test of the package.
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "extauthz-e2e")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binPath, err = harness.Build(dir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+const e2eConfig = `
+server: {grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", adminAddress: "127.0.0.1:0"}
+log: {level: debug}
+secrets: {dir: secrets}
+policies:
+  orders:
+    url: %[1]s
+    audience: https://api.example.com
+    forwardHeaders: {X-Group: grp}
+    claims: Equals(` + "`grp`, `admin`" + `)
+    usernameClaim: sub
+  gateway:
+    url: %[1]s
+    clientID: urn:k8s:secret:gateway-idp:clientID
+    clientSecret: urn:k8s:secret:gateway-idp:clientSecret
+`
+
+type e2e struct {
+	t    *testing.T
+	idp  *testidp.Server
+	proc *harness.Process
+}
+
+func startE2E(t *testing.T) *e2e {
+	t.Helper()
+	idp, err := testidp.New(testidp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
+	idp.AddClient("orders-app", testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin"}})
+	idp.AddClient("gw", testidp.Client{Secret: "gw-s3cret"})
+
+	dir := t.TempDir()
+	for name, value := range map[string]string{"clientID": "gw\n", "clientSecret": "gw-s3cret\n"} {
+		p := filepath.Join(dir, "secrets", "gateway-idp", name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(value), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cfg := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(e2eConfig, idp.TokenURL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proc, err := harness.Start(binPath, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proc.Kill)
+	return &e2e{t: t, idp: idp, proc: proc}
+}
+
+func grpcurlPath(t *testing.T) string {
+	t.Helper()
+	p, err := harness.FindGrpcurl()
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("grpcurl is missing (run make tools): %v", err)
+		}
+		t.Skipf("grpcurl is missing (run make tools): %v", err)
+	}
+	return p
+}
+
+func checkJSON(policy, authorization string) []byte {
+	headers := map[string]string{}
+	if authorization != "" {
+		headers["authorization"] = authorization
+	}
+	b, _ := json.Marshal(map[string]any{"attributes": map[string]any{
+		"contextExtensions": map[string]string{"policy": policy},
+		"request":           map[string]any{"http": map[string]any{"method": "GET", "host": "api.example.com", "path": "/orders", "headers": headers}},
+	}})
+	return b
+}
+
+// TestGrpcurl drives the built binary with grpcurl, as a user would.
+func TestGrpcurl(t *testing.T) {
+	grpcurl := grpcurlPath(t)
+	e := startE2E(t)
+	ctx := context.Background()
+	addr := e.proc.GRPCAddress
+
+	out, err := harness.Grpcurl(ctx, grpcurl, nil, "-plaintext", addr, "list")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, svc := range []string{"envoy.service.auth.v3.Authorization", "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection"} {
+		if !strings.Contains(string(out), svc) {
+			t.Errorf("grpcurl list does not show %s:\n%s", svc, out)
+		}
+	}
+	out, err = harness.Grpcurl(ctx, grpcurl, nil, "-plaintext", addr, "grpc.health.v1.Health/Check")
+	if err != nil || !strings.Contains(string(out), "SERVING") {
+		t.Errorf("health: %s %v", out, err)
+	}
+
+	call := func(req []byte) map[string]any {
+		t.Helper()
+		out, err := harness.Grpcurl(ctx, grpcurl, req, "-plaintext", "-d", "@", addr, "envoy.service.auth.v3.Authorization/Check")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var resp map[string]any
+		if err := json.Unmarshal(out, &resp); err != nil {
+			t.Fatalf("grpcurl output %s: %v", out, err)
+		}
+		return resp
+	}
+
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("orders-app:s3cret"))
+	allowed := call(checkJSON("orders", basic))
+	headers := map[string]string{}
+	for _, h := range dig(allowed, "okResponse", "headers").([]any) {
+		hv := h.(map[string]any)
+		headers[dig(hv, "header", "key").(string)] = dig(hv, "header", "value").(string)
+		if hv["append"] != false || hv["appendAction"] != "OVERWRITE_IF_EXISTS_OR_ADD" {
+			t.Errorf("header option %v does not replace", hv)
+		}
+	}
+	if !strings.HasPrefix(headers["Authorization"], "Bearer ey") || headers["X-Group"] != "admin" {
+		t.Errorf("allowed headers %v", headers)
+	}
+	if got := dig(allowed, "dynamicMetadata", "clientusername"); got != "orders-app" {
+		t.Errorf("clientusername %v", got)
+	}
+
+	denied := call(checkJSON("orders", "Basic "+base64.StdEncoding.EncodeToString([]byte("orders-app:wrong"))))
+	if code := dig(denied, "deniedResponse", "status", "code"); code != "Unauthorized" {
+		t.Errorf("wrong secret: status %v in %v", code, denied)
+	}
+	if body := dig(denied, "deniedResponse", "body"); body != `{"error":"invalid_client","error_description":"the authorization server rejected the client credentials"}` {
+		t.Errorf("wrong secret: body %v", body)
+	}
+	gw := call(checkJSON("gateway", ""))
+	if dig(gw, "okResponse") == nil {
+		t.Errorf("gateway mode: %v", gw)
+	}
+}
+
+// TestGoClientAndShutdown checks over HTTP mode and with a Go gRPC client, then sends SIGTERM while
+// a Check waits on the token endpoint: health turns NOT_SERVING, the Check
+// still succeeds, and the process exits 0.
+func TestGoClientAndShutdown(t *testing.T) {
+	e := startE2E(t)
+	for _, path := range []string{"/healthz", "/readyz"} {
+		resp, err := http.Get("http://" + e.proc.AdminAddress + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+		}
+	}
+
+	hreq, err := http.NewRequest(http.MethodGet, "http://"+e.proc.HTTPAddress+"/policy/orders/some/path", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hreq.SetBasicAuth("orders-app", "s3cret")
+	resp, err := http.DefaultClient.Do(hreq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Authorization"), "Bearer ey") {
+		t.Errorf("HTTP mode: %d, Authorization %q", resp.StatusCode, resp.Header.Get("Authorization"))
+	}
+
+	conn, err := grpc.NewClient(e.proc.GRPCAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	req := &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		ContextExtensions: map[string]string{"policy": "gateway"},
+		Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Host: "h", Path: "/"}},
+	}}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	watch, err := healthpb.NewHealthClient(conn).Watch(ctx, &healthpb.HealthCheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st, err := watch.Recv(); err != nil || st.Status != healthpb.HealthCheckResponse_SERVING {
+		t.Fatalf("health %v %v", st, err)
+	}
+
+	e.idp.SetBehavior(testidp.Behavior{Latency: 500 * time.Millisecond})
+	before := e.idp.Requests()
+	result := make(chan error, 1)
+	go func() {
+		resp, err := client.Check(ctx, req)
+		if err == nil && resp.GetOkResponse() == nil {
+			err = fmt.Errorf("denied: %v", resp)
+		}
+		result <- err
+	}()
+	for e.idp.Requests() == before { // poll until the Check is waiting on the endpoint
+		select {
+		case <-ctx.Done():
+			t.Fatal("the Check never reached the token endpoint")
+		case <-time.After(time.Millisecond):
+		}
+	}
+	stopped := make(chan error, 1)
+	go func() { stopped <- e.proc.Stop() }()
+
+	st, err := watch.Recv()
+	if err != nil || st.Status != healthpb.HealthCheckResponse_NOT_SERVING {
+		t.Errorf("health after SIGTERM: %v %v", st, err)
+	}
+	if err := <-result; err != nil {
+		t.Errorf("in-flight Check: %v", err)
+	}
+	conn.Close() // ends the watch stream so that the server can finish draining
+	if err := <-stopped; err != nil {
+		t.Errorf("exit after SIGTERM: %v\n%s", err, e.proc.Logs())
+	}
+	if logs := e.proc.Logs(); strings.Contains(logs, "gw-s3cret") || !strings.Contains(logs, `"msg":"stopped"`) {
+		t.Errorf("logs:\n%s", logs)
+	}
+}
+
+func dig(v any, path ...string) any {
+	for _, k := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[k]
+	}
+	return v
+}

@@ -1,0 +1,90 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.uber.org/zap"
+
+	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/tokencache"
+)
+
+const benchYAML = `
+policies:
+  app:
+    url: %[1]s
+    forwardHeaders: {X-Group: grp, X-Roles: roles}
+    claims: Equals(` + "`grp`, `admin`" + `) && Contains(` + "`roles`, `write`" + `)
+  gateway:
+    url: %[1]s
+    clientID: app
+    clientSecret: s3cret
+    forwardHeaders: {X-Group: grp, X-Roles: roles}
+`
+
+func benchServer(b *testing.B) *Server {
+	b.Helper()
+	idp, err := testidp.New(testidp.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(idp.Close)
+	idp.AddClient("app", testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin", "roles": []any{"read", "write"}}})
+	cfg, err := config.Parse([]byte(fmt.Sprintf(benchYAML, idp.TokenURL)), "")
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv, err := New(Options{Config: cfg, Tokens: tokencache.New(tokencache.Options{MaxEntries: 1000}), Logger: zap.NewNop()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return srv
+}
+
+// BenchmarkCheck is a cache hit: application mode, a claims expression and
+// two forwarded headers, as Envoy sends it.
+func BenchmarkCheck(b *testing.B) {
+	for _, bc := range []struct {
+		name string
+		req  func() *authv3.CheckRequest
+	}{
+		{"application", func() *authv3.CheckRequest {
+			return checkRequest("app", "api.example.com", "/orders", map[string]string{
+				"authorization": basic("app", "s3cret"), "user-agent": "bench", "accept": "*/*", "x-request-id": "0123456789",
+			})
+		}},
+		{"gateway", func() *authv3.CheckRequest {
+			return checkRequest("gateway", "api.example.com", "/orders", map[string]string{"user-agent": "bench", "accept": "*/*"})
+		}},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			srv := benchServer(b)
+			req := bc.req()
+			ctx := context.Background()
+			if resp, err := srv.Check(ctx, req); err != nil || resp.GetOkResponse() == nil {
+				b.Fatalf("warm-up: %v %v", resp, err)
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				if _, err := srv.Check(ctx, req); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+func BenchmarkParseBasic(b *testing.B) {
+	h := basic("orders-app", "s3cret-s3cret-s3cret")
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, _, err := parseBasic(h); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

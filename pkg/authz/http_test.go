@@ -1,0 +1,112 @@
+package authz
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/extauthz/extauthz/internal/testidp"
+)
+
+func TestHTTPMode(t *testing.T) {
+	f := newFixture(t, "defaultPolicy: gateway\n")
+	srv := httptest.NewServer(f.srv)
+	defer srv.Close()
+
+	tests := []struct {
+		name       string
+		path       string
+		headers    map[string]string
+		behavior   testidp.Behavior
+		wantStatus int
+		wantHeader map[string]string
+		wantError  string
+	}{
+		{
+			name: "policy from the path", path: "/policy/orders/anything?x=1",
+			headers:    map[string]string{"Authorization": basic("orders-app", "s3cret"), "X-Group": "spoofed"},
+			wantStatus: 200, wantHeader: map[string]string{"X-Group": "admin", "X-Areas": "office,home", "Cache-Control": "no-store"},
+		},
+		{
+			name: "policy from the header", path: "/",
+			headers:    map[string]string{PolicyHeader: "orders", "Authorization": basic("orders-app", "s3cret")},
+			wantStatus: 200, wantHeader: map[string]string{"X-Group": "admin"},
+		},
+		{
+			name: "the path wins over the header", path: "/policy/gateway",
+			headers:    map[string]string{PolicyHeader: "orders"},
+			wantStatus: 200, wantHeader: map[string]string{"X-Client": "gw-client"},
+		},
+		{
+			name: "route from X-Forwarded-Host and X-Forwarded-Uri", path: "/auth",
+			headers:    map[string]string{"X-Forwarded-Host": "api.example.com", "X-Forwarded-Uri": "/reports/1", "Authorization": basic("reports-app", "r3ports")},
+			wantStatus: 200,
+		},
+		{
+			name: "route from X-Original-URI", path: "/auth",
+			headers:    map[string]string{"X-Forwarded-Host": "api.example.com", "X-Original-URI": "/reports/1"},
+			wantStatus: 401, wantError: "invalid_request",
+			wantHeader: map[string]string{"WWW-Authenticate": `Basic realm="reports"`},
+		},
+		{
+			name: "default policy", path: "/anything",
+			wantStatus: 200, wantHeader: map[string]string{"X-Client": "gw-client"},
+		},
+		{
+			name: "unknown policy", path: "/policy/nope",
+			wantStatus: 403, wantError: "no_policy",
+		},
+		{
+			name: "wrong secret", path: "/policy/orders",
+			headers:    map[string]string{"Authorization": basic("orders-app", "nope")},
+			wantStatus: 401, wantError: "invalid_client",
+			wantHeader: map[string]string{"WWW-Authenticate": `Basic realm="orders"`, "Content-Type": "application/json"},
+		},
+		{
+			name: "endpoint rate limiting", path: "/policy/post",
+			headers:    map[string]string{"Authorization": basic("orders-app", "s3cret")},
+			behavior:   testidp.Behavior{FailStatus: 429, RetryAfter: "30"},
+			wantStatus: 503, wantError: "temporarily_unavailable",
+			wantHeader: map[string]string{"Retry-After": "30"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f.idp.SetBehavior(tt.behavior)
+			req, err := http.NewRequest(http.MethodGet, srv.URL+tt.path, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, v := range tt.headers {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			body, _ := io.ReadAll(resp.Body)
+			if resp.StatusCode != tt.wantStatus {
+				t.Fatalf("status %d %s, want %d", resp.StatusCode, body, tt.wantStatus)
+			}
+			for k, v := range tt.wantHeader {
+				if got := resp.Header.Get(k); got != v {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+			if tt.wantStatus == 200 {
+				if !strings.HasPrefix(resp.Header.Get("Authorization"), "Bearer ey") || len(body) != 0 {
+					t.Errorf("allow: Authorization %q, body %q", resp.Header.Get("Authorization"), body)
+				}
+				return
+			}
+			var e map[string]string
+			if err := json.Unmarshal(body, &e); err != nil || e["error"] != tt.wantError || e["error_description"] == "" {
+				t.Errorf("body %s, want error %q", body, tt.wantError)
+			}
+		})
+	}
+}
