@@ -68,7 +68,8 @@ func report(err error, w io.Writer) int {
 const usage = `Usage: extauthz <command> [flags]
 
 Commands:
-  serve     serve ext_authz v3 over gRPC: extauthz serve --config FILE
+  serve     serve ext_authz v3 over gRPC and HTTP until SIGTERM:
+            extauthz serve --config FILE
   validate  check a configuration and print every problem in it:
             extauthz validate --config FILE
   claims    evaluate a claims expression against JSON claims:

@@ -19,8 +19,16 @@ const referenceClaims = `{"active": true, "grp": "admin", "scope": "reader write
 func TestRun(t *testing.T) {
 	dir := t.TempDir()
 	claimsFile := filepath.Join(dir, "claims.json")
-	if err := os.WriteFile(claimsFile, []byte(referenceClaims), 0o600); err != nil {
-		t.Fatal(err)
+	validConfig := filepath.Join(dir, "valid.yaml")
+	badConfig := filepath.Join(dir, "bad.yaml")
+	for path, content := range map[string]string{
+		claimsFile:  referenceClaims,
+		validConfig: "policies:\n  orders: {url: 'https://idp.example.com/oauth/token'}\n",
+		badConfig:   "defaultPolicy: nope\npolicies:\n  orders:\n    url: ftp://x\n    claims: Equals(`a`)\n",
+	} {
+		if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	tests := []struct {
 		name     string
@@ -51,6 +59,16 @@ func TestRun(t *testing.T) {
 		{"extra argument", []string{"claims", "--expr", "Equals(`a`, `b`)", "extra"}, "", "", `claims: unexpected argument "extra"`, exitUsage},
 		{"help flag", []string{"claims", "-h"}, "", "", "", exitOK},
 		{"version", []string{"version"}, "", "extauthz dev go", "", exitOK},
+		{"validate a valid file", []string{"validate", "--config", validConfig}, "", validConfig + ": valid, 1 policies\n", "", exitOK},
+		{"validate prints every problem", []string{"validate", "--config", badConfig}, "", "",
+			badConfig + ": line 4: policies.orders.url: \"ftp://x\" is not an http or https URL\n" +
+				badConfig + ": line 5: policies.orders.claims: column 1: Equals takes 2 arguments (key, value), got 1 argument\n\tEquals(`a`)\n\t^\n" +
+				badConfig + ": line 1: defaultPolicy: no policy is named \"nope\" (policies: orders)\n" +
+				"extauthz: " + badConfig + ": 3 problem(s)\n", exitFailure},
+		{"validate a missing file", []string{"validate", "--config", filepath.Join(dir, "nope.yaml")}, "", "", "no such file or directory", exitFailure},
+		{"validate without a file", []string{"validate"}, "", "", "validate: give --config FILE or set EXTAUTHZ_CONFIG", exitUsage},
+		{"serve a bad file", []string{"serve", "--config", badConfig}, "", "", "is not an http or https URL", exitFailure},
+		{"serve without a file", []string{"serve"}, "", "", "no configuration: give --config FILE or set EXTAUTHZ_CONFIG", exitUsage},
 		{"help", []string{"help"}, "", "Usage: extauthz <command>", "", exitOK},
 		{"unknown command", []string{"serve-me"}, "", "", `extauthz: unknown command "serve-me"`, exitUsage},
 		{"no command", nil, "", "", "extauthz: no command given", exitUsage},

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"net"
 	"net/http"
@@ -27,9 +28,7 @@ import (
 const shutdownTimeout = 15 * time.Second
 
 // configFlag adds --config, defaulting to $EXTAUTHZ_CONFIG.
-func configFlag(fs interface {
-	String(name, value, usage string) *string
-}) *string {
+func configFlag(fs *flag.FlagSet) *string {
 	return fs.String("config", os.Getenv("EXTAUTHZ_CONFIG"), "the configuration `FILE` (default $EXTAUTHZ_CONFIG)")
 }
 
