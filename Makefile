@@ -12,7 +12,7 @@ BENCHTIME ?= 1s
 
 export GRPCURL := $(CURDIR)/bin/tools/grpcurl
 
-.PHONY: help build tools demo test fuzz bench fmt lint cover clean
+.PHONY: help build tools deps demo test fuzz bench fmt lint cover clean
 
 help: ## Show the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -23,10 +23,13 @@ build: ## Build the static binary bin/extauthz
 tools: ## Install the pinned tools the tests and demo use (grpcurl) into bin/tools
 	@scripts/tools.sh
 
+deps: ## Install the servers the tests run for real (redis-server, redis-sentinel) when missing
+	@scripts/deps.sh
+
 demo: build tools ## Start a test IdP and bin/extauthz, send Checks with grpcurl, show the answers
 	@$(GO) run ./internal/demo -bin $(BIN) -grpcurl $(GRPCURL)
 
-test: tools ## Run every test with the race detector, then fuzz for FUZZTIME (5s) per target
+test: tools deps ## Run every test with the race detector, then fuzz for FUZZTIME (5s) per target
 	$(GO) test -race -count=1 ./...
 	@scripts/fuzz.sh $(FUZZTIME)
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
@@ -64,6 +65,9 @@ func runValidate(_ context.Context, args []string, std stdio) error {
 		}
 		return fmt.Errorf("%s: %d problem(s)", *path, len(problems))
 	}
+	for _, w := range cfg.Warnings {
+		fmt.Fprintf(std.err, "%s: warning: %s\n", *path, w)
+	}
 	fmt.Fprintf(std.out, "%s: valid, %d policies\n", *path, len(cfg.Policies))
 	return nil
 }
@@ -85,7 +89,12 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	}
 	defer func() { _ = log.Sync() }()
 
+	for _, w := range cfg.Warnings {
+		log.Warn("configuration", zap.String("warning", w))
+	}
+	redis.SetLogger(tokencache.RedisLogger(log))
 	cache := tokencache.New(tokencache.Options{MaxEntries: cfg.Store.MaxEntries, Logger: log})
+	defer cache.Close()
 	srv, err := authz.New(authz.Options{Config: cfg, Tokens: cache, Logger: log})
 	if err != nil {
 		return err

@@ -77,9 +77,13 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: %w", name, err)
 		}
+		shared, err := sharedTier(c.Store, o.Tokens)
+		if err != nil {
+			return nil, fmt.Errorf("policy %s: store: %w", name, err)
+		}
 		p := &policy{
 			name:        name,
-			endpoint:    tokencache.NewEndpoint(client, time.Duration(cp.DefaultTTL)),
+			endpoint:    tokencache.NewEndpoint(client, time.Duration(cp.DefaultTTL), shared),
 			gateway:     c.GatewayMode(),
 			program:     c.Program,
 			forward:     c.Forward,
@@ -116,6 +120,27 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 	}
 	st.defaultPolicy = st.policies[cfg.DefaultPolicy]
 	return st, nil
+}
+
+// sharedTier returns the Redis tier of a store, or nil for the in-process tier alone.
+func sharedTier(s *config.StoreCompiled, tokens Tokens) (*tokencache.Shared, error) {
+	if s == nil || s.Redis == nil {
+		return nil, nil
+	}
+	r := s.Redis
+	return tokens.Shared(tokencache.RedisOptions{
+		Mode:             r.Mode,
+		Endpoints:        r.Endpoints,
+		Username:         r.Username,
+		Password:         r.Password,
+		Database:         r.Database,
+		TLS:              r.TLS,
+		MasterSet:        r.MasterSet,
+		SentinelUsername: r.SentinelUsername,
+		SentinelPassword: r.SentinelPassword,
+		Timeout:          r.Timeout,
+		Identity:         r.Identity,
+	}, s.KeyPrefix, []byte(s.EncryptionKey.Reveal()))
 }
 
 // close releases what the state holds once no request uses it any more.

@@ -26,7 +26,8 @@ import (
 
 // Tokens is what the server needs of a token cache.
 type Tokens interface {
-	Token(ctx context.Context, e *tokencache.Endpoint, key tokencache.Key, creds idp.Credentials) (*tokencache.Token, bool, error)
+	Token(ctx context.Context, e *tokencache.Endpoint, key tokencache.Key, creds idp.Credentials) (*tokencache.Token, tokencache.Source, error)
+	Shared(o tokencache.RedisOptions, prefix string, encryptionKey []byte) (*tokencache.Shared, error)
 }
 
 // Options configure a Server.
@@ -88,7 +89,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	d := s.decide(ctx, &in)
 	s.logDecision(&d)
 	if d.outcome == allow {
-		return d.answer().response(d.hit), nil
+		return d.answer().response(d.source.Hit()), nil
 	}
 	return d.deniedResponse(), nil
 }
@@ -108,7 +109,7 @@ type decision struct {
 	policy     *policy // nil for no_policy
 	clientID   string
 	token      *tokencache.Token
-	hit        bool
+	source     tokencache.Source
 	retryAfter time.Duration
 	cause      error // why a request was denied, for the log
 }
@@ -130,7 +131,7 @@ func (s *Server) decide(ctx context.Context, in input) decision {
 		key = p.endpoint.Key(creds)
 	}
 	d := decision{policy: p, clientID: creds.ID}
-	d.token, d.hit, err = s.tokens.Token(ctx, p.endpoint, key, creds)
+	d.token, d.source, err = s.tokens.Token(ctx, p.endpoint, key, creds)
 	switch {
 	case err != nil:
 		d.outcome, d.retryAfter = p.failure(err)
@@ -192,7 +193,7 @@ func (s *Server) logDecision(d *decision) {
 		fields = append(fields, zap.String("client_id", d.clientID))
 	}
 	if d.outcome == allow {
-		fields = append(fields, zap.Bool("cache_hit", d.hit))
+		fields = append(fields, zap.Stringer("token_source", d.source))
 	}
 	if d.cause != nil {
 		fields = append(fields, zap.NamedError("reason", d.cause))

@@ -28,6 +28,8 @@ const (
 	DefaultSecretsDir       = "/var/run/secrets/extauthz"
 	DefaultContextExtension = "policy"
 	DefaultMaxEntries       = 100_000
+	DefaultKeyPrefix        = "extauthz:"
+	DefaultRedisTimeout     = 50 * time.Millisecond
 	DefaultAuthMethod       = AuthClientSecretBasic
 	DefaultTTL              = 300 * time.Second
 	DefaultTokenHeader      = "Authorization"
@@ -55,6 +57,9 @@ type Config struct {
 
 	// Path is the file the configuration was loaded from.
 	Path string `yaml:"-"`
+	// Warnings are things Load accepted but a reader should know, such as a
+	// setting that has no effect.
+	Warnings []string `yaml:"-"`
 	// Files lists every file the configuration read: itself, then the secret files.
 	Files []string `yaml:"-"`
 }
@@ -93,10 +98,76 @@ type Route struct {
 	Policy     string            `yaml:"policy"`
 }
 
-// Store configures the token cache shared by all policies.
+// Store configures the token cache: the in-process tier always, and a
+// Redis tier shared between replicas when Redis is set. The top-level store
+// is every policy's unless the policy has its own.
 type Store struct {
-	KeyPrefix  string `yaml:"keyPrefix"`
-	MaxEntries int    `yaml:"maxEntries"`
+	KeyPrefix     *string `yaml:"keyPrefix"`
+	EncryptionKey string  `yaml:"encryptionKey"`
+	MaxEntries    int     `yaml:"maxEntries"` // in-process tier; top level only
+	Redis         *Redis  `yaml:"redis"`
+
+	// Compiled is filled in by Load.
+	Compiled StoreCompiled `yaml:"-"`
+}
+
+// Redis says how to reach Redis. The mode is explicit: one endpoint for a
+// single instance, Cluster for a Redis Cluster (any of its nodes as
+// endpoints), Sentinel for a master set found through sentinels.
+type Redis struct {
+	Endpoints     []string  `yaml:"endpoints"`
+	Username      string    `yaml:"username"`
+	Password      string    `yaml:"password"`
+	Database      int       `yaml:"database"`
+	Cluster       bool      `yaml:"cluster"`
+	TLS           RedisTLS  `yaml:"tls"`
+	Sentinel      *Sentinel `yaml:"sentinel"`
+	TimeoutMillis int       `yaml:"timeoutMillis"`
+}
+
+// RedisTLS holds PEM material, inline or as secret references.
+type RedisTLS struct {
+	CABundle           string `yaml:"caBundle"`
+	Cert               string `yaml:"cert"`
+	Key                string `yaml:"key"`
+	InsecureSkipVerify bool   `yaml:"insecureSkipVerify"`
+}
+
+// Sentinel names the master set and the sentinels' own credentials.
+type Sentinel struct {
+	MasterSet string `yaml:"masterSet"`
+	Username  string `yaml:"username"`
+	Password  string `yaml:"password"`
+}
+
+// Redis modes.
+const (
+	RedisSingle   = "single"
+	RedisCluster  = "cluster"
+	RedisSentinel = "sentinel"
+)
+
+// StoreCompiled is what Load derives from a Store.
+type StoreCompiled struct {
+	KeyPrefix     string
+	EncryptionKey secret.Value // 32 bytes, or empty for plain values
+	Redis         *RedisCompiled
+}
+
+// RedisCompiled is a validated Redis connection.
+type RedisCompiled struct {
+	Mode             string
+	Endpoints        []string
+	Username         string
+	Password         secret.Value
+	Database         int
+	TLS              *tls.Config
+	MasterSet        string
+	SentinelUsername string
+	SentinelPassword secret.Value
+	Timeout          time.Duration
+	// Identity is equal for connections configured alike; it holds no secret.
+	Identity string
 }
 
 // Policy is one OAuth 2.0 client-credentials configuration. Its field names
@@ -116,6 +187,7 @@ type Policy struct {
 	TokenHeader    string            `yaml:"tokenHeader"`
 	TokenPrefix    *string           `yaml:"tokenPrefix"`
 	ClientConfig   ClientConfig      `yaml:"clientConfig"`
+	Store          *Store            `yaml:"store"`
 
 	// Compiled is filled in by Load.
 	Compiled Compiled `yaml:"-"`
@@ -149,6 +221,7 @@ type Compiled struct {
 	Timeout      time.Duration
 	MaxRetries   int
 	TokenPrefix  string
+	Store        *StoreCompiled // the policy's own store, else the top-level one
 }
 
 // GatewayMode reports whether the policy carries its own client credentials,
@@ -197,9 +270,13 @@ func (c *Config) applyDefaults() {
 	if c.Store.MaxEntries == 0 {
 		c.Store.MaxEntries = DefaultMaxEntries
 	}
+	c.Store.applyDefaults()
 	for _, p := range c.Policies {
 		if p == nil {
 			continue
+		}
+		if p.Store != nil {
+			p.Store.applyDefaults()
 		}
 		setDefault(&p.AuthMethod, DefaultAuthMethod)
 		if p.DefaultTTL == 0 {
@@ -215,6 +292,15 @@ func (c *Config) applyDefaults() {
 		if p.ClientConfig.MaxRetries == nil {
 			p.ClientConfig.MaxRetries = ptr(DefaultMaxRetries)
 		}
+	}
+}
+
+func (s *Store) applyDefaults() {
+	if s.KeyPrefix == nil {
+		s.KeyPrefix = ptr(DefaultKeyPrefix)
+	}
+	if s.Redis != nil && s.Redis.TimeoutMillis == 0 {
+		s.Redis.TimeoutMillis = int(DefaultRedisTimeout / time.Millisecond)
 	}
 }
 

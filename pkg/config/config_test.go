@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -213,6 +214,16 @@ func TestProblems(t *testing.T) {
 		{"same address twice", "server: {grpcAddress: ':9001', adminAddress: ':9001'}\npolicies:\n  o: {url: 'https://x/t'}\n", `server.adminAddress: ":9001" is also server.grpcAddress`},
 		{"bad log level", "log: {level: verbose}\npolicies:\n  o: {url: 'https://x/t'}\n", `log.level: "verbose" is not a level`},
 		{"bad log format", "log: {format: xml}\npolicies:\n  o: {url: 'https://x/t'}\n", `log.format: "xml" is not a format`},
+		{"redis without endpoints", "store: {redis: {username: u}}\npolicies:\n  o: {url: 'https://x/t'}\n", "line 1: store.redis.endpoints: at least one host:port is needed"},
+		{"bad redis endpoint", "store: {redis: {endpoints: [redis]}}\npolicies:\n  o: {url: 'https://x/t'}\n", `store.redis.endpoints[0]: "redis" is not host:port`},
+		{"single with two endpoints", "store: {redis: {endpoints: ['a:1', 'b:1']}}\npolicies:\n  o: {url: 'https://x/t'}\n", "store.redis.endpoints: a single Redis takes one endpoint; for several, set cluster: true or sentinel.masterSet"},
+		{"cluster and sentinel", "store: {redis: {endpoints: ['a:1'], cluster: true, sentinel: {masterSet: m}}}\npolicies:\n  o: {url: 'https://x/t'}\n", "store.redis: cluster and sentinel exclude each other"},
+		{"sentinel without master set", "store: {redis: {endpoints: ['a:1'], sentinel: {username: u}}}\npolicies:\n  o: {url: 'https://x/t'}\n", "store.redis.sentinel.masterSet: the name of the master set is required"},
+		{"redis timeout", "store: {redis: {endpoints: ['a:1'], timeoutMillis: 60000}}\npolicies:\n  o: {url: 'https://x/t'}\n", "store.redis.timeoutMillis: 60000 is out of range: want 1 to 10000"},
+		{"bad encryption key", "store: {encryptionKey: c2hvcnQ=, redis: {endpoints: ['a:1']}}\npolicies:\n  o: {url: 'https://x/t'}\n", "store.encryptionKey: want the base64 of 32 random bytes"},
+		{"policy store with maxEntries", "policies:\n  o: {url: 'https://x/t', store: {maxEntries: 5}}\n", "policies.o.store.maxEntries: the in-process tier is one for all policies"},
+		{"bad policy store", "policies:\n  o:\n    url: https://x/t\n    store: {redis: {endpoints: ['a:1', 'b:2']}}\n", "line 4: policies.o.store.redis.endpoints: a single Redis takes one endpoint"},
+		{"redis password reference", "policies:\n  o: {url: 'https://x/t', store: {redis: {endpoints: ['a:1'], password: 'urn:k8s:secret:x'}}}\n", "policies.o.store.redis.password: malformed secret reference"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -302,4 +313,66 @@ func selfSigned(t *testing.T) (certPEM, keyPEM string) {
 		t.Fatal(err)
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})), string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}))
+}
+
+func TestStores(t *testing.T) {
+	dir := t.TempDir()
+	writeSecret(t, dir, "redis", "password", "pw\n")
+	writeSecret(t, dir, "redis", "key", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n")
+	cfg, err := Parse([]byte(`
+secrets: {dir: "`+dir+`"}
+store:
+  keyPrefix: "team-a:"
+  encryptionKey: urn:k8s:secret:redis:key
+  redis:
+    endpoints: ["10.0.0.1:6379", "10.0.0.2:6379"]
+    cluster: true
+    database: 3
+    password: urn:k8s:secret:redis:password
+policies:
+  a: {url: "https://x/t"}
+  b: {url: "https://x/t"}
+  c:
+    url: https://x/t
+    store:
+      encryptionKey: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+      redis:
+        endpoints: ["10.0.0.9:26379"]
+        sentinel: {masterSet: main, password: sentinel-pw}
+        timeoutMillis: 80
+  d:
+    url: https://x/t
+    store: {}
+  e:
+    url: https://x/t
+    store: {encryptionKey: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=}
+`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, b, c, d := cfg.Policies["a"].Compiled.Store, cfg.Policies["b"].Compiled.Store, cfg.Policies["c"].Compiled.Store, cfg.Policies["d"].Compiled.Store
+	if a != b || a.Redis == nil || a.KeyPrefix != "team-a:" || len(a.EncryptionKey.Reveal()) != 32 {
+		t.Fatalf("top-level store: %+v", a)
+	}
+	if r := a.Redis; r.Mode != RedisCluster || r.Database != 0 || r.Password.Reveal() != "pw" || r.Timeout != DefaultRedisTimeout {
+		t.Errorf("cluster: %+v", r)
+	}
+	if r := c.Redis; r.Mode != RedisSentinel || r.MasterSet != "main" || r.SentinelPassword.Reveal() != "sentinel-pw" || r.Timeout != 80*time.Millisecond || c.KeyPrefix != DefaultKeyPrefix {
+		t.Errorf("sentinel: %+v", r)
+	}
+	if a.Redis.Identity == "" || a.Redis.Identity == c.Redis.Identity || strings.Contains(a.Redis.Identity, "pw") {
+		t.Errorf("identities %q and %q", a.Redis.Identity, c.Redis.Identity)
+	}
+	if d.Redis != nil {
+		t.Error("an empty policy store has Redis")
+	}
+	want := []string{
+		"line 9: store.redis.database: Redis Cluster has only database 0: database 3 is ignored",
+		"policies.e.store.encryptionKey: has no effect without redis: the in-process tier never leaves the process",
+	}
+	for _, w := range want {
+		if !slices.ContainsFunc(cfg.Warnings, func(got string) bool { return strings.Contains(got, w) }) {
+			t.Errorf("warnings %q lack %q", cfg.Warnings, w)
+		}
+	}
 }

@@ -1,13 +1,17 @@
 package config
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"net"
 	"net/url"
 	"regexp"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -41,7 +45,12 @@ var reservedParams = map[string]bool{
 type validator struct {
 	lines    map[string]int
 	problems []error
+	warnings []string
 	secrets  *secret.Resolver
+}
+
+func (v *validator) warnf(path, format string, args ...any) {
+	v.warnings = append(v.warnings, (&Problem{Line: v.line(path), Path: path, Msg: fmt.Sprintf(format, args...)}).Error())
 }
 
 func (v *validator) addf(path, format string, args ...any) {
@@ -76,6 +85,7 @@ func (v *validator) validate(c *Config) {
 	if c.Store.MaxEntries < 0 {
 		v.addf("store.maxEntries", "must be positive, got %d", c.Store.MaxEntries)
 	}
+	v.store("store", &c.Store, true)
 
 	if len(c.Policies) == 0 {
 		v.addf("policies", "at least one policy is needed")
@@ -86,7 +96,16 @@ func (v *validator) validate(c *Config) {
 	}
 	sort.Strings(names)
 	for _, name := range names {
-		v.policy(name, c.Policies[name])
+		p := c.Policies[name]
+		v.policy(name, p)
+		if p == nil {
+			continue
+		}
+		p.Compiled.Store = &c.Store.Compiled
+		if p.Store != nil {
+			v.store("policies."+name+".store", p.Store, false)
+			p.Compiled.Store = &p.Store.Compiled
+		}
 	}
 	for i, r := range c.Routes {
 		v.route(fmt.Sprintf("routes[%d]", i), r, c.Policies)
@@ -97,6 +116,91 @@ func (v *validator) validate(c *Config) {
 		}
 	}
 	c.Files = append(c.Files, v.secrets.Files()...)
+	c.Warnings = v.warnings
+}
+
+const maxRedisTimeoutMillis = 10_000
+
+func (v *validator) store(path string, s *Store, top bool) {
+	c := &s.Compiled
+	c.KeyPrefix = *s.KeyPrefix
+	if !top && s.MaxEntries != 0 {
+		v.addf(path+".maxEntries", "the in-process tier is one for all policies: set maxEntries in the top-level store")
+	}
+	if s.EncryptionKey != "" {
+		val := v.resolve(path+".encryptionKey", s.EncryptionKey)
+		key, err := base64.StdEncoding.DecodeString(strings.TrimSpace(val.Reveal()))
+		if !val.Empty() && (err != nil || len(key) != 32) {
+			v.addf(path+".encryptionKey", "want the base64 of 32 random bytes, as `openssl rand -base64 32` prints")
+		}
+		c.EncryptionKey = secret.New(string(key))
+		if s.Redis == nil {
+			v.warnf(path+".encryptionKey", "has no effect without redis: the in-process tier never leaves the process")
+		}
+	}
+	r := s.Redis
+	if r == nil {
+		return
+	}
+	path += ".redis"
+	rc := &RedisCompiled{Endpoints: r.Endpoints, Username: r.Username, Database: r.Database}
+	c.Redis = rc
+	if len(r.Endpoints) == 0 {
+		v.addf(path+".endpoints", "at least one host:port is needed")
+	}
+	for i, e := range r.Endpoints {
+		if _, _, err := net.SplitHostPort(e); err != nil {
+			v.addf(fmt.Sprintf("%s.endpoints[%d]", path, i), "%q is not host:port", e)
+		}
+	}
+	switch {
+	case r.Cluster && r.Sentinel != nil:
+		v.addf(path, "cluster and sentinel exclude each other: choose one mode")
+	case r.Cluster:
+		rc.Mode = RedisCluster
+		if r.Database != 0 {
+			v.warnf(path+".database", "Redis Cluster has only database 0: database %d is ignored", r.Database)
+			rc.Database = 0
+		}
+	case r.Sentinel != nil:
+		rc.Mode = RedisSentinel
+		rc.MasterSet = r.Sentinel.MasterSet
+		rc.SentinelUsername = r.Sentinel.Username
+		if r.Sentinel.MasterSet == "" {
+			v.addf(path+".sentinel.masterSet", "the name of the master set is required with sentinel")
+		}
+		if r.Sentinel.Password != "" {
+			rc.SentinelPassword = v.resolve(path+".sentinel.password", r.Sentinel.Password)
+		}
+	default:
+		rc.Mode = RedisSingle
+		if len(r.Endpoints) > 1 {
+			v.addf(path+".endpoints", "a single Redis takes one endpoint; for several, set cluster: true or sentinel.masterSet")
+		}
+	}
+	if r.Database < 0 {
+		v.addf(path+".database", "must not be negative, got %d", r.Database)
+	}
+	if r.Password != "" {
+		rc.Password = v.resolve(path+".password", r.Password)
+	}
+	if t := r.TimeoutMillis; t < 1 || t > maxRedisTimeoutMillis {
+		v.addf(path+".timeoutMillis", "%d is out of range: want 1 to %d", t, maxRedisTimeoutMillis)
+	}
+	rc.Timeout = time.Duration(r.TimeoutMillis) * time.Millisecond
+	if r.TLS != (RedisTLS{}) {
+		rc.TLS = v.tlsConfig(path+".tls", "caBundle", r.TLS.CABundle, r.TLS.Cert, r.TLS.Key, r.TLS.InsecureSkipVerify)
+	}
+	// Stores whose connections are configured alike share one client and pool.
+	h := sha256.New()
+	for _, f := range []string{
+		rc.Mode, strings.Join(rc.Endpoints, ","), rc.Username, rc.Password.Reveal(), strconv.Itoa(rc.Database),
+		rc.MasterSet, rc.SentinelUsername, rc.SentinelPassword.Reveal(), rc.Timeout.String(),
+		r.TLS.CABundle, r.TLS.Cert, r.TLS.Key, strconv.FormatBool(r.TLS.InsecureSkipVerify),
+	} {
+		fmt.Fprintf(h, "%d:%s,", len(f), f)
+	}
+	rc.Identity = hex.EncodeToString(h.Sum(nil))
 }
 
 func (v *validator) server(s *Server) {
@@ -280,19 +384,25 @@ func (v *validator) tls(path string, t TLS, u *url.URL) *tls.Config {
 	if u != nil && u.Scheme != "https" {
 		v.addf(path, "TLS settings are given but the url is not https")
 	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: t.InsecureSkipVerify}
-	if t.CA != "" {
+	return v.tlsConfig(path, "ca", t.CA, t.Cert, t.Key, t.InsecureSkipVerify)
+}
+
+// tlsConfig builds a client TLS configuration from PEM material, inline or
+// referenced; caField names the CA field in problems.
+func (v *validator) tlsConfig(path, caField, ca, certPEM, keyPEM string, insecure bool) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, InsecureSkipVerify: insecure}
+	if ca != "" {
 		pool := x509.NewCertPool()
-		if ca := v.resolve(path+".ca", t.CA); !ca.Empty() && !pool.AppendCertsFromPEM([]byte(ca.Reveal())) {
-			v.addf(path+".ca", "no PEM certificate found")
+		if val := v.resolve(path+"."+caField, ca); !val.Empty() && !pool.AppendCertsFromPEM([]byte(val.Reveal())) {
+			v.addf(path+"."+caField, "no PEM certificate found")
 		}
 		cfg.RootCAs = pool
 	}
 	switch {
-	case (t.Cert == "") != (t.Key == ""):
+	case (certPEM == "") != (keyPEM == ""):
 		v.addf(path, "cert and key go together: give both or neither")
-	case t.Cert != "":
-		cert, key := v.resolve(path+".cert", t.Cert), v.resolve(path+".key", t.Key)
+	case certPEM != "":
+		cert, key := v.resolve(path+".cert", certPEM), v.resolve(path+".key", keyPEM)
 		if !cert.Empty() && !key.Empty() {
 			pair, err := tls.X509KeyPair([]byte(cert.Reveal()), []byte(key.Reveal()))
 			if err != nil {

@@ -154,6 +154,9 @@ func (c *Client) Budget() time.Duration {
 	return b
 }
 
+// AttemptTimeout bounds one attempt.
+func (c *Client) AttemptTimeout() time.Duration { return c.opts.Timeout }
+
 // URL returns the token endpoint.
 func (c *Client) URL() string { return c.opts.URL }
 

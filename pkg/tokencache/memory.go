@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"context"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,6 +23,10 @@ const evictionSample = 8
 type memoryStore struct {
 	shards   []shard
 	perShard int
+	now      func() time.Time
+
+	lockMu sync.Mutex
+	locks  map[Key]time.Time // lock expiry; for the Store contract
 }
 
 type shard struct {
@@ -35,9 +40,9 @@ type entry struct {
 	lastUsed   atomic.Int64 // UnixNano, coarse: updated at most once a second
 }
 
-func newMemoryStore(maxEntries int) *memoryStore {
+func newMemoryStore(maxEntries int, now func() time.Time) *memoryStore {
 	n := min(max(maxEntries/minShardEntries, 1), maxShards)
-	s := &memoryStore{shards: make([]shard, n), perShard: max(1, (maxEntries+n-1)/n)}
+	s := &memoryStore{shards: make([]shard, n), perShard: max(1, (maxEntries+n-1)/n), now: now, locks: map[Key]time.Time{}}
 	for i := range s.shards {
 		s.shards[i].m = make(map[Key]*entry)
 	}
@@ -102,4 +107,41 @@ func (s *memoryStore) len() int {
 		s.shards[i].mu.RUnlock()
 	}
 	return n
+}
+
+var (
+	_ Store = (*memoryStore)(nil)
+	_ Store = (*Shared)(nil)
+)
+
+// Get is get as a Store.
+func (s *memoryStore) Get(_ context.Context, key Key) (*Token, error) {
+	return s.get(key, s.now()), nil
+}
+
+// Set is put as a Store.
+func (s *memoryStore) Set(_ context.Context, key Key, t *Token) error {
+	s.put(key, t, t.serveUntil(), s.now())
+	return nil
+}
+
+// Lock is an in-process lock with the Redis tier's semantics. The Cache
+// needs none, its single-flight group does the work, but the contract is
+// the same for every Store.
+func (s *memoryStore) Lock(_ context.Context, key Key, ttl time.Duration) (func(), error) {
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
+	now := s.now()
+	if until, ok := s.locks[key]; ok && now.Before(until) {
+		return nil, ErrLocked
+	}
+	until := now.Add(ttl)
+	s.locks[key] = until
+	return func() {
+		s.lockMu.Lock()
+		defer s.lockMu.Unlock()
+		if s.locks[key] == until {
+			delete(s.locks, key)
+		}
+	}, nil
 }

@@ -59,7 +59,7 @@ func newFixture(t *testing.T, idpClock func() time.Time, maxEntries int) *fixtur
 	return &fixture{
 		clock: clk, idp: s,
 		cache: New(Options{MaxEntries: maxEntries, Now: clk.Now}),
-		ep:    NewEndpoint(c, 5*time.Minute),
+		ep:    NewEndpoint(c, 5*time.Minute, nil),
 	}
 }
 
@@ -70,11 +70,11 @@ func creds(i int) idp.Credentials {
 func (f *fixture) get(t *testing.T, i int) (*Token, bool) {
 	t.Helper()
 	c := creds(i)
-	tok, hit, err := f.cache.Token(context.Background(), f.ep, f.ep.Key(c), c)
+	tok, src, err := f.cache.Token(context.Background(), f.ep, f.ep.Key(c), c)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tok, hit
+	return tok, src.Hit()
 }
 
 func TestLifetime(t *testing.T) {
@@ -172,7 +172,7 @@ func TestKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e1, e2 := NewEndpoint(c1, time.Minute), NewEndpoint(c2, time.Minute)
+	e1, e2 := NewEndpoint(c1, time.Minute, nil), NewEndpoint(c2, time.Minute, nil)
 	k := e1.Key(idp.Credentials{ID: "ab", Secret: secret.New("c")})
 	for _, other := range []Key{
 		e1.Key(idp.Credentials{ID: "a", Secret: secret.New("bc")}),

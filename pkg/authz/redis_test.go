@@ -1,0 +1,301 @@
+package authz
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/extauthz/extauthz/internal/redistest"
+	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/tokencache"
+)
+
+func TestMain(m *testing.M) {
+	redis.SetLogger(tokencache.RedisLogger(zap.NewNop()))
+	os.Exit(m.Run())
+}
+
+// replicas are extauthz servers that share a Redis tier, each with its own
+// in-process tier, as replicas of one deployment are.
+type replicas struct {
+	idp     *testidp.Server
+	servers []*Server
+	logs    []*observer.ObservedLogs
+}
+
+const replicaYAML = `
+store:
+  encryptionKey: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+  redis:
+%s
+policies:
+  app:
+    url: %s
+    forwardHeaders: {X-Group: grp}
+    claims: Equals(` + "`grp`, `admin`" + `)
+`
+
+func startReplicas(t *testing.T, n int, redisYAML string, clients int) *replicas {
+	t.Helper()
+	idp, err := testidp.New(testidp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
+	for i := range clients {
+		idp.AddClient(fmt.Sprintf("client-%d", i), testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin"}})
+	}
+	cfg, err := config.Parse([]byte(fmt.Sprintf(replicaYAML, redisYAML, idp.TokenURL)), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &replicas{idp: idp}
+	for range n {
+		core, logs := observer.New(zap.InfoLevel)
+		cache := tokencache.New(tokencache.Options{MaxEntries: 10_000, Logger: zap.New(core)})
+		t.Cleanup(func() { cache.Close() })
+		srv, err := New(Options{Config: cfg, Tokens: cache, Logger: zap.New(core), RetryBackoff: time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.servers = append(r.servers, srv)
+		r.logs = append(r.logs, logs)
+	}
+	return r
+}
+
+func clientCheck(i int) *authv3.CheckRequest {
+	return checkRequest("app", "h", "/", map[string]string{"authorization": basic(fmt.Sprintf("client-%d", i), "s3cret")})
+}
+
+// allowed runs a Check and reports whether it was allowed.
+func allowed(srv *Server, req *authv3.CheckRequest) (bool, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	resp, err := srv.Check(ctx, req)
+	if err != nil {
+		return false, err.Error()
+	}
+	if resp.GetOkResponse() == nil {
+		return false, resp.GetDeniedResponse().GetBody()
+	}
+	return true, resp.GetDynamicMetadata().GetFields()["token_cache"].GetStringValue()
+}
+
+func TestTwoReplicasShareOneTokenRequest(t *testing.T) {
+	single := redistest.Single(t)
+	// The race detector can make the first dials of a cold pool slower than
+	// the default 50 ms, and a Redis call that times out means fetching
+	// without the fleet-wide lock: this test is about the lock, so it
+	// gives Redis time.
+	r := startReplicas(t, 2, "    endpoints: ["+single.Addr+"]\n    timeoutMillis: 2000", 1)
+	r.idp.SetBehavior(testidp.Behavior{Latency: 100 * time.Millisecond})
+	var wg sync.WaitGroup
+	var failed atomic.Int64
+	for i := range 200 {
+		wg.Go(func() {
+			if ok, why := allowed(r.servers[i%2], clientCheck(0)); !ok {
+				failed.Add(1)
+				t.Log(why)
+			}
+		})
+	}
+	wg.Wait()
+	if n := failed.Load(); n > 0 {
+		t.Errorf("%d of 200 checks failed", n)
+	}
+	if n := r.idp.Requests(); n != 1 {
+		t.Errorf("a cold burst of 200 checks over 2 replicas made %d token requests, want 1", n)
+		for _, logs := range r.logs {
+			for _, e := range logs.All() {
+				t.Log(e.Message, e.ContextMap())
+			}
+		}
+	}
+}
+
+// load runs checks for new clients, each first on servers[0] (a cold fetch
+// that goes through the Redis lock) and then on the others (reads from
+// Redis). A third of the way through it starts event, and it goes on until
+// both the clients and the event are done. It returns the number of clients
+// checked and the failures.
+func (r *replicas) load(t *testing.T, servers []*Server, clients int, event func()) (int, []string) {
+	t.Helper()
+	var failures []string
+	eventDone := make(chan struct{})
+	i := 0
+	for ; ; i++ {
+		if i == clients/3 {
+			go func() {
+				defer close(eventDone)
+				event()
+			}()
+		}
+		if i >= clients {
+			select {
+			case <-eventDone:
+				t.Logf("%d clients checked on %d replicas, the event ran from client %d on", i, len(servers), clients/3)
+				return i, failures
+			default:
+			}
+		}
+		for _, srv := range servers {
+			if ok, why := allowed(srv, clientCheck(i)); !ok {
+				failures = append(failures, fmt.Sprintf("client-%d: %s", i, why))
+			}
+		}
+	}
+}
+
+func TestRedisKilledDuringLoad(t *testing.T) {
+	single := redistest.Single(t)
+	r := startReplicas(t, 2, "    endpoints: ["+single.Addr+"]", 20000)
+	n, failures := r.load(t, r.servers, 300, single.Kill)
+	if len(failures) > 0 {
+		t.Errorf("%d of %d checks failed while Redis died: %v", len(failures), 2*n, failures[:min(3, len(failures))])
+	}
+	for i, logs := range r.logs {
+		if got := logs.FilterMessageSnippet("redis unavailable").Len(); got != 1 {
+			t.Errorf("replica %d logged Redis going down %d times, want once", i, got)
+		}
+	}
+}
+
+func TestRedisTierIsReadByTheOtherReplica(t *testing.T) {
+	single := redistest.Single(t)
+	r := startReplicas(t, 2, "    endpoints: ["+single.Addr+"]", 5)
+	for i := range 5 {
+		if ok, src := allowed(r.servers[0], clientCheck(i)); !ok || src != "miss" {
+			t.Fatalf("first replica: %v %s", ok, src)
+		}
+		if ok, src := allowed(r.servers[1], clientCheck(i)); !ok || src != "hit" {
+			t.Fatalf("second replica: %v %s, want a hit from Redis", ok, src)
+		}
+	}
+	if n := r.idp.Requests(); n != 5 {
+		t.Errorf("%d token requests for 5 clients on 2 replicas, want 5", n)
+	}
+}
+
+func TestSentinelFailoverDuringLoad(t *testing.T) {
+	s := redistest.StartSentinels(t)
+	yaml := fmt.Sprintf("    endpoints: [%s]\n    sentinel: {masterSet: %s}", strings.Join(s.Addrs(), ", "), redistest.MasterSet)
+	r := startReplicas(t, 2, yaml, 20000)
+	n, failures := r.load(t, r.servers, 300, func() { s.Failover(t) })
+	if len(failures) > 0 {
+		t.Errorf("%d of %d checks failed during a Sentinel failover: %v", len(failures), 2*n, failures[:min(3, len(failures))])
+	}
+	// After the failover, new tokens are written to the new master.
+	master := redis.NewClient(&redis.Options{Addr: s.MasterAddr(t)})
+	defer master.Close()
+	before, err := master.DBSize(context.Background()).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := n
+	poll(t, func() bool {
+		ok, _ := allowed(r.servers[0], clientCheck(next))
+		next++
+		now, _ := master.DBSize(context.Background()).Result()
+		return ok && now > before
+	})
+}
+
+func TestClusterReshardDuringLoad(t *testing.T) {
+	cluster := redistest.StartCluster(t)
+	r := startReplicas(t, 3, fmt.Sprintf("    cluster: true\n    endpoints: [%s]", cluster.Nodes[0].Addr), 20000)
+	n, failures := r.load(t, r.servers[:2], 300, func() { cluster.Reshard(t, 2000) })
+	if len(failures) > 0 {
+		t.Errorf("%d of %d checks failed while slots moved: %v", len(failures), 2*n, failures[:min(3, len(failures))])
+	}
+	// A replica that has seen none of these clients reads every token from
+	// the cluster, wherever its slot now lives.
+	requests := r.idp.Requests()
+	for i := range n {
+		if ok, src := allowed(r.servers[2], clientCheck(i)); !ok || src != "hit" {
+			t.Fatalf("client-%d on a fresh replica: %v %s", i, ok, src)
+		}
+	}
+	if got := r.idp.Requests(); got != requests {
+		t.Errorf("a fresh replica made %d token requests, want none", got-requests)
+	}
+}
+
+func TestEncryptedValuesHideTokensAndClients(t *testing.T) {
+	single := redistest.Single(t)
+	cli := redistest.Binary(t, "redis-cli")
+	r := startReplicas(t, 1, "    endpoints: ["+single.Addr+"]", 3)
+	var tokens []string
+	for i := range 3 {
+		resp, err := r.servers[0].Check(context.Background(), clientCheck(i))
+		if err != nil || resp.GetOkResponse() == nil {
+			t.Fatalf("check: %v %v", resp, err)
+		}
+		tokens = append(tokens, strings.TrimPrefix(resp.GetOkResponse().GetHeaders()[0].GetHeader().GetValue(), "Bearer "))
+	}
+	port := fmt.Sprint(single.Port)
+	keys, err := exec.Command(cli, "-p", port, "--scan", "--pattern", "extauthz:*").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(strings.Fields(string(keys))); n != 3 {
+		t.Fatalf("%d keys in Redis, want 3:\n%s", n, keys)
+	}
+	for _, key := range strings.Fields(string(keys)) {
+		value, err := exec.Command(cli, "-p", port, "GET", key).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, secret := range append(tokens, "client-0", "client-1", "client-2", "s3cret", "eyJ") {
+			if strings.Contains(key, secret) || strings.Contains(string(value), secret) {
+				t.Errorf("%s shows %q", key, secret)
+			}
+		}
+	}
+}
+
+func TestRedisDownAtStartThenBack(t *testing.T) {
+	port := redistest.FreePort(t)
+	r := startReplicas(t, 1, fmt.Sprintf("    endpoints: [127.0.0.1:%d]", port), 5000)
+	for i := range 10 {
+		if ok, why := allowed(r.servers[0], clientCheck(i)); !ok {
+			t.Fatalf("check with Redis down: %s", why)
+		}
+	}
+	srv := redistest.Start(t, redistest.Options{Port: port})
+	client := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer client.Close()
+	i := 10
+	poll(t, func() bool { // recovery needs no restart: a later cold check finds Redis again
+		ok, _ := allowed(r.servers[0], clientCheck(i))
+		i++
+		n, _ := client.DBSize(context.Background()).Result()
+		return ok && n > 0
+	})
+	if r.logs[0].FilterMessage("redis available again").Len() != 1 {
+		t.Error("the recovery was not logged once")
+	}
+}
+
+func poll(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 15s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

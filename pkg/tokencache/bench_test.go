@@ -1,0 +1,87 @@
+package tokencache
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/extauthz/extauthz/internal/redistest"
+	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/secret"
+)
+
+// BenchmarkTierGet compares a hit in the in-process tier with a hit in the
+// Redis tier alone (a loopback round trip and decoding), plain and sealed.
+func BenchmarkTierGet(b *testing.B) {
+	ctx := context.Background()
+	key := testKey("bench")
+	tok := newTestToken(jwtLike, time.Hour)
+
+	b.Run("memory", func(b *testing.B) {
+		s := newMemoryStore(1000, time.Now)
+		_ = s.Set(ctx, key, tok)
+		b.ReportAllocs()
+		for b.Loop() {
+			if t, _ := s.Get(ctx, key); t == nil {
+				b.Fatal("miss")
+			}
+		}
+	})
+	server := redistest.Single(b)
+	for _, bc := range []struct {
+		name string
+		key  []byte
+	}{{"redis", nil}, {"redis-encrypted", make([]byte, 32)}} {
+		b.Run(bc.name, func(b *testing.B) {
+			r, err := newRedis(RedisOptions{Mode: ModeSingle, Endpoints: []string{server.Addr}, Timeout: time.Second}, zap.NewNop(), time.Now)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer r.Close()
+			s, err := newShared(r, "bench:", bc.key)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := s.Set(ctx, key, tok); err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if t, err := s.Get(ctx, key); t == nil || err != nil {
+					b.Fatal("miss", err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkCacheHit is Cache.Token served by the in-process tier.
+func BenchmarkCacheHit(b *testing.B) {
+	s, err := testidp.New(testidp.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	s.AddClient("app", testidp.Client{Secret: "s3cret"})
+	client, err := idp.NewClient(idp.Options{URL: s.TokenURL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := New(Options{MaxEntries: 1000})
+	e := NewEndpoint(client, time.Minute, nil)
+	creds := idp.Credentials{ID: "app", Secret: secret.New("s3cret")}
+	key := e.Key(creds)
+	ctx := context.Background()
+	if _, _, err := c.Token(ctx, e, key, creds); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, src, _ := c.Token(ctx, e, key, creds); src != FromMemory {
+			b.Fatal("not a memory hit")
+		}
+	}
+}

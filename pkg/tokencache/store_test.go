@@ -1,0 +1,235 @@
+package tokencache
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+
+	"github.com/extauthz/extauthz/internal/redistest"
+	"github.com/extauthz/extauthz/pkg/secret"
+)
+
+// jwtLike is a token whose payload decodes to claims: {"sub":"app"}.
+const jwtLike = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhcHAifQ.c2ln"
+
+// topologies starts every Redis deployment the Redis tier supports and
+// returns options for each. Starting them takes about six seconds.
+func topologies(t *testing.T) map[string]RedisOptions {
+	t.Helper()
+	single := redistest.Single(t)
+	acl := redistest.ACL(t)
+	tlsServer, tlsFiles := redistest.TLSServer(t)
+	cluster := redistest.StartCluster(t)
+	sentinels := redistest.StartSentinels(t)
+	return map[string]RedisOptions{
+		"single":   {Mode: ModeSingle, Endpoints: []string{single.Addr}},
+		"acl":      {Mode: ModeSingle, Endpoints: []string{acl.Addr}, Username: redistest.ACLUser, Password: secret.New(redistest.ACLPassword)},
+		"tls":      {Mode: ModeSingle, Endpoints: []string{tlsServer.Addr}, TLS: tlsFiles.ClientConfig(t)},
+		"cluster":  {Mode: ModeCluster, Endpoints: cluster.Addrs()},
+		"sentinel": {Mode: ModeSentinel, Endpoints: sentinels.Addrs(), MasterSet: redistest.MasterSet},
+	}
+}
+
+// TestStoreContract runs one contract against the in-process tier and the
+// Redis tier in every topology.
+func TestStoreContract(t *testing.T) {
+	stores := map[string]func(t *testing.T, prefix string, key []byte) Store{
+		"memory": func(*testing.T, string, []byte) Store { return newMemoryStore(100, time.Now) },
+	}
+	for name, o := range topologies(t) {
+		o.Timeout = time.Second // generous: the contract is about behaviour, not speed
+		stores[name] = func(t *testing.T, prefix string, key []byte) Store {
+			r, err := newRedis(o, zap.NewNop(), time.Now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { r.Close() })
+			s, err := newShared(r, prefix, key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return s
+		}
+	}
+	for name, newStore := range stores {
+		t.Run(name, func(t *testing.T) {
+			testContract(t, newStore, name != "memory")
+		})
+	}
+}
+
+func testKey(s string) Key { return Key(sha256.Sum256([]byte(s))) }
+
+func newTestToken(value string, lifetime time.Duration) *Token {
+	now := time.Now().Truncate(time.Millisecond)
+	t := &Token{AccessToken: secret.New(value), Type: "Bearer", Fetched: now, Expiry: now.Add(lifetime)}
+	t.decodeClaims()
+	return t
+}
+
+func TestMain(m *testing.M) {
+	redis.SetLogger(RedisLogger(zap.NewNop()))
+	os.Exit(m.Run())
+}
+
+func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key []byte) Store, shared bool) {
+	ctx := context.Background()
+	prefix := "test:" + strings.ReplaceAll(t.Name(), "/", ":") + ":"
+	s := newStore(t, prefix, nil)
+
+	t.Run("miss", func(t *testing.T) {
+		if tok, err := s.Get(ctx, testKey("missing")); tok != nil || err != nil {
+			t.Errorf("Get = %v, %v; want nil, nil", tok, err)
+		}
+	})
+	t.Run("set and get", func(t *testing.T) {
+		want := newTestToken(jwtLike, time.Hour)
+		if err := s.Set(ctx, testKey("a"), want); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, testKey("a"))
+		if err != nil || got == nil {
+			t.Fatalf("Get = %v, %v", got, err)
+		}
+		if got.AccessToken.Reveal() != jwtLike || got.Type != "Bearer" || !got.Expiry.Equal(want.Expiry) || !got.Fetched.Equal(want.Fetched) {
+			t.Errorf("got %+v, want %+v", got, want)
+		}
+		if got.Claims == nil {
+			t.Error("claims were not decoded")
+		}
+	})
+	t.Run("overwrite", func(t *testing.T) {
+		_ = s.Set(ctx, testKey("b"), newTestToken("first", time.Hour))
+		_ = s.Set(ctx, testKey("b"), newTestToken("second", time.Hour))
+		if got, _ := s.Get(ctx, testKey("b")); got == nil || got.AccessToken.Reveal() != "second" {
+			t.Errorf("got %v after an overwrite", got)
+		}
+	})
+	t.Run("not served near expiry", func(t *testing.T) {
+		tok := newTestToken("old", time.Hour)
+		tok.Fetched = time.Now().Add(-time.Hour).Truncate(time.Millisecond)
+		tok.Expiry = time.Now().Add(10 * time.Second).Truncate(time.Millisecond) // inside the 30s skew
+		_ = s.Set(ctx, testKey("c"), tok)
+		if got, err := s.Get(ctx, testKey("c")); got != nil || err != nil {
+			t.Errorf("a token 10s from expiry was served: %v, %v", got, err)
+		}
+	})
+	t.Run("lock", func(t *testing.T) {
+		unlock, err := s.Lock(ctx, testKey("d"), time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := s.Lock(ctx, testKey("d"), time.Minute); !errors.Is(err, ErrLocked) {
+			t.Errorf("second Lock: %v, want ErrLocked", err)
+		}
+		unlock()
+		again, err := s.Lock(ctx, testKey("d"), time.Minute)
+		if err != nil {
+			t.Fatalf("Lock after unlock: %v", err)
+		}
+		again()
+	})
+	t.Run("lock expires", func(t *testing.T) {
+		if _, err := s.Lock(ctx, testKey("e"), 100*time.Millisecond); err != nil {
+			t.Fatal(err)
+		}
+		poll(t, func() bool {
+			unlock, err := s.Lock(ctx, testKey("e"), time.Minute)
+			if err == nil {
+				unlock()
+			}
+			return err == nil
+		})
+	})
+	if !shared {
+		return
+	}
+	t.Run("prefixes keep tiers apart", func(t *testing.T) {
+		other := newStore(t, prefix+"other:", nil)
+		_ = s.Set(ctx, testKey("f"), newTestToken("mine", time.Hour))
+		if got, _ := other.Get(ctx, testKey("f")); got != nil {
+			t.Error("a tier read another prefix's value")
+		}
+	})
+	t.Run("encryption", func(t *testing.T) {
+		key1, key2 := make([]byte, 32), make([]byte, 32)
+		key2[0] = 1
+		sealed, other := newStore(t, prefix, key1), newStore(t, prefix, key2)
+		_ = sealed.Set(ctx, testKey("g"), newTestToken(jwtLike, time.Hour))
+		if got, _ := sealed.Get(ctx, testKey("g")); got == nil || got.AccessToken.Reveal() != jwtLike {
+			t.Fatalf("sealed value did not read back: %v", got)
+		}
+		if got, err := other.Get(ctx, testKey("g")); got != nil || err != nil {
+			t.Errorf("another key read the value: %v, %v", got, err)
+		}
+		if got, err := s.Get(ctx, testKey("g")); got != nil || err != nil {
+			t.Errorf("a plain tier read a sealed value: %v, %v", got, err)
+		}
+		raw := rawGet(t, sealed.(*Shared), testKey("g"))
+		if strings.Contains(raw, jwtLike) || strings.Contains(raw, "eyJ") || raw[0] != formatEncrypted {
+			t.Errorf("sealed value shows the token: %q", raw)
+		}
+		// A value sealed for one key does not open under another key name.
+		sh := sealed.(*Shared)
+		if err := sh.redis.client.Set(ctx, sh.valueKey(testKey("h")), raw, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := sealed.Get(ctx, testKey("h")); got != nil {
+			t.Error("a value moved to another key was accepted")
+		}
+	})
+	t.Run("unreadable values are misses", func(t *testing.T) {
+		sh := s.(*Shared)
+		for i, v := range []string{"", "\x09garbage", "\x01short", "\x02sealed-but-plain-tier"} {
+			k := testKey("bad" + string(rune('0'+i)))
+			if err := sh.redis.client.Set(ctx, sh.valueKey(k), v, time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if got, err := s.Get(ctx, k); got != nil || err != nil {
+				t.Errorf("value %q: %v, %v; want a miss", v, got, err)
+			}
+			if err := s.Set(ctx, k, newTestToken("fresh", time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			if got, _ := s.Get(ctx, k); got == nil || got.AccessToken.Reveal() != "fresh" {
+				t.Errorf("value %q was not overwritten", v)
+			}
+		}
+	})
+	t.Run("Redis TTL is the token's remaining lifetime", func(t *testing.T) {
+		sh := s.(*Shared)
+		_ = s.Set(ctx, testKey("i"), newTestToken("ttl", 90*time.Second))
+		ttl, err := sh.redis.client.PTTL(ctx, sh.valueKey(testKey("i"))).Result()
+		if err != nil || ttl <= 80*time.Second || ttl > 90*time.Second {
+			t.Errorf("PTTL = %v, %v; want just under 90s", ttl, err)
+		}
+	})
+}
+
+func rawGet(t *testing.T, s *Shared, k Key) string {
+	t.Helper()
+	v, err := s.redis.client.Get(context.Background(), s.valueKey(k)).Result()
+	if err != nil && !errors.Is(err, redis.Nil) {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// poll waits for cond, failing the test after ten seconds.
+func poll(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the Debian packages whose servers the tests start for real
+# (redis-server, redis-sentinel, redis-cli), when they are missing. Without
+# them the tests that need them skip, except under CI, where they fail.
+set -euo pipefail
+
+need=()
+command -v redis-server >/dev/null || need+=(redis-server)
+command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
+command -v redis-cli >/dev/null || need+=(redis-tools)
+[ ${#need[@]} -eq 0 ] && exit 0
+
+sudo=""
+if [ "$(id -u)" -ne 0 ]; then
+  if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+    sudo="sudo -n"
+  fi
+fi
+if ! command -v apt-get >/dev/null || { [ "$(id -u)" -ne 0 ] && [ -z "$sudo" ]; }; then
+  echo "missing ${need[*]}: install them to run the Redis tests" >&2
+  [ -n "${CI:-}" ] && exit 1
+  exit 0
+fi
+echo "installing ${need[*]}"
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
