@@ -80,9 +80,13 @@ func clientCheck(i int) *authv3.CheckRequest {
 	return checkRequest("app", "h", "/", map[string]string{"authorization": basic(fmt.Sprintf("client-%d", i), "s3cret")})
 }
 
+// checkTimeout is the deadline of every Check in these tests. Tests of a
+// slow Redis shorten it to Envoy's default, 200 ms.
+var checkTimeout = 5 * time.Second
+
 // allowed runs a Check and reports whether it was allowed.
 func allowed(srv *Server, req *authv3.CheckRequest) (bool, string) {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), checkTimeout)
 	defer cancel()
 	resp, err := srv.Check(ctx, req)
 	if err != nil {
@@ -169,6 +173,43 @@ func TestRedisKilledDuringLoad(t *testing.T) {
 	for i, logs := range r.logs {
 		if got := logs.FilterMessageSnippet("redis unavailable").Len(); got != 1 {
 			t.Errorf("replica %d logged Redis going down %d times, want once", i, got)
+		}
+	}
+}
+
+// TestSlowAndFlappingRedis blocks Redis (DEBUG SLEEP) and restarts it while
+// Checks run with Envoy's default 200 ms deadline: none may fail, so every
+// Redis call must give up in time.
+func TestSlowAndFlappingRedis(t *testing.T) {
+	port := redistest.FreePort(t)
+	start := func() *redistest.Server {
+		return redistest.Start(t, redistest.Options{Port: port, Config: []string{"enable-debug-command local"}})
+	}
+	server := start()
+	r := startReplicas(t, 2, fmt.Sprintf("    endpoints: [127.0.0.1:%d]", port), 20000)
+	old := checkTimeout
+	checkTimeout = 200 * time.Millisecond
+	t.Cleanup(func() { checkTimeout = old })
+
+	n, failures := r.load(t, r.servers, 300, func() {
+		client := redis.NewClient(&redis.Options{Addr: server.Addr})
+		defer client.Close()
+		for range 2 { // slow twice, then gone twice
+			if err := client.Do(context.Background(), "DEBUG", "SLEEP", "0.7").Err(); err != nil {
+				t.Errorf("DEBUG SLEEP: %v", err)
+			}
+		}
+		for range 2 {
+			server.Kill()
+			server = start()
+		}
+	})
+	if len(failures) > 0 {
+		t.Errorf("%d of %d checks failed with a slow, then flapping Redis: %v", len(failures), 2*n, failures[:min(3, len(failures))])
+	}
+	for i, logs := range r.logs {
+		if logs.FilterMessageSnippet("redis unavailable").Len() == 0 {
+			t.Errorf("replica %d never saw Redis fail: the test did not test", i)
 		}
 	}
 }
