@@ -83,7 +83,12 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 		}
 		p := &policy{
 			name:        name,
-			endpoint:    tokencache.NewEndpoint(client, time.Duration(cp.DefaultTTL), shared),
+			endpoint: tokencache.NewEndpoint(tokencache.EndpointOptions{
+				Client:      client,
+				DefaultTTL:  time.Duration(cp.DefaultTTL),
+				NegativeTTL: time.Duration(cp.NegativeTTL),
+				Shared:      shared,
+			}),
 			gateway:     c.GatewayMode(),
 			program:     c.Program,
 			forward:     c.Forward,

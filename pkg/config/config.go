@@ -32,6 +32,7 @@ const (
 	DefaultRedisTimeout     = 50 * time.Millisecond
 	DefaultAuthMethod       = AuthClientSecretBasic
 	DefaultTTL              = 300 * time.Second
+	DefaultNegativeTTL      = 5 * time.Second
 	DefaultTokenHeader      = "Authorization"
 	DefaultTokenPrefix      = "Bearer "
 	DefaultTimeoutSeconds   = 5
@@ -184,6 +185,7 @@ type Policy struct {
 	Claims         string            `yaml:"claims"`
 	UsernameClaim  string            `yaml:"usernameClaim"`
 	DefaultTTL     Duration          `yaml:"defaultTTL"`
+	NegativeTTL    Duration          `yaml:"negativeTTL"`
 	TokenHeader    string            `yaml:"tokenHeader"`
 	TokenPrefix    *string           `yaml:"tokenPrefix"`
 	ClientConfig   ClientConfig      `yaml:"clientConfig"`
@@ -281,6 +283,9 @@ func (c *Config) applyDefaults() {
 		setDefault(&p.AuthMethod, DefaultAuthMethod)
 		if p.DefaultTTL == 0 {
 			p.DefaultTTL = Duration(DefaultTTL)
+		}
+		if p.NegativeTTL == 0 {
+			p.NegativeTTL = Duration(DefaultNegativeTTL)
 		}
 		setDefault(&p.TokenHeader, DefaultTokenHeader)
 		if p.TokenPrefix == nil {

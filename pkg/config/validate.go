@@ -25,6 +25,7 @@ const (
 	maxTimeoutSeconds = 300
 	maxRetries        = 10
 	minTTL            = time.Second
+	maxNegativeTTL    = 5 * time.Minute
 )
 
 var policyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -304,6 +305,9 @@ func (v *validator) policy(name string, p *Policy) {
 	}
 	if time.Duration(p.DefaultTTL) < minTTL {
 		v.addf(path+".defaultTTL", "%s is too short: at least %s", p.DefaultTTL, minTTL)
+	}
+	if n := time.Duration(p.NegativeTTL); n < 100*time.Millisecond || n > maxNegativeTTL {
+		v.addf(path+".negativeTTL", "%s is out of range: want 100ms to %s", p.NegativeTTL, maxNegativeTTL)
 	}
 	if !validHeaderName(p.TokenHeader) || reservedHeaders[strings.ToLower(p.TokenHeader)] {
 		v.addf(path+".tokenHeader", "%q cannot carry the token", p.TokenHeader)

@@ -71,7 +71,7 @@ func BenchmarkCacheHit(b *testing.B) {
 		b.Fatal(err)
 	}
 	c := New(Options{MaxEntries: 1000})
-	e := NewEndpoint(client, time.Minute, nil)
+	e := NewEndpoint(EndpointOptions{Client: client, DefaultTTL: time.Minute})
 	creds := idp.Credentials{ID: "app", Secret: secret.New("s3cret")}
 	key := e.Key(creds)
 	ctx := context.Background()

@@ -35,9 +35,9 @@ type shard struct {
 }
 
 type entry struct {
-	tok        *Token
-	serveUntil int64        // UnixNano
-	lastUsed   atomic.Int64 // UnixNano, coarse: updated at most once a second
+	tok      *Token
+	expiry   int64        // UnixNano
+	lastUsed atomic.Int64 // UnixNano, coarse: updated at most once a second
 }
 
 func newMemoryStore(maxEntries int, now func() time.Time) *memoryStore {
@@ -51,14 +51,14 @@ func newMemoryStore(maxEntries int, now func() time.Time) *memoryStore {
 
 func (s *memoryStore) shard(key Key) *shard { return &s.shards[int(key[0])%len(s.shards)] }
 
-// get returns the token under key if it may still be served at now.
+// get returns the token under key if it has not expired at now.
 func (s *memoryStore) get(key Key, now time.Time) *Token {
 	sh := s.shard(key)
 	sh.mu.RLock()
 	e := sh.m[key]
 	sh.mu.RUnlock()
 	n := now.UnixNano()
-	if e == nil || n >= e.serveUntil {
+	if e == nil || n >= e.expiry {
 		return nil
 	}
 	if n-e.lastUsed.Load() > int64(time.Second) {
@@ -67,8 +67,8 @@ func (s *memoryStore) get(key Key, now time.Time) *Token {
 	return e.tok
 }
 
-func (s *memoryStore) put(key Key, tok *Token, serveUntil, now time.Time) {
-	e := &entry{tok: tok, serveUntil: serveUntil.UnixNano()}
+func (s *memoryStore) put(key Key, tok *Token, now time.Time) {
+	e := &entry{tok: tok, expiry: tok.Expiry.UnixNano()}
 	e.lastUsed.Store(now.UnixNano())
 	sh := s.shard(key)
 	sh.mu.Lock()
@@ -85,7 +85,7 @@ func (sh *shard) evict(now int64) {
 	var victim Key
 	oldest, seen := int64(1<<63-1), 0
 	for k, e := range sh.m {
-		if now >= e.serveUntil {
+		if now >= e.expiry {
 			victim = k
 			break
 		}
@@ -121,7 +121,7 @@ func (s *memoryStore) Get(_ context.Context, key Key) (*Token, error) {
 
 // Set is put as a Store.
 func (s *memoryStore) Set(_ context.Context, key Key, t *Token) error {
-	s.put(key, t, t.serveUntil(), s.now())
+	s.put(key, t, s.now())
 	return nil
 }
 

@@ -182,8 +182,8 @@ func (s *Shared) Redis() *Redis { return s.redis }
 func (s *Shared) valueKey(k Key) string { return s.prefix + hex.EncodeToString(k[:]) }
 func (s *Shared) lockKey(k Key) string  { return s.prefix + "lock:" + hex.EncodeToString(k[:]) }
 
-// Get returns the token stored under k, or nil when there is none that can
-// still be served. A value that cannot be read (another format, another
+// Get returns the token stored under k, or nil when there is none that has
+// not expired. A value that cannot be read (another format, another
 // encryption key) is a miss; it is overwritten by the next Set.
 func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 	var data []byte
@@ -204,7 +204,7 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 		s.redis.log.Debug("unreadable value in redis, treated as a miss", zap.String("key", rk), zap.Error(err))
 		return nil, nil
 	}
-	if !s.redis.now().Before(t.serveUntil()) {
+	if !s.redis.now().Before(t.Expiry) {
 		return nil, nil
 	}
 	return t, nil

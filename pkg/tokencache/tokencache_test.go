@@ -25,6 +25,12 @@ func (c *clock) Now() time.Time {
 	return c.now
 }
 
+func (c *clock) Set(since time.Time, d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = since.Add(d)
+}
+
 func (c *clock) Add(d time.Duration) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -52,14 +58,14 @@ func newFixture(t *testing.T, idpClock func() time.Time, maxEntries int) *fixtur
 	for i := range 100 {
 		s.AddClient(fmt.Sprintf("app%d", i), testidp.Client{Secret: "s3cret"})
 	}
-	c, err := idp.NewClient(idp.Options{URL: s.TokenURL, MaxRetries: 0})
+	c, err := idp.NewClient(idp.Options{URL: s.TokenURL, MaxRetries: 0, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	return &fixture{
 		clock: clk, idp: s,
 		cache: New(Options{MaxEntries: maxEntries, Now: clk.Now}),
-		ep:    NewEndpoint(c, 5*time.Minute, nil),
+		ep:    NewEndpoint(EndpointOptions{Client: c, DefaultTTL: 5 * time.Minute}),
 	}
 }
 
@@ -67,10 +73,14 @@ func creds(i int) idp.Credentials {
 	return idp.Credentials{ID: fmt.Sprintf("app%d", i), Secret: secret.New("s3cret")}
 }
 
+func (f *fixture) token(i int) (*Token, Source, error) {
+	c := creds(i)
+	return f.cache.Token(context.Background(), f.ep, f.ep.Key(c), c)
+}
+
 func (f *fixture) get(t *testing.T, i int) (*Token, bool) {
 	t.Helper()
-	c := creds(i)
-	tok, src, err := f.cache.Token(context.Background(), f.ep, f.ep.Key(c), c)
+	tok, src, err := f.token(i)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,15 +93,13 @@ func TestLifetime(t *testing.T) {
 		behavior   testidp.Behavior
 		idpSkew    time.Duration // the IdP's clock minus ours
 		wantExpiry time.Duration // from now
-		wantServe  time.Duration // how long the token is served
 		wantClaims bool
 	}{
-		{"expires_in", testidp.Behavior{Lifetime: 100 * time.Second}, 0, 100 * time.Second, 90 * time.Second, true},
-		{"skew at most 30s", testidp.Behavior{Lifetime: time.Hour}, 0, time.Hour, time.Hour - 30*time.Second, true},
-		{"JWT exp without expires_in", testidp.Behavior{Lifetime: 200 * time.Second, Answer: testidp.AnswerNoExpiresIn}, 0, 200 * time.Second, 180 * time.Second, true},
-		{"JWT exp earlier than expires_in", testidp.Behavior{Lifetime: 100 * time.Second}, -40 * time.Second, 60 * time.Second, 54 * time.Second, true},
-		{"default TTL", testidp.Behavior{Answer: testidp.AnswerOpaqueNoLifetime}, 0, 5 * time.Minute, 5*time.Minute - 30*time.Second, false},
-		{"expires_in as a string", testidp.Behavior{Lifetime: 100 * time.Second, Answer: testidp.AnswerStringExpiresIn}, 0, 100 * time.Second, 90 * time.Second, true},
+		{"expires_in", testidp.Behavior{Lifetime: 100 * time.Second}, 0, 100 * time.Second, true},
+		{"JWT exp without expires_in", testidp.Behavior{Lifetime: 200 * time.Second, Answer: testidp.AnswerNoExpiresIn}, 0, 200 * time.Second, true},
+		{"JWT exp earlier than expires_in", testidp.Behavior{Lifetime: 100 * time.Second}, -40 * time.Second, 60 * time.Second, true},
+		{"default TTL", testidp.Behavior{Answer: testidp.AnswerOpaqueNoLifetime}, 0, 5 * time.Minute, false},
+		{"expires_in as a string", testidp.Behavior{Lifetime: 100 * time.Second, Answer: testidp.AnswerStringExpiresIn}, 0, 100 * time.Second, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -109,18 +117,139 @@ func TestLifetime(t *testing.T) {
 			if (tok.Claims != nil) != tt.wantClaims {
 				t.Errorf("claims decoded: %v, want %v", tok.Claims != nil, tt.wantClaims)
 			}
-			f.clock.Add(tt.wantServe - time.Second)
-			if again, hit := f.get(t, 0); !hit || again != tok {
-				t.Errorf("a second before the end of serving: hit %v, same token %v", hit, again == tok)
-			}
-			f.clock.Add(time.Second)
-			if again, hit := f.get(t, 0); hit || again == tok {
-				t.Errorf("at the end of serving: hit %v, same token %v", hit, again == tok)
-			}
-			if n := f.idp.Requests(); n != 2 {
-				t.Errorf("%d token requests, want 2", n)
+		})
+	}
+}
+
+// TestServingWindows walks a 100-second token through its life: served
+// until 80s, served and refreshed in the background from 80s.
+func TestServingWindows(t *testing.T) {
+	f := newFixture(t, nil, 100)
+	f.idp.SetBehavior(testidp.Behavior{Lifetime: 100 * time.Second})
+	start := f.clock.Now()
+	first, _ := f.get(t, 0)
+
+	f.clock.Set(start, 79*time.Second)
+	if tok, hit := f.get(t, 0); !hit || tok != first || first.nextRefresh.Load() != 0 {
+		t.Fatalf("at 79s: hit %v, same %v, refresh started %v", hit, tok == first, first.nextRefresh.Load() != 0)
+	}
+	f.clock.Set(start, 80*time.Second)
+	if tok, hit := f.get(t, 0); !hit || tok != first {
+		t.Fatalf("at 80s the current token must be served while it refreshes: hit %v, same %v", hit, tok == first)
+	}
+	poll(t, func() bool {
+		tok, hit := f.get(t, 0)
+		return hit && tok != first && tok.Fetched.Equal(start.Add(80*time.Second))
+	})
+	if n := f.idp.Requests(); n != 2 {
+		t.Errorf("%d token requests, want 2", n)
+	}
+}
+
+func TestRefreshAheadOncePerToken(t *testing.T) {
+	f := newFixture(t, nil, 100)
+	f.idp.SetBehavior(testidp.Behavior{Lifetime: 100 * time.Second})
+	start := f.clock.Now()
+	first, _ := f.get(t, 0)
+	f.idp.SetBehavior(testidp.Behavior{Lifetime: 100 * time.Second, Latency: 100 * time.Millisecond})
+	f.clock.Set(start, 85*time.Second)
+	var wg sync.WaitGroup
+	for range 200 {
+		wg.Go(func() {
+			if tok, hit := f.get(t, 0); !hit || tok == nil {
+				t.Error("a hit during refresh waited or missed")
 			}
 		})
+	}
+	wg.Wait()
+	poll(t, func() bool { tok, _ := f.get(t, 0); return tok != first })
+	if n := f.idp.Requests(); n != 2 {
+		t.Errorf("%d token requests for 200 hits in the refresh window, want 2", n)
+	}
+}
+
+// TestServeUntilExpiryWhileFailing keeps serving a token while the
+// endpoint fails, but never after the token's own expiry.
+func TestServeUntilExpiryWhileFailing(t *testing.T) {
+	f := newFixture(t, nil, 100)
+	f.idp.SetBehavior(testidp.Behavior{Lifetime: 100 * time.Second})
+	start := f.clock.Now()
+	first, _ := f.get(t, 0)
+	f.idp.SetBehavior(testidp.Behavior{FailStatus: 503})
+
+	for _, at := range []time.Duration{85 * time.Second, 91 * time.Second, 97 * time.Second, 99*time.Second + 999*time.Millisecond} {
+		f.clock.Set(start, at)
+		tok, src, err := f.token(0)
+		if err != nil || tok != first || !src.Hit() {
+			t.Fatalf("at %v with the endpoint down: %v, %v; want the old token", at, src, err)
+		}
+	}
+	f.clock.Set(start, 100*time.Second)
+	if tok, _, err := f.token(0); tok != nil || err == nil {
+		t.Fatal("a token was served at its expiry")
+	}
+	var ie *idp.Error
+	if _, _, err := f.token(0); !errors.As(err, &ie) || ie.Kind != idp.KindUnavailable {
+		t.Errorf("after expiry: %v, want the endpoint's error", err)
+	}
+}
+
+func TestNegativeCaching(t *testing.T) {
+	f := newFixture(t, nil, 100)
+	wrong := idp.Credentials{ID: "app0", Secret: secret.New("wrong")}
+	key := f.ep.Key(wrong)
+	for range 1000 {
+		_, _, err := f.cache.Token(context.Background(), f.ep, key, wrong)
+		var ie *idp.Error
+		if !errors.As(err, &ie) || ie.Kind != idp.KindRejected {
+			t.Fatalf("wrong secret: %v", err)
+		}
+	}
+	if n := f.idp.Requests(); n != 1 {
+		t.Errorf("1000 checks with a wrong secret made %d token requests, want 1", n)
+	}
+	f.clock.Add(DefaultNegativeTTL)
+	_, _, _ = f.cache.Token(context.Background(), f.ep, key, wrong)
+	if n := f.idp.Requests(); n != 2 {
+		t.Errorf("after the negative TTL: %d token requests, want 2", n)
+	}
+
+	// A failure of the endpoint, then its recovery: the failure is
+	// remembered, and the first success forgets it.
+	f.idp.SetBehavior(testidp.Behavior{FailStatus: 503})
+	if _, _, err := f.token(1); err == nil {
+		t.Fatal("no error from a failing endpoint")
+	}
+	f.idp.SetBehavior(testidp.Behavior{})
+	if _, _, err := f.token(1); err == nil {
+		t.Error("the failure was not remembered")
+	}
+	f.clock.Add(DefaultNegativeTTL)
+	if _, _, err := f.token(1); err != nil {
+		t.Fatalf("after recovery: %v", err)
+	}
+	if err := f.cache.negative.get(f.ep.Key(creds(1)), f.clock.Now()); err != nil {
+		t.Errorf("a success did not forget the failure: %v", err)
+	}
+}
+
+func TestNegativeCachingHonoursRetryAfter(t *testing.T) {
+	f := newFixture(t, nil, 100)
+	f.idp.SetBehavior(testidp.Behavior{FailStatus: 429, RetryAfter: "60"})
+	if _, _, err := f.token(0); err == nil {
+		t.Fatal("no error")
+	}
+	f.idp.SetBehavior(testidp.Behavior{})
+	f.clock.Add(59 * time.Second)
+	if _, _, err := f.token(0); err == nil {
+		t.Error("retried before Retry-After")
+	}
+	f.clock.Add(time.Second)
+	if _, _, err := f.token(0); err != nil {
+		t.Errorf("after Retry-After: %v", err)
+	}
+	if n := f.idp.Requests(); n != 2 {
+		t.Errorf("%d token requests, want 2", n)
 	}
 }
 
@@ -128,21 +257,8 @@ func TestAlreadyExpired(t *testing.T) {
 	var f *fixture
 	f = newFixture(t, func() time.Time { return f.clock.Now().Add(-2 * time.Hour) }, 100)
 	f.idp.SetBehavior(testidp.Behavior{Answer: testidp.AnswerNoExpiresIn})
-	c := creds(0)
-	if _, _, err := f.cache.Token(context.Background(), f.ep, f.ep.Key(c), c); !errors.Is(err, ErrExpired) {
+	if _, _, err := f.token(0); !errors.Is(err, ErrExpired) {
 		t.Errorf("error %v, want ErrExpired", err)
-	}
-}
-
-func TestFailuresAreNotCached(t *testing.T) {
-	f := newFixture(t, nil, 100)
-	f.idp.SetBehavior(testidp.Behavior{FailStatus: 503, FailFirst: 1})
-	c := creds(0)
-	if _, _, err := f.cache.Token(context.Background(), f.ep, f.ep.Key(c), c); err == nil {
-		t.Fatal("no error from a failing endpoint")
-	}
-	if _, hit := f.get(t, 0); hit {
-		t.Error("a failure was cached as a token")
 	}
 }
 
@@ -172,13 +288,15 @@ func TestKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e1, e2 := NewEndpoint(c1, time.Minute, nil), NewEndpoint(c2, time.Minute, nil)
+	e1, e2 := NewEndpoint(EndpointOptions{Client: c1}), NewEndpoint(EndpointOptions{Client: c2})
+	verified := NewEndpoint(EndpointOptions{Client: c1, Verifier: fakeVerifier("jwks")})
 	k := e1.Key(idp.Credentials{ID: "ab", Secret: secret.New("c")})
 	for _, other := range []Key{
 		e1.Key(idp.Credentials{ID: "a", Secret: secret.New("bc")}),
 		e1.Key(idp.Credentials{ID: "ab", Secret: secret.New("d")}),
 		e1.Key(idp.Credentials{ID: "ac", Secret: secret.New("c")}),
 		e2.Key(idp.Credentials{ID: "ab", Secret: secret.New("c")}),
+		verified.Key(idp.Credentials{ID: "ab", Secret: secret.New("c")}),
 	} {
 		if other == k {
 			t.Error("different requests share a key")
@@ -188,6 +306,11 @@ func TestKey(t *testing.T) {
 		t.Error("the key is not stable")
 	}
 }
+
+type fakeVerifier string
+
+func (f fakeVerifier) Verify(context.Context, string) error { return nil }
+func (f fakeVerifier) Identity() string                     { return string(f) }
 
 func TestMemo(t *testing.T) {
 	f := newFixture(t, nil, 10)

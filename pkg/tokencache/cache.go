@@ -1,0 +1,292 @@
+package tokencache
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
+
+	"github.com/extauthz/extauthz/pkg/idp"
+)
+
+// Options configure a Cache.
+type Options struct {
+	MaxEntries int              // bound on cached tokens
+	Now        func() time.Time // time.Now when nil
+	Logger     *zap.Logger
+}
+
+// Cache is an in-process token cache with single-flight fetching,
+// refresh-ahead and negative caching, in front of the Redis tiers endpoints
+// name. It is safe for concurrent use.
+type Cache struct {
+	store    *memoryStore
+	negative *negativeCache
+	flight   singleflight.Group
+	now      func() time.Time
+	log      *zap.Logger
+
+	mu      sync.Mutex
+	redises map[string]*Redis // by RedisOptions.Identity
+}
+
+// New returns an empty Cache.
+func New(o Options) *Cache {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	return &Cache{
+		store:    newMemoryStore(o.MaxEntries, o.Now),
+		negative: newNegativeCache(o.MaxEntries),
+		now:      o.Now,
+		log:      o.Logger,
+		redises:  map[string]*Redis{},
+	}
+}
+
+// Shared returns a Redis tier with the given key prefix and encryption key
+// (empty for none). Tiers whose options have the same Identity share one
+// connection pool.
+func (c *Cache) Shared(o RedisOptions, prefix string, encryptionKey []byte) (*Shared, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	r := c.redises[o.Identity]
+	if r == nil || o.Identity == "" {
+		var err error
+		if r, err = newRedis(o, c.log, c.now); err != nil {
+			return nil, err
+		}
+		c.redises[o.Identity] = r
+	}
+	return newShared(r, prefix, encryptionKey)
+}
+
+// Close closes every Redis connection pool.
+func (c *Cache) Close() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var errs []error
+	for id, r := range c.redises {
+		errs = append(errs, r.Close())
+		delete(c.redises, id)
+	}
+	return errors.Join(errs...)
+}
+
+// Len returns the number of cached tokens, expired ones included until evicted.
+func (c *Cache) Len() int { return c.store.len() }
+
+// ErrExpired reports a token that the endpoint handed out already expired.
+var ErrExpired = errors.New("the token endpoint issued a token that has already expired")
+
+// lockPoll is how often a replica waiting for another's fetch looks for its value.
+const lockPoll = 10 * time.Millisecond
+
+// Token returns the token for creds at e and where it came from. key must
+// be e.Key(creds). The error is the endpoint's (*idp.Error), ErrExpired, or
+// ctx's when the caller stopped waiting and no valid token was left.
+func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Credentials) (*Token, Source, error) {
+	now := c.now()
+	t := c.store.get(key, now)
+	if t != nil && now.Before(t.serveUntil()) {
+		if !now.Before(t.refreshAt()) {
+			c.refreshAhead(e, key, creds, t, now)
+		}
+		return t, FromMemory, nil
+	}
+	// Either no token, or one close to its expiry: it serves while its
+	// refresh is under way, so that a slow endpoint makes no one wait.
+	if t != nil && t.refreshing.Load() {
+		return t, FromMemory, nil
+	}
+	// A recent failure answers without asking again.
+	if err := c.negative.get(key, now); err != nil {
+		if t != nil {
+			return t, FromMemory, nil
+		}
+		return nil, 0, err
+	}
+	ch := c.flight.DoChan(string(key[:]), func() (any, error) {
+		// The fetch outlives a caller that gives up, bounded by its own budget.
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.Client.Budget())
+		defer cancel()
+		return c.fill(fctx, e, key, creds, time.Time{})
+	})
+	var err error
+	select {
+	case r := <-ch:
+		if r.Err == nil {
+			f := r.Val.(filled)
+			return f.token, f.source, nil
+		}
+		err = r.Err
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	// The endpoint could not give a new token: the old one serves until it expires.
+	if t != nil && c.now().Before(t.Expiry) {
+		return t, FromMemory, nil
+	}
+	return nil, 0, err
+}
+
+// refreshAhead starts one background refresh of t, unless one started
+// recently: at most one per token per negative TTL.
+func (c *Cache) refreshAhead(e *Endpoint, key Key, creds idp.Credentials, t *Token, now time.Time) {
+	next := t.nextRefresh.Load()
+	if now.UnixNano() < next || !t.nextRefresh.CompareAndSwap(next, now.Add(e.NegativeTTL).UnixNano()) {
+		return
+	}
+	t.refreshing.Store(true)
+	go func() {
+		defer t.refreshing.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), e.Client.Budget())
+		defer cancel()
+		// Sharing the key's flight keeps refreshes and cold fetches to one at a time.
+		_, _, _ = c.flight.Do(string(key[:]), func() (any, error) {
+			return c.fill(ctx, e, key, creds, t.Fetched)
+		})
+	}()
+}
+
+type filled struct {
+	token  *Token
+	source Source
+}
+
+// fill finds or fetches a token for key that is newer than newerThan (the
+// zero time for any). One call per key runs at a time.
+func (c *Cache) fill(ctx context.Context, e *Endpoint, key Key, creds idp.Credentials, newerThan time.Time) (filled, error) {
+	now := c.now()
+	// A flight that ended just before this one began may have done the work.
+	if t := c.store.get(key, now); t != nil && t.Fetched.After(newerThan) && now.Before(t.serveUntil()) {
+		return filled{t, FromMemory}, nil
+	}
+	if e.Shared != nil {
+		t, unlock := c.fromShared(ctx, e, key, newerThan)
+		if t != nil {
+			c.store.put(key, t, c.now())
+			c.negative.forget(key)
+			return filled{t, FromShared}, nil
+		}
+		if unlock != nil {
+			defer unlock()
+		}
+	}
+	t, err := c.fetch(ctx, e, creds)
+	if err != nil {
+		c.negative.remember(key, err, negativeTTL(e, err), c.now())
+		c.log.Debug("token fetch failed", zap.Error(err))
+		return filled{}, err
+	}
+	c.negative.forget(key)
+	if e.Shared != nil {
+		_ = e.Shared.Set(ctx, key, t) // a failure is logged by the tier; the token serves anyway
+	}
+	c.store.put(key, t, c.now())
+	return filled{t, FromEndpoint}, nil
+}
+
+// negativeTTL is how long err is remembered: the endpoint's negative TTL, or
+// the Retry-After it sent if longer.
+func negativeTTL(e *Endpoint, err error) time.Duration {
+	ttl := e.NegativeTTL
+	var ie *idp.Error
+	if errors.As(err, &ie) && ie.RetryAfter > ttl {
+		ttl = min(ie.RetryAfter, maxNegativeTTL)
+	}
+	return ttl
+}
+
+// fetch asks the endpoint and checks what it answers.
+func (c *Cache) fetch(ctx context.Context, e *Endpoint, creds idp.Credentials) (*Token, error) {
+	resp, err := e.Client.Token(ctx, creds)
+	if err != nil {
+		return nil, err
+	}
+	if e.Verifier != nil {
+		if err := e.Verifier.Verify(ctx, resp.AccessToken.Reveal()); err != nil {
+			return nil, err
+		}
+	}
+	return c.newToken(resp, e.DefaultTTL)
+}
+
+// fromShared reads the Redis tier for a servable token newer than
+// newerThan and, when there is none, takes the fleet-wide lock. It returns
+// a token found there; or the unlock of a lock this replica now holds; or,
+// while another replica holds the lock, waits for its token. Both nil means
+// Redis failed: fetch without it.
+func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, newerThan time.Time) (*Token, func()) {
+	sh := e.Shared
+	lockTTL := e.Client.AttemptTimeout() + time.Second
+	usable := func() (*Token, error) {
+		t, err := sh.Get(ctx, key)
+		if t == nil || err != nil || !t.Fetched.After(newerThan) || !c.now().Before(t.serveUntil()) {
+			return nil, err
+		}
+		if e.Verifier != nil {
+			if err := e.Verifier.Verify(ctx, t.AccessToken.Reveal()); err != nil {
+				c.log.Warn("token in redis failed verification; fetching a new one", zap.Error(err))
+				return nil, nil
+			}
+		}
+		return t, nil
+	}
+	for {
+		t, err := usable()
+		if t != nil || err != nil {
+			return t, nil
+		}
+		unlock, err := sh.Lock(ctx, key, lockTTL)
+		switch {
+		case err == nil:
+			// Another replica may have stored the token between Get and Lock.
+			if t, _ := usable(); t != nil {
+				unlock()
+				return t, nil
+			}
+			return nil, unlock
+		case !errors.Is(err, ErrLocked):
+			return nil, nil
+		}
+		timer := time.NewTimer(lockPoll)
+		select {
+		case <-ctx.Done():
+			timer.Stop()
+			return nil, nil
+		case <-timer.C:
+		}
+	}
+}
+
+func (c *Cache) newToken(resp *idp.Token, defaultTTL time.Duration) (*Token, error) {
+	now := c.now()
+	t := &Token{AccessToken: resp.AccessToken, Type: resp.Type, Fetched: now}
+	t.decodeClaims()
+	var jwtExp time.Time
+	if t.Claims != nil {
+		jwtExp, _ = t.Claims.Expiry()
+	}
+	switch {
+	case resp.ExpiresIn > 0:
+		t.Expiry = now.Add(resp.ExpiresIn)
+		if !jwtExp.IsZero() && jwtExp.Before(t.Expiry) {
+			t.Expiry = jwtExp
+		}
+	case !jwtExp.IsZero():
+		t.Expiry = jwtExp
+	default:
+		t.Expiry = now.Add(defaultTTL)
+	}
+	if !t.Expiry.After(now) {
+		return nil, ErrExpired
+	}
+	return t, nil
+}
