@@ -82,7 +82,7 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 			return nil, fmt.Errorf("policy %s: store: %w", name, err)
 		}
 		p := &policy{
-			name:        name,
+			name: name,
 			endpoint: tokencache.NewEndpoint(tokencache.EndpointOptions{
 				Client:      client,
 				DefaultTTL:  time.Duration(cp.DefaultTTL),
