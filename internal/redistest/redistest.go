@@ -7,15 +7,9 @@ package redistest
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -26,6 +20,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/extauthz/extauthz/internal/testpki"
 )
 
 // readyTimeout bounds how long a server or topology may take to come up.
@@ -230,62 +226,18 @@ func TLSServer(t testing.TB) (*Server, *TLS) {
 func NewTLS(t testing.TB) *TLS {
 	t.Helper()
 	dir := t.TempDir()
-	caKey, caCert, caPEM := newCert(t, "extauthz test CA", nil, nil, true)
-	_, _, serverPEM, serverKeyPEM := newLeaf(t, "127.0.0.1", caKey, caCert)
-	_, _, clientPEM, clientKeyPEM := newLeaf(t, "extauthz", caKey, caCert)
+	ca := testpki.NewCA(t)
+	server, client := ca.Issue(t, "127.0.0.1"), ca.Issue(t, "extauthz")
 	c := &TLS{
 		CA: filepath.Join(dir, "ca.pem"), ServerCert: filepath.Join(dir, "server.pem"), ServerKey: filepath.Join(dir, "server-key.pem"),
-		CAPEM: caPEM, ClientCertPEM: clientPEM, ClientKeyPEM: clientKeyPEM,
+		CAPEM: ca.CertPEM, ClientCertPEM: client.CertPEM, ClientKeyPEM: client.KeyPEM,
 	}
-	for file, content := range map[string]string{c.CA: caPEM, c.ServerCert: serverPEM, c.ServerKey: serverKeyPEM} {
+	for file, content := range map[string]string{c.CA: ca.CertPEM, c.ServerCert: server.CertPEM, c.ServerKey: server.KeyPEM} {
 		if err := os.WriteFile(file, []byte(content), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
 	return c
-}
-
-func newCert(t testing.TB, cn string, parentKey *ecdsa.PrivateKey, parent *x509.Certificate, isCA bool) (*ecdsa.PrivateKey, *x509.Certificate, string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
-	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature | x509.KeyUsageKeyEncipherment,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-	}
-	if isCA {
-		tmpl.IsCA, tmpl.BasicConstraintsValid = true, true
-		tmpl.KeyUsage |= x509.KeyUsageCertSign
-	}
-	if ip := net.ParseIP(cn); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	}
-	if parent == nil {
-		parent, parentKey = tmpl, key
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-}
-
-func newLeaf(t testing.TB, cn string, caKey *ecdsa.PrivateKey, ca *x509.Certificate) (*ecdsa.PrivateKey, *x509.Certificate, string, string) {
-	key, cert, certPEM := newCert(t, cn, caKey, ca, false)
-	der, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return key, cert, certPEM, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: der}))
 }
 
 // Cluster is a running three-master Redis Cluster.

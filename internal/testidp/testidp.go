@@ -5,8 +5,11 @@
 package testidp
 
 import (
+	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -29,9 +32,16 @@ const (
 	JWKSPath  = "/.well-known/jwks.json"
 )
 
-// Client is a registered client.
+// Client is a registered client. It authenticates with Secret
+// (client_secret_basic or client_secret_post), with an assertion signed by
+// the key of PublicKey (private_key_jwt, RFC 7523), or with a TLS client
+// certificate whose common name is its id (tls_client_auth, RFC 8705).
 type Client struct {
 	Secret string
+	// PublicKey verifies private_key_jwt assertions (*rsa.PublicKey or *ecdsa.PublicKey).
+	PublicKey crypto.PublicKey
+	// TLSClientAuth makes the client authenticate with its certificate.
+	TLSClientAuth bool
 	// Claims are added to every token issued to the client.
 	Claims map[string]any
 	// Scopes the client may ask for; nil allows any.
@@ -97,6 +107,7 @@ type Server struct {
 	kid      string
 	requests atomic.Int64
 	failed   atomic.Int64
+	jtis     sync.Map // assertion ids seen, to refuse replays
 
 	mu       sync.Mutex
 	clients  map[string]Client
@@ -113,6 +124,9 @@ type Options struct {
 	Now func() time.Time
 	// FreshKey signs with a key of the server's own instead of the shared one.
 	FreshKey bool
+	// ClientCAs, with TLS, requires every client to present a certificate
+	// signed by one of them (mutual TLS).
+	ClientCAs *x509.CertPool
 }
 
 // sharedKey is generated once per process: RSA key generation is slow, and
@@ -137,7 +151,11 @@ func New(o Options) (*Server, error) {
 	mux.HandleFunc("POST "+TokenPath, s.token)
 	mux.HandleFunc("GET "+JWKSPath, s.jwks)
 	if o.TLS {
-		s.srv = httptest.NewTLSServer(mux)
+		s.srv = httptest.NewUnstartedServer(mux)
+		if o.ClientCAs != nil {
+			s.srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: o.ClientCAs}
+		}
+		s.srv.StartTLS()
 	} else {
 		s.srv = httptest.NewServer(mux)
 	}
@@ -198,9 +216,15 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	req := Request{Form: r.PostForm, Header: r.Header.Clone()}
 	id, sec, basic, err := clientCredentials(r)
 	req.ClientID = id
-	req.AuthMethod = "client_secret_post"
-	if basic {
+	switch {
+	case basic:
 		req.AuthMethod = "client_secret_basic"
+	case r.PostForm.Has("client_assertion"):
+		req.AuthMethod = "private_key_jwt"
+	case r.TLS != nil && len(r.TLS.PeerCertificates) > 0 && sec == "":
+		req.AuthMethod = "tls_client_auth"
+	default:
+		req.AuthMethod = "client_secret_post"
 	}
 	s.mu.Lock()
 	s.log = append(s.log, req)
@@ -230,7 +254,20 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	case err != nil:
 		oauthError(w, http.StatusBadRequest, "invalid_request", err.Error())
 		return
-	case !known || client.Secret != sec:
+	case !known:
+		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client")
+		return
+	case req.AuthMethod == "private_key_jwt":
+		if why := s.checkAssertion(r.PostForm, id, client); why != "" {
+			oauthError(w, http.StatusUnauthorized, "invalid_client", why)
+			return
+		}
+	case client.TLSClientAuth:
+		if req.AuthMethod != "tls_client_auth" || r.TLS.PeerCertificates[0].Subject.CommonName != id {
+			oauthError(w, http.StatusUnauthorized, "invalid_client", "no client certificate for this client")
+			return
+		}
+	case client.Secret == "" || client.Secret != sec:
 		w.Header().Set("WWW-Authenticate", `Basic realm="testidp"`)
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
 		return
@@ -248,6 +285,35 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.issue(w, b, id, client, scope, r.PostForm.Get("audience"))
+}
+
+// checkAssertion verifies a private_key_jwt assertion as RFC 7523 asks: the
+// client's key, RS256 or ES256, iss and sub the client, aud the token URL,
+// an exp at most five minutes away, and a jti never seen before. It returns
+// why the assertion fails, or "".
+func (s *Server) checkAssertion(form url.Values, id string, c Client) string {
+	if form.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
+		return "bad client_assertion_type"
+	}
+	if c.PublicKey == nil {
+		return "the client has no key"
+	}
+	var claims jwt.RegisteredClaims
+	_, err := jwt.ParseWithClaims(form.Get("client_assertion"), &claims, func(*jwt.Token) (any, error) { return c.PublicKey, nil },
+		jwt.WithValidMethods([]string{"RS256", "ES256"}), jwt.WithAudience(s.TokenURL), jwt.WithIssuer(id),
+		jwt.WithSubject(id), jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.now))
+	switch {
+	case err != nil:
+		return "assertion: " + err.Error()
+	case claims.ExpiresAt.Sub(s.now()) > 5*time.Minute:
+		return "assertion lives too long"
+	case claims.ID == "":
+		return "assertion has no jti"
+	}
+	if _, seen := s.jtis.LoadOrStore(claims.ID, true); seen {
+		return "assertion replayed"
+	}
+	return ""
 }
 
 func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, scope, audience string) {

@@ -62,17 +62,23 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 		c := &cp.Compiled
 		transport := idp.NewTransport(c.TLS)
 		st.transports = append(st.transports, transport)
+		var assertion *idp.Assertion
+		if a := c.Assertion; a != nil {
+			assertion = &idp.Assertion{Key: a.Key, KeyID: a.KeyID, Algorithm: a.Algorithm, Audience: a.Audience}
+		}
 		client, err := idp.NewClient(idp.Options{
-			URL:         c.TokenURL.String(),
-			AuthMethod:  idp.AuthMethod(cp.AuthMethod),
-			Audience:    cp.Audience,
-			Scopes:      cp.Scopes,
-			ExtraParams: cp.ExtraParams,
-			HTTPClient:  &http.Client{Transport: transport},
-			Timeout:     c.Timeout,
-			MaxRetries:  c.MaxRetries,
-			Backoff:     o.RetryBackoff,
-			Logger:      o.Logger.With(zap.String("policy", name)),
+			URL:          c.TokenURL.String(),
+			AuthMethod:   idp.AuthMethod(cp.AuthMethod),
+			Audience:     cp.Audience,
+			Scopes:       cp.Scopes,
+			ExtraParams:  cp.ExtraParams,
+			HTTPClient:   &http.Client{Transport: transport},
+			Timeout:      c.Timeout,
+			MaxRetries:   c.MaxRetries,
+			Backoff:      o.RetryBackoff,
+			Logger:       o.Logger.With(zap.String("policy", name)),
+			Assertion:    assertion,
+			CredentialID: c.CredentialID,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: %w", name, err)

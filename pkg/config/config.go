@@ -6,6 +6,7 @@
 package config
 
 import (
+	"crypto"
 	"crypto/tls"
 	"fmt"
 	"net/url"
@@ -43,6 +44,8 @@ const (
 const (
 	AuthClientSecretBasic = "client_secret_basic"
 	AuthClientSecretPost  = "client_secret_post"
+	AuthPrivateKeyJWT     = "private_key_jwt"
+	AuthTLSClientAuth     = "tls_client_auth"
 )
 
 // Config is the whole configuration file.
@@ -174,25 +177,42 @@ type RedisCompiled struct {
 // Policy is one OAuth 2.0 client-credentials configuration. Its field names
 // are those of Traefik Hub's oAuthClientCredentials middleware.
 type Policy struct {
-	URL            string            `yaml:"url"`
-	ClientID       string            `yaml:"clientID"`
-	ClientSecret   string            `yaml:"clientSecret"`
-	Audience       string            `yaml:"audience"`
-	Scopes         []string          `yaml:"scopes"`
-	ExtraParams    map[string]string `yaml:"extraParams"`
-	AuthMethod     string            `yaml:"authMethod"`
-	ForwardHeaders map[string]string `yaml:"forwardHeaders"`
-	Claims         string            `yaml:"claims"`
-	UsernameClaim  string            `yaml:"usernameClaim"`
-	DefaultTTL     Duration          `yaml:"defaultTTL"`
-	NegativeTTL    Duration          `yaml:"negativeTTL"`
-	TokenHeader    string            `yaml:"tokenHeader"`
-	TokenPrefix    *string           `yaml:"tokenPrefix"`
-	ClientConfig   ClientConfig      `yaml:"clientConfig"`
-	Store          *Store            `yaml:"store"`
+	URL             string            `yaml:"url"`
+	ClientID        string            `yaml:"clientID"`
+	ClientSecret    string            `yaml:"clientSecret"`
+	Audience        string            `yaml:"audience"`
+	Scopes          []string          `yaml:"scopes"`
+	ExtraParams     map[string]string `yaml:"extraParams"`
+	AuthMethod      string            `yaml:"authMethod"`
+	ClientAssertion *ClientAssertion  `yaml:"clientAssertion"`
+	ForwardHeaders  map[string]string `yaml:"forwardHeaders"`
+	Claims          string            `yaml:"claims"`
+	UsernameClaim   string            `yaml:"usernameClaim"`
+	DefaultTTL      Duration          `yaml:"defaultTTL"`
+	NegativeTTL     Duration          `yaml:"negativeTTL"`
+	TokenHeader     string            `yaml:"tokenHeader"`
+	TokenPrefix     *string           `yaml:"tokenPrefix"`
+	ClientConfig    ClientConfig      `yaml:"clientConfig"`
+	Store           *Store            `yaml:"store"`
 
 	// Compiled is filled in by Load.
 	Compiled Compiled `yaml:"-"`
+}
+
+// ClientAssertion configures private_key_jwt (RFC 7523).
+type ClientAssertion struct {
+	Key       string `yaml:"key"`       // PEM private key, inline or a secret reference
+	KeyID     string `yaml:"keyID"`     // the assertion's kid
+	Algorithm string `yaml:"algorithm"` // RS256 or ES256; from the key when empty
+	Audience  string `yaml:"audience"`  // the token URL when empty
+}
+
+// AssertionCompiled is a loaded ClientAssertion.
+type AssertionCompiled struct {
+	Key       crypto.Signer
+	KeyID     string
+	Algorithm string
+	Audience  string
 }
 
 // ClientConfig says how to reach the token endpoint.
@@ -223,11 +243,15 @@ type Compiled struct {
 	Timeout      time.Duration
 	MaxRetries   int
 	TokenPrefix  string
-	Store        *StoreCompiled // the policy's own store, else the top-level one
+	Store        *StoreCompiled     // the policy's own store, else the top-level one
+	Assertion    *AssertionCompiled // private_key_jwt only
+	// CredentialID fingerprints the signing key or client certificate the
+	// policy authenticates with; it holds no secret.
+	CredentialID string
 }
 
-// GatewayMode reports whether the policy carries its own client credentials,
-// so that callers need none.
+// GatewayMode reports whether the policy carries its own client credentials
+// (a secret, a signing key or a client certificate), so that callers need none.
 func (c *Compiled) GatewayMode() bool { return c.ClientID != "" }
 
 // NeedsClaims reports whether the policy reads the token's claims, which

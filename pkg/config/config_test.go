@@ -157,6 +157,7 @@ policies:
 }
 
 func TestProblems(t *testing.T) {
+	certPEM, keyPEM := selfSigned(t)
 	dir := t.TempDir()
 	writeSecret(t, dir, "empty", "key", "\n")
 	tests := []struct {
@@ -188,6 +189,14 @@ func TestProblems(t *testing.T) {
 		{"unreadable secret", "secrets: {dir: '" + dir + "'}\npolicies:\n  o: {url: 'https://x/t', clientID: app, clientSecret: 'urn:k8s:secret:nope:key'}\n", "policies.o.clientSecret: secret urn:k8s:secret:nope:key: open "},
 		{"empty secret", "secrets: {dir: '" + dir + "'}\npolicies:\n  o: {url: 'https://x/t', clientID: app, clientSecret: 'urn:k8s:secret:empty:key'}\n", "policies.o.clientSecret: resolves to an empty value"},
 		{"unknown auth method", "policies:\n  o: {url: 'https://x/t', authMethod: mtls}\n", `policies.o.authMethod: "mtls" is not supported`},
+		{"private_key_jwt without clientID", "policies:\n  o: {url: 'https://x/t', authMethod: private_key_jwt}\n", "policies.o.clientID: private_key_jwt authenticates the policy's own client: clientID is required"},
+		{"private_key_jwt with a secret", "policies:\n  o: {url: 'https://x/t', authMethod: private_key_jwt, clientID: a, clientSecret: s}\n", "policies.o.clientSecret: private_key_jwt uses no client secret"},
+		{"private_key_jwt without a key", "policies:\n  o: {url: 'https://x/t', authMethod: private_key_jwt, clientID: a}\n", "policies.o.clientAssertion.key: private_key_jwt needs the signing key"},
+		{"private_key_jwt with a bad key", "policies:\n  o: {url: 'https://x/t', authMethod: private_key_jwt, clientID: a, clientAssertion: {key: nope}}\n", "policies.o.clientAssertion.key: no PEM private key found"},
+		{"private_key_jwt with a certificate as key", "policies:\n  o:\n    url: https://x/t\n    authMethod: private_key_jwt\n    clientID: a\n    clientAssertion:\n      key: |\n" + indent(certPEM, "        "), `is not a private key this can read`},
+		{"EC key for RS256", "policies:\n  o:\n    url: https://x/t\n    authMethod: private_key_jwt\n    clientID: a\n    clientAssertion:\n      algorithm: RS256\n      key: |\n" + indent(keyPEM, "        "), `policies.o.clientAssertion.algorithm: a EC P-256 key cannot sign "RS256"`},
+		{"assertion with another method", "policies:\n  o: {url: 'https://x/t', clientAssertion: {key: x}}\n", "policies.o.clientAssertion: is only for authMethod: private_key_jwt"},
+		{"tls_client_auth without a certificate", "policies:\n  o: {url: 'https://x/t', authMethod: tls_client_auth, clientID: a}\n", "policies.o.clientConfig.tls: tls_client_auth needs the client certificate"},
 		{"bad scope", "policies:\n  o: {url: 'https://x/t', scopes: ['a b']}\n", `policies.o.scopes[0]: "a b" is not a scope`},
 		{"reserved extra param", "policies:\n  o: {url: 'https://x/t', extraParams: {grant_type: password}}\n", `policies.o.extraParams.grant_type: "grant_type" is set by extauthz itself`},
 		{"claims syntax", "policies:\n  o:\n    url: https://x/t\n    claims: Equals(`grp`, `admin`) & Equals(`a`, `b`)\n",

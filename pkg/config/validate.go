@@ -1,11 +1,16 @@
 package config
 
 import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/pem"
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -259,24 +264,7 @@ func (v *validator) policy(name string, p *Policy) {
 	c.Name = name
 	c.TokenURL = v.tokenURL(path+".url", p.URL)
 
-	switch {
-	case p.ClientID != "" && p.ClientSecret == "":
-		v.addf(path+".clientSecret", "clientID is set, so clientSecret must be too (or neither, for callers to send their own)")
-	case p.ClientID == "" && p.ClientSecret != "":
-		v.addf(path+".clientID", "clientSecret is set, so clientID must be too (or neither, for callers to send their own)")
-	case p.ClientID != "":
-		c.ClientID = v.resolve(path+".clientID", p.ClientID).Reveal()
-		if !utf8.ValidString(c.ClientID) || !validHeaderValue(c.ClientID) {
-			v.addf(path+".clientID", "holds a control character or is not UTF-8")
-		}
-		c.ClientSecret = v.resolve(path+".clientSecret", p.ClientSecret)
-	}
-
-	switch p.AuthMethod {
-	case AuthClientSecretBasic, AuthClientSecretPost:
-	default:
-		v.addf(path+".authMethod", "%q is not supported: want %s or %s", p.AuthMethod, AuthClientSecretBasic, AuthClientSecretPost)
-	}
+	v.credentials(path, p)
 	for i, s := range p.Scopes {
 		if !validScope(s) {
 			v.addf(fmt.Sprintf("%s.scopes[%d]", path, i), "%q is not a scope: a scope is printable ASCII without spaces, quotes or backslashes", s)
@@ -327,6 +315,144 @@ func (v *validator) policy(name string, p *Policy) {
 	}
 	c.MaxRetries = *cc.MaxRetries
 	c.TLS = v.tls(path+".clientConfig.tls", cc.TLS, c.TokenURL)
+	if p.AuthMethod == AuthTLSClientAuth {
+		if c.TLS == nil || len(c.TLS.Certificates) == 0 {
+			v.addf(path+".clientConfig.tls", "tls_client_auth needs the client certificate: set cert and key")
+		} else if len(c.TLS.Certificates[0].Certificate) > 0 {
+			c.CredentialID = fingerprint(c.TLS.Certificates[0].Certificate[0])
+		}
+	}
+}
+
+// credentials checks how the policy authenticates at the token endpoint:
+// its own id and secret (gateway mode), its own id with a key or a
+// certificate, or the caller's id and secret (application mode).
+func (v *validator) credentials(path string, p *Policy) {
+	c := &p.Compiled
+	if p.ClientID != "" {
+		c.ClientID = v.resolve(path+".clientID", p.ClientID).Reveal()
+		if !utf8.ValidString(c.ClientID) || !validHeaderValue(c.ClientID) {
+			v.addf(path+".clientID", "holds a control character or is not UTF-8")
+		}
+	}
+	if p.AuthMethod != AuthPrivateKeyJWT && p.ClientAssertion != nil {
+		v.addf(path+".clientAssertion", "is only for authMethod: %s", AuthPrivateKeyJWT)
+	}
+	switch p.AuthMethod {
+	case AuthClientSecretBasic, AuthClientSecretPost:
+		switch {
+		case p.ClientID != "" && p.ClientSecret == "":
+			v.addf(path+".clientSecret", "clientID is set, so clientSecret must be too (or neither, for callers to send their own)")
+		case p.ClientID == "" && p.ClientSecret != "":
+			v.addf(path+".clientID", "clientSecret is set, so clientID must be too (or neither, for callers to send their own)")
+		case p.ClientID != "":
+			c.ClientSecret = v.resolve(path+".clientSecret", p.ClientSecret)
+		}
+	case AuthPrivateKeyJWT, AuthTLSClientAuth:
+		if p.ClientID == "" {
+			v.addf(path+".clientID", "%s authenticates the policy's own client: clientID is required", p.AuthMethod)
+		}
+		if p.ClientSecret != "" {
+			v.addf(path+".clientSecret", "%s uses no client secret", p.AuthMethod)
+		}
+		if p.AuthMethod == AuthPrivateKeyJWT {
+			v.assertion(path+".clientAssertion", p)
+		}
+	default:
+		v.addf(path+".authMethod", "%q is not supported: want %s, %s, %s or %s", p.AuthMethod,
+			AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT, AuthTLSClientAuth)
+	}
+}
+
+// assertion loads the private_key_jwt signing key and checks it fits the algorithm.
+func (v *validator) assertion(path string, p *Policy) {
+	a := p.ClientAssertion
+	if a == nil || a.Key == "" {
+		v.addf(path+".key", "private_key_jwt needs the signing key (PEM, inline or a secret reference)")
+		return
+	}
+	pemText := v.resolve(path+".key", a.Key)
+	if pemText.Empty() {
+		return
+	}
+	key, err := parsePrivateKey([]byte(pemText.Reveal()))
+	if err != nil {
+		v.addf(path+".key", "%v", err)
+		return
+	}
+	alg := a.Algorithm
+	switch k := key.(type) {
+	case *rsa.PrivateKey:
+		if alg == "" {
+			alg = "RS256"
+		}
+	case *ecdsa.PrivateKey:
+		if alg == "" && k.Curve.Params().Name == "P-256" {
+			alg = "ES256"
+		}
+	}
+	ok := alg == "RS256" && isRSA(key) || alg == "ES256" && isP256(key)
+	if !ok {
+		v.addf(path+".algorithm", "a %s key cannot sign %q: want RS256 with an RSA key or ES256 with a P-256 key", keyKind(key), a.Algorithm)
+		return
+	}
+	der, err := x509.MarshalPKIXPublicKey(key.Public())
+	if err != nil {
+		v.addf(path+".key", "%v", err)
+		return
+	}
+	p.Compiled.Assertion = &AssertionCompiled{Key: key, KeyID: a.KeyID, Algorithm: alg, Audience: a.Audience}
+	p.Compiled.CredentialID = fingerprint(der)
+	if a.Audience != "" {
+		if u, err := url.Parse(a.Audience); err != nil || u.Scheme == "" {
+			v.addf(path+".audience", "%q is not a URL", a.Audience)
+		}
+	}
+}
+
+// parsePrivateKey reads a PEM private key: PKCS#8, PKCS#1 (RSA) or SEC 1 (EC).
+func parsePrivateKey(data []byte) (crypto.Signer, error) {
+	block, _ := pem.Decode(data)
+	if block == nil {
+		return nil, errors.New("no PEM private key found")
+	}
+	if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
+		if s, ok := k.(crypto.Signer); ok && (isRSA(s) || isEC(s)) {
+			return s, nil
+		}
+		return nil, fmt.Errorf("a %T key cannot sign: want RSA or EC", k)
+	}
+	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
+		return k, nil
+	}
+	if k, err := x509.ParseECPrivateKey(block.Bytes); err == nil {
+		return k, nil
+	}
+	return nil, fmt.Errorf("the PEM block %q is not a private key this can read (PKCS#8, PKCS#1 or SEC 1)", block.Type)
+}
+
+func isRSA(k crypto.Signer) bool { _, ok := k.(*rsa.PrivateKey); return ok }
+func isEC(k crypto.Signer) bool  { _, ok := k.(*ecdsa.PrivateKey); return ok }
+func isP256(k crypto.Signer) bool {
+	ec, ok := k.(*ecdsa.PrivateKey)
+	return ok && ec.Curve.Params().Name == "P-256"
+}
+
+func keyKind(k crypto.Signer) string {
+	switch k := k.(type) {
+	case *rsa.PrivateKey:
+		return "RSA"
+	case *ecdsa.PrivateKey:
+		return "EC " + k.Curve.Params().Name
+	}
+	return fmt.Sprintf("%T", k)
+}
+
+// fingerprint names public material (a certificate, a public key) without
+// revealing anything secret.
+func fingerprint(der []byte) string {
+	sum := sha256.Sum256(der)
+	return hex.EncodeToString(sum[:])
 }
 
 func (v *validator) tokenURL(path, raw string) *url.URL {

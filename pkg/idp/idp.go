@@ -14,9 +14,15 @@ package idp
 
 import (
 	"context"
+	"crypto"
+	"crypto/ecdsa"
+	cryptorand "crypto/rand"
+	"crypto/rsa"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
@@ -24,6 +30,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -36,9 +43,23 @@ type AuthMethod string
 
 // Supported client authentication methods.
 const (
-	ClientSecretBasic AuthMethod = "client_secret_basic"
-	ClientSecretPost  AuthMethod = "client_secret_post"
+	ClientSecretBasic AuthMethod = "client_secret_basic" // RFC 6749 §2.3.1, in the Authorization header
+	ClientSecretPost  AuthMethod = "client_secret_post"  // RFC 6749 §2.3.1, in the body
+	PrivateKeyJWT     AuthMethod = "private_key_jwt"     // RFC 7523 §2.2: a signed assertion
+	TLSClientAuth     AuthMethod = "tls_client_auth"     // RFC 8705 §2.1: the TLS client certificate
 )
+
+// AssertionType is the client_assertion_type of private_key_jwt.
+const AssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// Assertion configures private_key_jwt.
+type Assertion struct {
+	Key       crypto.Signer // an *rsa.PrivateKey (RS256) or a P-256 *ecdsa.PrivateKey (ES256)
+	KeyID     string        // the assertion's kid header, when set
+	Audience  string        // the token URL when empty
+	Lifetime  time.Duration // one minute when zero
+	Algorithm string        // RS256 or ES256; from the key when empty
+}
 
 // Defaults for Options left at zero.
 const (
@@ -62,7 +83,13 @@ type Options struct {
 	Backoff     time.Duration // wait before the first retry; doubles after each
 	MaxBackoff  time.Duration
 	Logger      *zap.Logger
-	Now         func() time.Time // for Retry-After dates; time.Now when nil
+	Now         func() time.Time // for Retry-After dates and assertions; time.Now when nil
+	// Assertion signs private_key_jwt assertions.
+	Assertion *Assertion
+	// CredentialID fingerprints credentials the client carries outside
+	// Credentials (a signing key, a TLS client certificate), so that its
+	// Identity tells clients with different ones apart. It holds no secret.
+	CredentialID string
 }
 
 // Credentials identify a client to the token endpoint.
@@ -94,8 +121,20 @@ func NewClient(o Options) (*Client, error) {
 	switch o.AuthMethod {
 	case ClientSecretBasic, "":
 		o.AuthMethod = ClientSecretBasic
-	case ClientSecretPost:
+	case ClientSecretPost, TLSClientAuth:
+		// tls_client_auth sends client_id in the body and no secret.
 		style = oauth2.AuthStyleInParams
+	case PrivateKeyJWT:
+		style = oauth2.AuthStyleInParams
+		if err := o.Assertion.check(); err != nil {
+			return nil, err
+		}
+		if o.Assertion.Audience == "" {
+			o.Assertion.Audience = o.URL
+		}
+		if o.Assertion.Lifetime <= 0 {
+			o.Assertion.Lifetime = time.Minute
+		}
 	default:
 		return nil, fmt.Errorf("idp: unsupported auth method %q", o.AuthMethod)
 	}
@@ -135,7 +174,7 @@ func NewClient(o Options) (*Client, error) {
 	}
 	// The identity names everything that shapes a token request except the
 	// credentials, so that a cache can tell tokens apart.
-	c.identity = strings.Join([]string{o.URL, string(o.AuthMethod), strings.Join(o.Scopes, " "), params.Encode()}, "\x00")
+	c.identity = strings.Join([]string{o.URL, string(o.AuthMethod), strings.Join(o.Scopes, " "), params.Encode(), o.CredentialID}, "\x00")
 	return c, nil
 }
 
@@ -206,6 +245,19 @@ func (c *Client) attempt(ctx context.Context, creds Credentials) (*Token, *Error
 	actx = context.WithValue(actx, oauth2.HTTPClient, c.opts.HTTPClient)
 	cfg := c.base
 	cfg.ClientID, cfg.ClientSecret = creds.ID, creds.Secret.Reveal()
+	switch c.opts.AuthMethod {
+	case PrivateKeyJWT:
+		assertion, err := c.assertion(creds.ID)
+		if err != nil {
+			return nil, &Error{Kind: KindRefused, Err: err}
+		}
+		cfg.EndpointParams = maps.Clone(c.base.EndpointParams)
+		cfg.EndpointParams.Set("client_assertion_type", AssertionType)
+		cfg.EndpointParams.Set("client_assertion", assertion)
+		cfg.ClientSecret = ""
+	case TLSClientAuth:
+		cfg.ClientSecret = ""
+	}
 	tok, err := cfg.Token(actx)
 	if err != nil {
 		return nil, c.classify(actx, err)
@@ -217,6 +269,61 @@ func (c *Client) attempt(ctx context.Context, creds Credentials) (*Token, *Error
 		return nil, &Error{Kind: KindBadResponse, Status: http.StatusOK, Err: fmt.Errorf("token_type %q is not Bearer", tok.TokenType)}
 	}
 	return &Token{AccessToken: secret.New(tok.AccessToken), Type: tok.TokenType, ExpiresIn: expiresIn(tok.Extra("expires_in"))}, nil
+}
+
+// check reports an assertion configuration that cannot sign.
+func (a *Assertion) check() error {
+	if a == nil || a.Key == nil {
+		return errors.New("idp: private_key_jwt needs a signing key")
+	}
+	alg, err := a.method()
+	if err != nil {
+		return err
+	}
+	a.Algorithm = alg.Alg()
+	return nil
+}
+
+// method returns the signing method for the key and the algorithm asked for.
+func (a *Assertion) method() (jwt.SigningMethod, error) {
+	switch k := a.Key.(type) {
+	case *rsa.PrivateKey:
+		if a.Algorithm == "" || a.Algorithm == "RS256" {
+			return jwt.SigningMethodRS256, nil
+		}
+	case *ecdsa.PrivateKey:
+		if k.Curve.Params().Name == "P-256" && (a.Algorithm == "" || a.Algorithm == "ES256") {
+			return jwt.SigningMethodES256, nil
+		}
+	}
+	return nil, fmt.Errorf("idp: a %T cannot sign %q assertions: use an RSA key for RS256 or a P-256 EC key for ES256", a.Key, a.Algorithm)
+}
+
+// assertion signs a new RFC 7523 client assertion: iss and sub the client,
+// aud the token endpoint, a short exp and a unique jti.
+func (c *Client) assertion(clientID string) (string, error) {
+	a := c.opts.Assertion
+	method, err := a.method()
+	if err != nil {
+		return "", err
+	}
+	now := c.opts.Now()
+	var jti [16]byte
+	if _, err := cryptorand.Read(jti[:]); err != nil {
+		return "", err
+	}
+	tok := jwt.NewWithClaims(method, jwt.RegisteredClaims{
+		Issuer:    clientID,
+		Subject:   clientID,
+		Audience:  jwt.ClaimStrings{a.Audience},
+		IssuedAt:  jwt.NewNumericDate(now),
+		ExpiresAt: jwt.NewNumericDate(now.Add(a.Lifetime)),
+		ID:        hex.EncodeToString(jti[:]),
+	})
+	if a.KeyID != "" {
+		tok.Header["kid"] = a.KeyID
+	}
+	return tok.SignedString(a.Key)
 }
 
 // headerSafe reports a token that can travel in a header as it is: visible

@@ -1,0 +1,103 @@
+package authz
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"go.uber.org/zap"
+
+	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/internal/testpki"
+	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/tokencache"
+)
+
+// TestGatewayAuthMethods configures private_key_jwt and tls_client_auth
+// policies with secret references, against an IdP that requires mutual TLS
+// and checks assertions.
+func TestGatewayAuthMethods(t *testing.T) {
+	ca := testpki.NewCA(t)
+	idp, err := testidp.New(testidp.Options{TLS: true, ClientCAs: ca.Pool()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idp.AddClient("signer", testidp.Client{PublicKey: key.Public(), Claims: map[string]any{"grp": "signed"}})
+	idp.AddClient("mtls-client", testidp.Client{TLSClientAuth: true, Claims: map[string]any{"grp": "mtls"}})
+
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := ca.Issue(t, "mtls-client")
+	dir := t.TempDir()
+	for name, content := range map[string]string{
+		"signer/key.pem": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		"mtls/tls.crt":   cert.CertPEM,
+		"mtls/tls.key":   cert.KeyPEM,
+		"idp/ca.crt":     idp.CertificatePEM(),
+	} {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	yaml := fmt.Sprintf(`
+secrets: {dir: %q}
+policies:
+  signed:
+    url: %[2]s
+    authMethod: private_key_jwt
+    clientID: signer
+    clientAssertion: {key: "urn:k8s:secret:signer:key.pem", keyID: k1}
+    forwardHeaders: {X-Group: grp}
+    clientConfig:
+      tls: {ca: "urn:k8s:secret:idp:ca.crt", cert: "urn:k8s:secret:mtls:tls.crt", key: "urn:k8s:secret:mtls:tls.key"}
+  mtls:
+    url: %[2]s
+    authMethod: tls_client_auth
+    clientID: mtls-client
+    forwardHeaders: {X-Group: grp}
+    clientConfig:
+      tls: {ca: "urn:k8s:secret:idp:ca.crt", cert: "urn:k8s:secret:mtls:tls.crt", key: "urn:k8s:secret:mtls:tls.key"}
+`, dir, idp.TokenURL)
+	cfg, err := config.Parse([]byte(yaml), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Options{Config: cfg, Tokens: tokencache.New(tokencache.Options{MaxEntries: 10}), Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for policy, wantGroup := range map[string]string{"signed": "signed", "mtls": "mtls"} {
+		resp, err := srv.Check(t.Context(), checkRequest(policy, "h", "/", nil))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := read(t, resp)
+		if r.status != 200 || r.headers["x-group"] != wantGroup {
+			t.Errorf("%s: %d %v %v", policy, r.status, r.body, r.headers["x-group"])
+		}
+	}
+	methods := map[string]bool{}
+	for _, req := range idp.Log() {
+		methods[req.AuthMethod] = true
+	}
+	if !methods["private_key_jwt"] || !methods["tls_client_auth"] {
+		t.Errorf("the IdP saw %v", methods)
+	}
+}
