@@ -30,6 +30,8 @@ import (
 const (
 	TokenPath = "/oauth/token"
 	JWKSPath  = "/.well-known/jwks.json"
+	// DiscoveryPath serves OpenID Connect discovery for the issuer URL.
+	DiscoveryPath = "/.well-known/openid-configuration"
 )
 
 // Client is a registered client. It authenticates with Secret
@@ -82,6 +84,9 @@ type Behavior struct {
 	Answer  Answer
 	// Lifetime of issued tokens; DefaultLifetime when zero.
 	Lifetime time.Duration
+	// ForeignSignature signs tokens with a key the JWKS does not hold,
+	// under the current kid: a bad signature.
+	ForeignSignature bool
 }
 
 // DefaultLifetime of issued tokens.
@@ -102,14 +107,14 @@ type Server struct {
 	JWKSURL  string
 	Issuer   string
 
-	srv      *httptest.Server
-	key      *rsa.PrivateKey
-	kid      string
-	requests atomic.Int64
-	failed   atomic.Int64
-	jtis     sync.Map // assertion ids seen, to refuse replays
+	srv          *httptest.Server
+	requests     atomic.Int64
+	jwksRequests atomic.Int64
+	failed       atomic.Int64
+	jtis         sync.Map // assertion ids seen, to refuse replays
 
 	mu       sync.Mutex
+	keys     []signingKey // published in the JWKS; the last one signs
 	clients  map[string]Client
 	behavior Behavior
 	log      []Request
@@ -143,13 +148,14 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{key: key, kid: "testidp-1", clients: map[string]Client{}, now: o.Now}
+	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now}
 	if s.now == nil {
 		s.now = time.Now
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST "+TokenPath, s.token)
 	mux.HandleFunc("GET "+JWKSPath, s.jwks)
+	mux.HandleFunc("GET "+DiscoveryPath, s.discovery)
 	if o.TLS {
 		s.srv = httptest.NewUnstartedServer(mux)
 		if o.ClientCAs != nil {
@@ -162,7 +168,7 @@ func New(o Options) (*Server, error) {
 	s.URL = s.srv.URL
 	s.TokenURL = s.URL + TokenPath
 	s.JWKSURL = s.URL + JWKSPath
-	s.Issuer = s.URL + "/"
+	s.Issuer = s.URL
 	return s, nil
 }
 
@@ -195,6 +201,27 @@ func (s *Server) SetBehavior(b Behavior) {
 	s.behavior = b
 	s.failed.Store(0)
 }
+
+type signingKey struct {
+	kid string
+	key *rsa.PrivateKey
+}
+
+// RotateKey starts signing with a new key under a new kid; the JWKS
+// publishes both.
+func (s *Server) RotateKey() error {
+	key, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.keys = append(s.keys, signingKey{kid: fmt.Sprintf("testidp-%d", len(s.keys)+1), key: key})
+	return nil
+}
+
+// JWKSRequests counts requests for the JWKS.
+func (s *Server) JWKSRequests() int64 { return s.jwksRequests.Load() }
 
 // Requests counts token requests received.
 func (s *Server) Requests() int64 { return s.requests.Load() }
@@ -335,9 +362,20 @@ func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, s
 	for k, v := range c.Claims {
 		claims[k] = v
 	}
+	s.mu.Lock()
+	signer := s.keys[len(s.keys)-1]
+	s.mu.Unlock()
+	key := signer.key
+	if b.ForeignSignature {
+		var err error
+		if key, err = rsa.GenerateKey(rand.Reader, 2048); err != nil {
+			oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
+			return
+		}
+	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
-	tok.Header["kid"] = s.kid
-	signed, err := tok.SignedString(s.key)
+	tok.Header["kid"] = signer.kid
+	signed, err := tok.SignedString(key)
 	if err != nil {
 		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
 		return
@@ -388,13 +426,27 @@ func clientCredentials(r *http.Request) (id, secret string, basic bool, err erro
 }
 
 func (s *Server) jwks(w http.ResponseWriter, _ *http.Request) {
-	pub := s.key.PublicKey
+	s.jwksRequests.Add(1)
+	s.mu.Lock()
+	var keys []map[string]string
+	for _, k := range s.keys {
+		keys = append(keys, map[string]string{
+			"kty": "RSA", "use": "sig", "alg": "RS256", "kid": k.kid,
+			"n": base64.RawURLEncoding.EncodeToString(k.key.N.Bytes()),
+			"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(k.key.E)).Bytes()),
+		})
+	}
+	s.mu.Unlock()
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(map[string]any{"keys": []map[string]string{{
-		"kty": "RSA", "use": "sig", "alg": "RS256", "kid": s.kid,
-		"n": base64.RawURLEncoding.EncodeToString(pub.N.Bytes()),
-		"e": base64.RawURLEncoding.EncodeToString(big.NewInt(int64(pub.E)).Bytes()),
-	}}})
+	_ = json.NewEncoder(w).Encode(map[string]any{"keys": keys})
+}
+
+func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(map[string]any{
+		"issuer": s.Issuer, "jwks_uri": s.JWKSURL, "token_endpoint": s.TokenURL,
+		"grant_types_supported": []string{"client_credentials"},
+	})
 }
 
 func oauthError(w http.ResponseWriter, status int, code, desc string) {

@@ -101,3 +101,43 @@ policies:
 		t.Errorf("the IdP saw %v", methods)
 	}
 }
+
+func TestVerification(t *testing.T) {
+	f := newFixture(t, `
+  verified:
+    url: {{url}}
+    jwksURL: {{jwks}}
+    forwardHeaders: {X-Group: grp}
+  discovered:
+    url: {{url}}
+    issuer: {{issuer}}
+    forwardHeaders: {X-Group: grp}
+`)
+	app := map[string]string{"authorization": basic("orders-app", "s3cret")}
+	for _, policy := range []string{"verified", "discovered"} {
+		if r := read(t, f.check(checkRequest(policy, "h", "/", app))); r.status != 200 || r.headers["x-group"] != "admin" {
+			t.Errorf("%s: %d %v", policy, r.status, r.body)
+		}
+	}
+	// The unverified policy "post" asks for the same token; it must not
+	// share one with the verified policies, nor they with it.
+	before := f.idp.Requests()
+	if r := read(t, f.check(checkRequest("post", "h", "/", app))); r.status != 200 || r.meta["token_cache"] != "miss" {
+		t.Errorf("unverified policy: %d %s", r.status, r.meta["token_cache"])
+	}
+	if f.idp.Requests() != before+1 {
+		t.Error("an unverified policy reused a verified policy's token")
+	}
+
+	f.idp.SetBehavior(testidp.Behavior{ForeignSignature: true})
+	viewer := map[string]string{"authorization": basic("viewer-app", "v1ewer")}
+	r := read(t, f.check(checkRequest("verified", "h", "/", viewer)))
+	if r.status != 502 || r.body["error"] != "invalid_token_response" {
+		t.Errorf("bad signature: %d %v", r.status, r.body)
+	}
+	// Without verification, the same forged token passes: that is what
+	// verification is for.
+	if r := read(t, f.check(checkRequest("post", "h", "/", viewer))); r.status != 200 {
+		t.Errorf("unverified policy with a forged token: %d", r.status)
+	}
+}

@@ -53,6 +53,7 @@ type state struct {
 	defaultPolicy *policy
 	selector      string // context extension key
 	transports    []*http.Transport
+	verifiers     []*idp.Verifier
 }
 
 // compile builds the state for cfg.
@@ -87,6 +88,19 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: store: %w", name, err)
 		}
+		var verifier tokencache.Verifier
+		if cp.JWKSURL != "" || cp.Issuer != "" {
+			v, err := idp.NewVerifier(idp.VerifierOptions{
+				JWKSURL: cp.JWKSURL, Issuer: cp.Issuer, Audience: cp.ExpectedAudience,
+				HTTPClient: &http.Client{Transport: transport},
+				Logger:     o.Logger.With(zap.String("policy", name)),
+			})
+			if err != nil {
+				return nil, fmt.Errorf("policy %s: %w", name, err)
+			}
+			st.verifiers = append(st.verifiers, v)
+			verifier = v
+		}
 		p := &policy{
 			name: name,
 			endpoint: tokencache.NewEndpoint(tokencache.EndpointOptions{
@@ -94,6 +108,7 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 				DefaultTTL:  time.Duration(cp.DefaultTTL),
 				NegativeTTL: time.Duration(cp.NegativeTTL),
 				Shared:      shared,
+				Verifier:    verifier,
 			}),
 			gateway:     c.GatewayMode(),
 			program:     c.Program,
@@ -156,6 +171,9 @@ func sharedTier(s *config.StoreCompiled, tokens Tokens) (*tokencache.Shared, err
 
 // close releases what the state holds once no request uses it any more.
 func (st *state) close() {
+	for _, v := range st.verifiers {
+		v.Close()
+	}
 	for _, t := range st.transports {
 		t.CloseIdleConnections()
 	}

@@ -66,6 +66,8 @@ policies:
     authMethod: client_secret_post
 `
 
+// newFixture starts a test IdP and a Server for policiesYAML and extra, in
+// which {{url}}, {{jwks}} and {{issuer}} stand for the IdP's.
 func newFixture(t *testing.T, extra string) *fixture {
 	t.Helper()
 	idp, err := testidp.New(testidp.Options{})
@@ -88,6 +90,7 @@ func newFixture(t *testing.T, extra string) *fixture {
 	if err := os.WriteFile(filepath.Join(dir, "gw", "secret"), []byte("gw-s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	extra = strings.NewReplacer("{{url}}", idp.TokenURL, "{{jwks}}", idp.JWKSURL, "{{issuer}}", idp.Issuer).Replace(extra)
 	cfg, err := config.Parse([]byte(fmt.Sprintf(policiesYAML, idp.TokenURL, dir)+extra), "")
 	if err != nil {
 		t.Fatal(err)

@@ -188,12 +188,18 @@ type Policy struct {
 	ForwardHeaders  map[string]string `yaml:"forwardHeaders"`
 	Claims          string            `yaml:"claims"`
 	UsernameClaim   string            `yaml:"usernameClaim"`
-	DefaultTTL      Duration          `yaml:"defaultTTL"`
-	NegativeTTL     Duration          `yaml:"negativeTTL"`
-	TokenHeader     string            `yaml:"tokenHeader"`
-	TokenPrefix     *string           `yaml:"tokenPrefix"`
-	ClientConfig    ClientConfig      `yaml:"clientConfig"`
-	Store           *Store            `yaml:"store"`
+	// JWKSURL, or Issuer with OpenID Connect discovery, turns on
+	// verification of the access token's signature, exp and nbf; Issuer and
+	// ExpectedAudience are then required of its iss and aud.
+	JWKSURL          string       `yaml:"jwksURL"`
+	Issuer           string       `yaml:"issuer"`
+	ExpectedAudience string       `yaml:"expectedAudience"`
+	DefaultTTL       Duration     `yaml:"defaultTTL"`
+	NegativeTTL      Duration     `yaml:"negativeTTL"`
+	TokenHeader      string       `yaml:"tokenHeader"`
+	TokenPrefix      *string      `yaml:"tokenPrefix"`
+	ClientConfig     ClientConfig `yaml:"clientConfig"`
+	Store            *Store       `yaml:"store"`
 
 	// Compiled is filled in by Load.
 	Compiled Compiled `yaml:"-"`

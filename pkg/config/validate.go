@@ -291,6 +291,14 @@ func (v *validator) policy(name string, p *Policy) {
 		}
 		c.Username = &u
 	}
+	for _, f := range []struct{ name, value string }{{"jwksURL", p.JWKSURL}, {"issuer", p.Issuer}} {
+		if u, err := url.Parse(f.value); f.value != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+			v.addf(path+"."+f.name, "%q is not an http or https URL", f.value)
+		}
+	}
+	if p.ExpectedAudience != "" && p.JWKSURL == "" && p.Issuer == "" {
+		v.addf(path+".expectedAudience", "is checked only when tokens are verified: set jwksURL or issuer")
+	}
 	if time.Duration(p.DefaultTTL) < minTTL {
 		v.addf(path+".defaultTTL", "%s is too short: at least %s", p.DefaultTTL, minTTL)
 	}

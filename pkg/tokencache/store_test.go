@@ -13,6 +13,8 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/extauthz/extauthz/internal/redistest"
+	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
 
@@ -235,5 +237,49 @@ func poll(t *testing.T, cond func() bool) {
 			t.Fatal("condition not met within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestRedisTokensAreVerified puts a forged token into Redis under the key a
+// verifying endpoint uses: the cache must refuse it and fetch a real one.
+func TestRedisTokensAreVerified(t *testing.T) {
+	server := redistest.Single(t)
+	s, err := testidp.New(testidp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	s.AddClient("app", testidp.Client{Secret: "s3cret"})
+	client, err := idp.NewClient(idp.Options{URL: s.TokenURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	verifier, err := idp.NewVerifier(idp.VerifierOptions{JWKSURL: s.JWKSURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer verifier.Close()
+	cache := New(Options{MaxEntries: 10})
+	defer cache.Close()
+	shared, err := cache.Shared(RedisOptions{Mode: ModeSingle, Endpoints: []string{server.Addr}, Timeout: time.Second, Identity: "x"}, "verify:", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEndpoint(EndpointOptions{Client: client, Shared: shared, Verifier: verifier})
+	creds := idp.Credentials{ID: "app", Secret: secret.New("s3cret")}
+	key := e.Key(creds)
+	forged := newTestToken(jwtLike, time.Hour) // an unsigned JWT
+	if err := shared.Set(context.Background(), key, forged); err != nil {
+		t.Fatal(err)
+	}
+	tok, src, err := cache.Token(context.Background(), e, key, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.AccessToken.Reveal() == jwtLike || src != FromEndpoint || s.Requests() != 1 {
+		t.Errorf("got the forged token: %v from %v, %d token requests", tok.AccessToken.Reveal() == jwtLike, src, s.Requests())
+	}
+	if again, _ := shared.Get(context.Background(), key); again == nil || again.AccessToken.Reveal() == jwtLike {
+		t.Error("the forged value was not overwritten")
 	}
 }
