@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -279,4 +280,164 @@ func dig(v any, path ...string) any {
 		v = m[k]
 	}
 	return v
+}
+
+// kubeSecret lays out a mounted Kubernetes Secret, swapping it atomically
+// through the ..data symlink as the kubelet does on every update.
+func kubeSecret(t *testing.T, dir string, version int, data map[string]string) {
+	t.Helper()
+	stamp := fmt.Sprintf("..2026_11_25_%02d", version)
+	if err := os.MkdirAll(filepath.Join(dir, stamp), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range data {
+		if err := os.WriteFile(filepath.Join(dir, stamp, k), []byte(v), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(dir, k)); os.IsNotExist(err) {
+			if err := os.Symlink(filepath.Join("..data", k), filepath.Join(dir, k)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := os.Symlink(stamp, filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestLiveReload changes the configuration and rotates a mounted secret
+// under the running binary while Checks go on: valid changes take effect
+// without a restart, an invalid one is refused, and no Check fails.
+func TestLiveReload(t *testing.T) {
+	idp, err := testidp.New(testidp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
+	idp.AddClient("orders-app", testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin"}})
+	idp.AddClient("gw", testidp.Client{Secret: "gw-s3cret"})
+
+	dir := t.TempDir()
+	kubeSecret(t, filepath.Join(dir, "secrets", "gateway-idp"), 1, map[string]string{"clientID": "gw\n", "clientSecret": "gw-s3cret\n"})
+	cfgPath := filepath.Join(dir, "config.yaml")
+	base := fmt.Sprintf(e2eConfig, idp.TokenURL)
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(cfgPath+".tmp", []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(cfgPath+".tmp", cfgPath); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(base)
+	proc, err := harness.Start(binPath, cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proc.Kill)
+	conn, err := grpc.NewClient(proc.GRPCAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	check := func(policy, authorization string) (*authv3.CheckResponse, error) {
+		headers := map[string]string{}
+		if authorization != "" {
+			headers["authorization"] = authorization
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return client.Check(ctx, &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			ContextExtensions: map[string]string{"policy": policy},
+			Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Host: "h", Path: "/", Headers: headers}},
+		}})
+	}
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("orders-app:s3cret"))
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s\n%s", what, proc.Logs())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+
+	// Checks run all along; none may fail.
+	stop := make(chan struct{})
+	failures := make(chan string, 1000)
+	loadDone := make(chan int)
+	go func() {
+		n := 0
+		for {
+			select {
+			case <-stop:
+				loadDone <- n
+				return
+			default:
+			}
+			resp, err := check("orders", basic)
+			if err != nil || resp.GetOkResponse() == nil {
+				failures <- fmt.Sprint(err, resp.GetDeniedResponse().GetBody())
+			}
+			n++
+		}
+	}()
+
+	if resp, _ := check("gateway", ""); resp.GetOkResponse() == nil {
+		t.Fatalf("gateway before rotation: %v", resp)
+	}
+
+	// A new policy appears without a restart.
+	write(base + "  extra:\n    url: " + idp.TokenURL + "\n")
+	waitFor("the new policy", func() bool {
+		resp, err := check("extra", basic)
+		return err == nil && resp.GetOkResponse() != nil
+	})
+
+	// The IdP and the mounted Secret rotate the gateway's secret: the next
+	// token is fetched with the new one.
+	idp.AddClient("gw", testidp.Client{Secret: "gw-n3w-s3cret"})
+	kubeSecret(t, filepath.Join(dir, "secrets", "gateway-idp"), 2, map[string]string{"clientID": "gw\n", "clientSecret": "gw-n3w-s3cret\n"})
+	waitFor("the rotated secret", func() bool {
+		resp, err := check("gateway", "")
+		return err == nil && resp.GetOkResponse() != nil && resp.GetDynamicMetadata().GetFields()["token_cache"].GetStringValue() == "miss"
+	})
+
+	// An invalid change is refused and the last good configuration serves.
+	write(base + "  extra:\n    url: " + idp.TokenURL + "\n  broken:\n    url: ftp://nowhere\n")
+	waitFor("the refusal", func() bool { return strings.Contains(proc.Logs(), `"refused_total":1`) })
+	if resp, err := check("extra", basic); err != nil || resp.GetOkResponse() == nil {
+		t.Errorf("after a refused change the previous configuration must serve: %v %v", resp, err)
+	}
+	if resp, err := check("broken", basic); err != nil || resp.GetDeniedResponse() == nil {
+		t.Errorf("a policy of the refused configuration serves: %v %v", resp, err)
+	}
+
+	// SIGHUP reloads: the broken file is refused once more.
+	if err := proc.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("the SIGHUP reload", func() bool { return strings.Contains(proc.Logs(), `"refused_total":2`) })
+
+	// Putting the file back as it serves changes nothing.
+	write(base + "  extra:\n    url: " + idp.TokenURL + "\n")
+	waitFor("the unchanged reload", func() bool { return strings.Contains(proc.Logs(), "configuration unchanged") })
+
+	close(stop)
+	n := <-loadDone
+	close(failures)
+	for f := range failures {
+		t.Errorf("a check failed during reloads: %s", f)
+	}
+	t.Logf("%d checks ran through the reloads", n)
+	if err := proc.Stop(); err != nil {
+		t.Errorf("exit: %v", err)
+	}
 }

@@ -7,7 +7,9 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"os/signal"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -83,10 +85,16 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	if err != nil {
 		return err
 	}
-	log, err := newLogger(cfg.Log, std)
+	// SIGHUP reloads; registered first, so that it never kills the process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+
+	level, err := zap.ParseAtomicLevel(cfg.Log.Level)
 	if err != nil {
 		return err
 	}
+	log := newLogger(cfg.Log.Format, level, std)
 	defer func() { _ = log.Sync() }()
 
 	for _, w := range cfg.Warnings {
@@ -100,6 +108,19 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 
+	var refused atomic.Int64 // configurations that failed to load or apply
+	watcher, err := config.NewWatcher(config.WatcherOptions{
+		Path:    *path,
+		Current: cfg,
+		Apply:   func(next *config.Config) error { return reload(log, level, cfg, next, srv) },
+		Refused: func(err error) {
+			log.Error("configuration refused; the previous one keeps serving", zap.Error(err), zap.Int64("refused_total", refused.Add(1)))
+		},
+		Unchanged: func() { log.Info("configuration unchanged") },
+	})
+	if err != nil {
+		return fmt.Errorf("watching the configuration: %w", err)
+	}
 	grpcLis, err := net.Listen("tcp", cfg.Server.GRPCAddress)
 	if err != nil {
 		return fmt.Errorf("server.grpcAddress: %w", err)
@@ -149,14 +170,26 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		zap.Int("policies", len(cfg.Policies)),
 		zap.String("version", version))
 
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		log.Error("server stopped", zap.Error(err))
-		gs.Stop()
-		_ = admin.Close()
-		_ = httpSrv.Close()
-		return err
+	wctx, stopWatching := context.WithCancel(ctx)
+	defer stopWatching()
+	go watcher.Run(wctx)
+
+wait:
+	for {
+		select {
+		case <-hup:
+			log.Info("SIGHUP: reloading the configuration")
+			watcher.Reload()
+			continue
+		case <-ctx.Done():
+		case err := <-errc:
+			log.Error("server stopped", zap.Error(err))
+			gs.Stop()
+			_ = admin.Close()
+			_ = httpSrv.Close()
+			return err
+		}
+		break wait
 	}
 
 	// Drain: report NOT_SERVING so that health checks route new traffic
@@ -187,6 +220,28 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	return nil
 }
 
+// reload puts a new configuration into service. What only a restart can
+// change (listening addresses, the in-process tier's size, the log format)
+// is reported and kept as it was.
+func reload(log *zap.Logger, level zap.AtomicLevel, started, next *config.Config, srv *authz.Server) error {
+	if err := srv.Update(next); err != nil {
+		return err
+	}
+	if l, err := zapcore.ParseLevel(next.Log.Level); err == nil {
+		level.SetLevel(l)
+	}
+	if *started.Server.HTTPAddress != *next.Server.HTTPAddress || started.Server.GRPCAddress != next.Server.GRPCAddress ||
+		started.Server.AdminAddress != next.Server.AdminAddress || started.Store.MaxEntries != next.Store.MaxEntries ||
+		started.Log.Format != next.Log.Format {
+		log.Warn("server addresses, store.maxEntries and log.format change only with a restart")
+	}
+	for _, w := range next.Warnings {
+		log.Warn("configuration", zap.String("warning", w))
+	}
+	log.Info("configuration reloaded", zap.Int("policies", len(next.Policies)))
+	return nil
+}
+
 func adminHandler(ready *atomic.Bool) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
@@ -202,16 +257,13 @@ func adminHandler(ready *atomic.Bool) http.Handler {
 	return mux
 }
 
-func newLogger(c config.Log, std stdio) (*zap.Logger, error) {
-	level, err := zapcore.ParseLevel(c.Level)
-	if err != nil {
-		return nil, err
-	}
+// newLogger writes to standard error at level, which a reload may change.
+func newLogger(format string, level zap.AtomicLevel, std stdio) *zap.Logger {
 	enc := zap.NewProductionEncoderConfig()
 	enc.TimeKey = "ts"
 	enc.EncodeTime = zapcore.ISO8601TimeEncoder
 	var encoder zapcore.Encoder
-	if c.Format == "console" {
+	if format == "console" {
 		encoder = zapcore.NewConsoleEncoder(enc)
 	} else {
 		encoder = zapcore.NewJSONEncoder(enc)
@@ -221,5 +273,5 @@ func newLogger(c config.Log, std stdio) (*zap.Logger, error) {
 		ws = zapcore.AddSync(std.err)
 	}
 	core := zapcore.NewCore(encoder, zapcore.Lock(ws), level)
-	return zap.New(core), nil
+	return zap.New(core)
 }

@@ -98,6 +98,9 @@ func (p *Process) Stop() error {
 	}
 }
 
+// Signal sends sig to the process.
+func (p *Process) Signal(sig os.Signal) error { return p.cmd.Process.Signal(sig) }
+
 // Kill stops the process without ceremony; for cleanups.
 func (p *Process) Kill() {
 	select {

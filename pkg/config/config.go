@@ -66,6 +66,8 @@ type Config struct {
 	Warnings []string `yaml:"-"`
 	// Files lists every file the configuration read: itself, then the secret files.
 	Files []string `yaml:"-"`
+	// Fingerprint changes when the file or any secret it read changes.
+	Fingerprint string `yaml:"-"`
 }
 
 // Server holds the listening addresses; an empty HTTPAddress disables HTTP mode.

@@ -2,6 +2,8 @@ package config
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -102,6 +104,10 @@ func Parse(data []byte, path string) (*Config, error) {
 	if len(v.problems) > 0 {
 		return nil, errors.Join(v.problems...)
 	}
+	h := sha256.New()
+	h.Write(data)
+	h.Write(v.digest)
+	cfg.Fingerprint = hex.EncodeToString(h.Sum(nil))
 	return cfg, nil
 }
 

@@ -53,6 +53,7 @@ type validator struct {
 	problems []error
 	warnings []string
 	secrets  *secret.Resolver
+	digest   []byte // of the secret files read
 }
 
 func (v *validator) warnf(path, format string, args ...any) {
@@ -123,6 +124,7 @@ func (v *validator) validate(c *Config) {
 	}
 	c.Files = append(c.Files, v.secrets.Files()...)
 	c.Warnings = v.warnings
+	v.digest = v.secrets.Digest()
 }
 
 const maxRedisTimeoutMillis = 10_000

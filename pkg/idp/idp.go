@@ -1,5 +1,11 @@
 // Package idp asks an OAuth 2.0 token endpoint for access tokens with the
-// client-credentials grant (RFC 6749 §4.4).
+// client-credentials grant (RFC 6749 §4.4), and verifies the tokens it
+// issues against its published keys (Verifier).
+//
+// Clients authenticate with client_secret_basic, client_secret_post,
+// private_key_jwt (RFC 7523: a fresh signed assertion per attempt) or
+// tls_client_auth (RFC 8705: the TLS client certificate, client_id in the
+// body).
 //
 // The request itself is made by golang.org/x/oauth2/clientcredentials, which
 // encodes the form, authenticates the client in the Authorization header or

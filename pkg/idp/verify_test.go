@@ -68,8 +68,7 @@ func TestVerify(t *testing.T) {
 	s.SetBehavior(testidp.Behavior{ForeignSignature: true})
 	wantKind(t, newVerifier(t, VerifierOptions{JWKSURL: s.JWKSURL}).Verify(ctx, issued(t, s, "app")), KindBadResponse)
 
-	var past *testidp.Server
-	past = newIdP(t, testidp.Options{Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
+	past := newIdP(t, testidp.Options{Now: func() time.Time { return time.Now().Add(-2 * time.Hour) }})
 	wantKind(t, newVerifier(t, VerifierOptions{JWKSURL: past.JWKSURL}).Verify(ctx, issued(t, past, "app")), KindBadResponse)
 }
 

@@ -8,6 +8,7 @@
 package secret
 
 import (
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -86,8 +87,9 @@ func IsRef(s string) bool { return strings.HasPrefix(s, "urn:") }
 // Resolver reads referenced secrets from a directory and remembers which
 // files it read, so that they can be watched.
 type Resolver struct {
-	Dir   string
-	files []string
+	Dir    string
+	files  []string
+	digest []byte // SHA-256 over every file read, in order
 }
 
 // Resolve returns s itself, or the content of the file s references with one
@@ -106,6 +108,11 @@ func (r *Resolver) Resolve(s string) (Value, error) {
 	if err != nil {
 		return Value{}, fmt.Errorf("secret %s: %w", s, err)
 	}
+	h := sha256.New()
+	h.Write(r.digest)
+	fmt.Fprintf(h, "%d:%s%d:", len(path), path, len(data))
+	h.Write(data)
+	r.digest = h.Sum(nil)
 	text := string(data)
 	if t, ok := strings.CutSuffix(text, "\n"); ok {
 		text = strings.TrimSuffix(t, "\r")
@@ -115,6 +122,10 @@ func (r *Resolver) Resolve(s string) (Value, error) {
 
 // Files returns the files Resolve has read or tried to read.
 func (r *Resolver) Files() []string { return r.files }
+
+// Digest returns a SHA-256 over the paths and contents of every file read,
+// so that a change to any of them shows; it reveals nothing of them.
+func (r *Resolver) Digest() []byte { return r.digest }
 
 // ParseRef splits a reference urn:k8s:secret:<name>:<key>. A malformed one
 // gets an error that shows the expected form, and the corrected reference when
