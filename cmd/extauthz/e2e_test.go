@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -439,5 +440,68 @@ func TestLiveReload(t *testing.T) {
 	t.Logf("%d checks ran through the reloads", n)
 	if err := proc.Stop(); err != nil {
 		t.Errorf("exit: %v", err)
+	}
+}
+
+// TestMetrics scrapes /metrics after traffic.
+func TestMetrics(t *testing.T) {
+	e := startE2E(t)
+	conn, err := grpc.NewClient(e.proc.GRPCAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv3.NewAuthorizationClient(conn)
+	check := func(policy, id, secret string) {
+		headers := map[string]string{}
+		if id != "" {
+			headers["authorization"] = "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
+		}
+		if _, err := client.Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			ContextExtensions: map[string]string{"policy": policy},
+			Request:           &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{Host: "h", Path: "/", Headers: headers}},
+		}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("orders", "orders-app", "s3cret")
+	check("orders", "orders-app", "s3cret")
+	check("orders", "orders-app", "wrong")
+	check("orders", "orders-app", "wrong")
+	check("gateway", "", "")
+	check("nope", "", "")
+
+	resp, err := http.Get("http://" + e.proc.AdminAddress + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(body)
+	for _, want := range []string{
+		`extauthz_checks_total{code="ok",decision="allow",policy="orders"} 2`,
+		`extauthz_checks_total{code="invalid_client",decision="deny",policy="orders"} 2`,
+		`extauthz_checks_total{code="ok",decision="allow",policy="gateway"} 1`,
+		`extauthz_checks_total{code="no_policy",decision="deny",policy=""} 1`,
+		`extauthz_check_duration_seconds_count{decision="allow"} 3`,
+		`extauthz_cache_lookups_total{result="hit",tier="memory"} 1`,
+		`extauthz_cache_lookups_total{result="miss",tier="memory"} 3`,
+		`extauthz_negative_cache_hits_total 1`,
+		`extauthz_idp_requests_total{outcome="ok",policy="orders"} 1`,
+		`extauthz_idp_requests_total{outcome="rejected",policy="orders"} 1`,
+		`extauthz_idp_request_duration_seconds_count{policy="gateway"} 1`,
+		`go_goroutines`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for _, secret := range []string{"s3cret", "gw-s3cret", "orders-app", "Bearer"} {
+		if strings.Contains(text, secret) {
+			t.Errorf("/metrics shows %q", secret)
+		}
 	}
 }

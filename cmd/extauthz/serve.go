@@ -13,6 +13,8 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
 
@@ -101,9 +104,11 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		log.Warn("configuration", zap.String("warning", w))
 	}
 	redis.SetLogger(tokencache.RedisLogger(log))
-	cache := tokencache.New(tokencache.Options{MaxEntries: cfg.Store.MaxEntries, Logger: log})
+	registry := prometheus.NewRegistry()
+	m := metrics.New(registry)
+	cache := tokencache.New(tokencache.Options{MaxEntries: cfg.Store.MaxEntries, Logger: log, Metrics: m})
 	defer cache.Close()
-	srv, err := authz.New(authz.Options{Config: cfg, Tokens: cache, Logger: log})
+	srv, err := authz.New(authz.Options{Config: cfg, Tokens: cache, Logger: log, Metrics: m})
 	if err != nil {
 		return err
 	}
@@ -112,11 +117,21 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	watcher, err := config.NewWatcher(config.WatcherOptions{
 		Path:    *path,
 		Current: cfg,
-		Apply:   func(next *config.Config) error { return reload(log, level, cfg, next, srv) },
+		Apply: func(next *config.Config) error {
+			if err := reload(log, level, cfg, next, srv); err != nil {
+				return err
+			}
+			m.ConfigReloads.WithLabelValues("applied").Inc()
+			return nil
+		},
 		Refused: func(err error) {
+			m.ConfigReloads.WithLabelValues("refused").Inc()
 			log.Error("configuration refused; the previous one keeps serving", zap.Error(err), zap.Int64("refused_total", refused.Add(1)))
 		},
-		Unchanged: func() { log.Info("configuration unchanged") },
+		Unchanged: func() {
+			m.ConfigReloads.WithLabelValues("unchanged").Inc()
+			log.Info("configuration unchanged")
+		},
 	})
 	if err != nil {
 		return fmt.Errorf("watching the configuration: %w", err)
@@ -148,7 +163,7 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
 	var ready atomic.Bool
-	admin := &http.Server{Handler: adminHandler(&ready), ReadHeaderTimeout: 5 * time.Second}
+	admin := &http.Server{Handler: adminHandler(&ready, registry), ReadHeaderTimeout: 5 * time.Second}
 
 	// httpSrv serves HTTP mode; with no listener it is never started and
 	// its Shutdown returns at once.
@@ -242,8 +257,9 @@ func reload(log *zap.Logger, level zap.AtomicLevel, started, next *config.Config
 	return nil
 }
 
-func adminHandler(ready *atomic.Bool) http.Handler {
+func adminHandler(ready *atomic.Bool, registry *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})

@@ -3,6 +3,7 @@ package authz
 import (
 	"net/http"
 	"strings"
+	"time"
 )
 
 // HTTP mode headers.
@@ -27,8 +28,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if rest, ok := strings.CutPrefix(r.URL.Path, policyPathPrefix); ok {
 		in.policy, _, _ = strings.Cut(rest, "/")
 	}
+	start := time.Now()
 	d := s.decide(r.Context(), &in)
-	s.logDecision(&d)
+	s.record(&d, start)
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if d.outcome == allow {

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"github.com/extauthz/extauthz/pkg/claims"
@@ -29,6 +30,8 @@ type policy struct {
 	needsClaims bool
 	tokenHeader string
 	tokenPrefix string
+	// checks counts decisions by outcome, resolved once per policy.
+	checks [len(outcomes)]prometheus.Counter
 	// removeAuthorization drops the caller's Basic credentials when the token
 	// travels in another header, so that they never reach the upstream.
 	removeAuthorization bool
@@ -80,6 +83,8 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 			Logger:       o.Logger.With(zap.String("policy", name)),
 			Assertion:    assertion,
 			CredentialID: c.CredentialID,
+			Name:         name,
+			Metrics:      o.Metrics,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: %w", name, err)
@@ -118,6 +123,13 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 			tokenHeader: cp.TokenHeader,
 			tokenPrefix: c.TokenPrefix,
 			realm:       "Basic realm=" + strconv.Quote(name),
+		}
+		for i, out := range outcomes {
+			decision := "deny"
+			if outcome(i) == allow {
+				decision = "allow"
+			}
+			p.checks[i] = o.Metrics.Checks.WithLabelValues(name, decision, out.code)
 		}
 		if p.gateway {
 			p.creds = idp.Credentials{ID: c.ClientID, Secret: c.ClientSecret}

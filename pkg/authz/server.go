@@ -13,6 +13,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc/codes"
@@ -20,6 +21,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
@@ -38,14 +40,18 @@ type Options struct {
 	// RetryBackoff is the first wait between token endpoint retries; the
 	// idp package's default when zero.
 	RetryBackoff time.Duration
+	// Metrics counts checks; metrics.Nop() when nil.
+	Metrics *metrics.Metrics
 }
 
 // Server answers ext_authz v3 Check requests. It is safe for concurrent use.
 type Server struct {
-	state  atomic.Pointer[state]
-	tokens Tokens
-	log    *zap.Logger
-	opts   Options
+	state    atomic.Pointer[state]
+	tokens   Tokens
+	log      *zap.Logger
+	opts     Options
+	noPolicy prometheus.Counter     // checks no policy selected
+	duration [2]prometheus.Observer // check latency: deny, allow
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -58,7 +64,13 @@ func New(o Options) (*Server, error) {
 	if o.Tokens == nil {
 		return nil, errors.New("authz: no token source")
 	}
-	s := &Server{tokens: o.Tokens, log: o.Logger, opts: o}
+	if o.Metrics == nil {
+		o.Metrics = metrics.Nop()
+	}
+	s := &Server{tokens: o.Tokens, log: o.Logger, opts: o,
+		noPolicy: o.Metrics.Checks.WithLabelValues("", "deny", outcomes[denyNoPolicy].code),
+		duration: [2]prometheus.Observer{o.Metrics.CheckDuration.WithLabelValues("deny"), o.Metrics.CheckDuration.WithLabelValues("allow")},
+	}
 	if err := s.Update(o.Config); err != nil {
 		return nil, err
 	}
@@ -85,9 +97,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if httpReq == nil {
 		return nil, status.Error(codes.InvalidArgument, "CheckRequest has no attributes.request.http")
 	}
+	start := time.Now()
 	in := grpcInput{attrs: req.Attributes, req: httpReq}
 	d := s.decide(ctx, &in)
-	s.logDecision(&d)
+	s.record(&d, start)
 	if d.outcome == allow {
 		return d.answer().response(d.source.Hit()), nil
 	}
@@ -173,6 +186,21 @@ func (p *policy) failure(err error) (outcome, time.Duration) {
 	default: // the caller's deadline passed or it went away while the endpoint was asked
 		return denyTemporarilyUnavailable, 0
 	}
+}
+
+// record counts, times and logs a decision.
+func (s *Server) record(d *decision, start time.Time) {
+	allowed := 0
+	if d.outcome == allow {
+		allowed = 1
+	}
+	s.duration[allowed].Observe(time.Since(start).Seconds())
+	if d.policy == nil {
+		s.noPolicy.Inc()
+	} else {
+		d.policy.checks[d.outcome].Inc()
+	}
+	s.logDecision(d)
 }
 
 func (s *Server) logDecision(d *decision) {

@@ -41,6 +41,7 @@ import (
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
 
+	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
 
@@ -92,6 +93,10 @@ type Options struct {
 	Now         func() time.Time // for Retry-After dates and assertions; time.Now when nil
 	// Assertion signs private_key_jwt assertions.
 	Assertion *Assertion
+	// Name labels the client's metrics (the policy's name).
+	Name string
+	// Metrics counts token requests; metrics.Nop() when nil.
+	Metrics *metrics.Metrics
 	// CredentialID fingerprints credentials the client carries outside
 	// Credentials (a signing key, a TLS client certificate), so that its
 	// Identity tells clients with different ones apart. It holds no secret.
@@ -162,6 +167,9 @@ func NewClient(o Options) (*Client, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.Nop()
+	}
 	params := url.Values{}
 	for k, v := range o.ExtraParams {
 		params.Set(k, v)
@@ -208,6 +216,21 @@ func (c *Client) URL() string { return c.opts.URL }
 // Token obtains a token for creds, retrying as the package documentation
 // says until ctx ends. Its error is always an *Error.
 func (c *Client) Token(ctx context.Context, creds Credentials) (*Token, error) {
+	start := time.Now()
+	tok, err := c.token(ctx, creds)
+	outcome := "ok"
+	if err != nil {
+		outcome = err.Kind.String()
+	}
+	c.opts.Metrics.IdPRequests.WithLabelValues(c.opts.Name, outcome).Inc()
+	c.opts.Metrics.IdPDuration.WithLabelValues(c.opts.Name).Observe(time.Since(start).Seconds())
+	if err != nil {
+		return nil, err
+	}
+	return tok, nil
+}
+
+func (c *Client) token(ctx context.Context, creds Credentials) (*Token, *Error) {
 	for attempt := 1; ; attempt++ {
 		tok, err := c.attempt(ctx, creds)
 		if err == nil {

@@ -6,10 +6,12 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/metrics"
 )
 
 // Options configure a Cache.
@@ -17,6 +19,7 @@ type Options struct {
 	MaxEntries int              // bound on cached tokens
 	Now        func() time.Time // time.Now when nil
 	Logger     *zap.Logger
+	Metrics    *metrics.Metrics // metrics.Nop() when nil
 }
 
 // Cache is an in-process token cache with single-flight fetching,
@@ -28,6 +31,8 @@ type Cache struct {
 	flight   singleflight.Group
 	now      func() time.Time
 	log      *zap.Logger
+	m        *metrics.Metrics
+	counters lookupCounters
 
 	mu      sync.Mutex
 	redises map[string]*Redis // by RedisOptions.Identity
@@ -41,12 +46,36 @@ func New(o Options) *Cache {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
 	}
+	if o.Metrics == nil {
+		o.Metrics = metrics.Nop()
+	}
 	return &Cache{
 		store:    newMemoryStore(o.MaxEntries, o.Now),
 		negative: newNegativeCache(o.MaxEntries),
 		now:      o.Now,
 		log:      o.Logger,
+		m:        o.Metrics,
+		counters: newLookupCounters(o.Metrics),
 		redises:  map[string]*Redis{},
+	}
+}
+
+// lookupCounters are the lookup series, resolved once so that counting a
+// hit allocates nothing.
+type lookupCounters struct {
+	memoryHit, memoryMiss, memoryStale, redisHit, redisMiss prometheus.Counter
+	refreshOK, refreshError                                 prometheus.Counter
+}
+
+func newLookupCounters(m *metrics.Metrics) lookupCounters {
+	return lookupCounters{
+		memoryHit:    m.CacheLookups.WithLabelValues("memory", "hit"),
+		memoryMiss:   m.CacheLookups.WithLabelValues("memory", "miss"),
+		memoryStale:  m.CacheLookups.WithLabelValues("memory", "stale"),
+		redisHit:     m.CacheLookups.WithLabelValues("redis", "hit"),
+		redisMiss:    m.CacheLookups.WithLabelValues("redis", "miss"),
+		refreshOK:    m.Refreshes.WithLabelValues("ok"),
+		refreshError: m.Refreshes.WithLabelValues("error"),
 	}
 }
 
@@ -59,7 +88,7 @@ func (c *Cache) Shared(o RedisOptions, prefix string, encryptionKey []byte) (*Sh
 	r := c.redises[o.Identity]
 	if r == nil || o.Identity == "" {
 		var err error
-		if r, err = newRedis(o, c.log, c.now); err != nil {
+		if r, err = newRedis(o, c.log, c.m, c.now); err != nil {
 			return nil, err
 		}
 		c.redises[o.Identity] = r
@@ -98,20 +127,25 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 		if !now.Before(t.refreshAt()) {
 			c.refreshAhead(e, key, creds, t, now)
 		}
+		c.counters.memoryHit.Inc()
 		return t, FromMemory, nil
 	}
 	// Either no token, or one close to its expiry: it serves while its
 	// refresh is under way, so that a slow endpoint makes no one wait.
 	if t != nil && t.refreshing.Load() {
+		c.counters.memoryStale.Inc()
 		return t, FromMemory, nil
 	}
 	// A recent failure answers without asking again.
 	if err := c.negative.get(key, now); err != nil {
+		c.m.NegativeHits.Inc()
 		if t != nil {
+			c.counters.memoryStale.Inc()
 			return t, FromMemory, nil
 		}
 		return nil, 0, err
 	}
+	c.counters.memoryMiss.Inc()
 	ch := c.flight.DoChan(string(key[:]), func() (any, error) {
 		// The fetch outlives a caller that gives up, bounded by its own budget.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.Client.Budget())
@@ -131,6 +165,7 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 	}
 	// The endpoint could not give a new token: the old one serves until it expires.
 	if t != nil && c.now().Before(t.Expiry) {
+		c.counters.memoryStale.Inc()
 		return t, FromMemory, nil
 	}
 	return nil, 0, err
@@ -149,9 +184,14 @@ func (c *Cache) refreshAhead(e *Endpoint, key Key, creds idp.Credentials, t *Tok
 		ctx, cancel := context.WithTimeout(context.Background(), e.Client.Budget())
 		defer cancel()
 		// Sharing the key's flight keeps refreshes and cold fetches to one at a time.
-		_, _, _ = c.flight.Do(string(key[:]), func() (any, error) {
+		_, err, _ := c.flight.Do(string(key[:]), func() (any, error) {
 			return c.fill(ctx, e, key, creds, t.Fetched)
 		})
+		if err != nil {
+			c.counters.refreshError.Inc()
+		} else {
+			c.counters.refreshOK.Inc()
+		}
 	}()
 }
 
@@ -241,9 +281,14 @@ func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, newerThan 
 	}
 	for {
 		t, err := usable()
-		if t != nil || err != nil {
+		if t != nil {
+			c.counters.redisHit.Inc()
 			return t, nil
 		}
+		if err != nil {
+			return nil, nil
+		}
+		c.counters.redisMiss.Inc()
 		unlock, err := sh.Lock(ctx, key, lockTTL)
 		switch {
 		case err == nil:

@@ -10,12 +10,15 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
 
@@ -74,6 +77,8 @@ type Redis struct {
 	client   redis.UniversalClient
 	timeout  time.Duration
 	log      *zap.Logger
+	up       prometheus.Gauge
+	errors   prometheus.Counter
 	now      func() time.Time
 	down     atomic.Bool
 	retryAt  atomic.Int64
@@ -83,7 +88,7 @@ type Redis struct {
 // ErrRedisDown reports a call skipped because Redis is marked down.
 var ErrRedisDown = errors.New("redis is marked down")
 
-func newRedis(o RedisOptions, log *zap.Logger, now func() time.Time) (*Redis, error) {
+func newRedis(o RedisOptions, log *zap.Logger, m *metrics.Metrics, now func() time.Time) (*Redis, error) {
 	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = 50 * time.Millisecond
@@ -116,7 +121,14 @@ func newRedis(o RedisOptions, log *zap.Logger, now func() time.Time) (*Redis, er
 	default:
 		return nil, fmt.Errorf("redis: unknown mode %q", o.Mode)
 	}
-	return &Redis{client: client, timeout: timeout, log: log.With(zap.String("redis_mode", o.Mode), zap.Strings("redis_endpoints", o.Endpoints)), now: now}, nil
+	label := o.Mode + ":" + strings.Join(o.Endpoints, ",")
+	r := &Redis{
+		client: client, timeout: timeout, now: now,
+		log: log.With(zap.String("redis_mode", o.Mode), zap.Strings("redis_endpoints", o.Endpoints)),
+		up:  m.RedisUp.WithLabelValues(label), errors: m.RedisErrors.WithLabelValues(label),
+	}
+	r.up.Set(1)
+	return r, nil
 }
 
 // Close closes the pool.
@@ -142,13 +154,16 @@ func (r *Redis) call(ctx context.Context, fn func(ctx context.Context) error) er
 	err := fn(cctx)
 	if err != nil && !errors.Is(err, redis.Nil) {
 		r.failures.Add(1)
+		r.errors.Inc()
 		r.retryAt.Store(r.now().Add(redisRetryInterval).UnixNano())
 		if r.down.CompareAndSwap(false, true) {
+			r.up.Set(0)
 			r.log.Warn("redis unavailable: serving from memory and the token endpoint", zap.Error(err))
 		}
 		return err
 	}
 	if r.down.CompareAndSwap(true, false) {
+		r.up.Set(1)
 		r.log.Info("redis available again")
 	}
 	return err

@@ -15,6 +15,7 @@ import (
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/testidp"
 	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
 
@@ -48,7 +49,7 @@ func TestStoreContract(t *testing.T) {
 	for name, o := range topologies(t) {
 		o.Timeout = time.Second // generous: the contract is about behaviour, not speed
 		stores[name] = func(t *testing.T, prefix string, key []byte) Store {
-			r, err := newRedis(o, zap.NewNop(), time.Now)
+			r, err := newRedis(o, zap.NewNop(), metrics.Nop(), time.Now)
 			if err != nil {
 				t.Fatal(err)
 			}
