@@ -23,7 +23,7 @@ build: ## Build the static binary bin/extauthz
 tools: ## Install the pinned tools the tests and demo use (grpcurl) into bin/tools
 	@scripts/tools.sh
 
-deps: ## Install the servers the tests run for real (redis-server, redis-sentinel) when missing
+deps: ## Install the servers the tests run for real (redis-server, redis-sentinel, nginx) when missing
 	@scripts/deps.sh
 
 demo: build tools ## Start a test IdP and bin/extauthz, send Checks with grpcurl, show the answers
