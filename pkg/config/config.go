@@ -58,6 +58,10 @@ type Config struct {
 	DefaultPolicy  string             `yaml:"defaultPolicy"`
 	Store          Store              `yaml:"store"`
 	Policies       map[string]*Policy `yaml:"policies"`
+	// PolicyFiles are globs of Traefik Middleware manifests whose
+	// oAuthClientCredentials plugin becomes a policy named after the
+	// Middleware. Relative globs start at the configuration's directory.
+	PolicyFiles []string `yaml:"policyFiles"`
 
 	// Path is the file the configuration was loaded from.
 	Path string `yaml:"-"`

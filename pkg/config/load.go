@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -21,6 +20,7 @@ const MaxFileBytes = 4 << 20
 
 // Problem is one thing wrong with a configuration, placed by line and path.
 type Problem struct {
+	File string // a policy file the problem is in; empty for the configuration file
 	Line int    // 1-based line in the file, 0 when unknown
 	Path string // dotted path of the field, such as policies.orders.url
 	Msg  string
@@ -28,6 +28,9 @@ type Problem struct {
 
 func (p *Problem) Error() string {
 	var b strings.Builder
+	if p.File != "" {
+		b.WriteString(p.File + ": ")
+	}
 	if p.Line > 0 {
 		fmt.Fprintf(&b, "line %d: ", p.Line)
 	}
@@ -41,17 +44,9 @@ func (p *Problem) Error() string {
 // Load reads, decodes, validates and compiles the configuration in path. Its
 // error joins every Problem found (see errors.Join).
 func Load(path string) (*Config, error) {
-	f, err := os.Open(path)
+	data, err := readLimited(path)
 	if err != nil {
 		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > MaxFileBytes {
-		return nil, fmt.Errorf("%s: more than %d bytes", path, MaxFileBytes)
 	}
 	return Parse(data, path)
 }
@@ -72,7 +67,7 @@ func Parse(data []byte, path string) (*Config, error) {
 		return nil, &Problem{Line: next.Line, Msg: "more than one YAML document: the configuration is one document"}
 	}
 
-	l := &loader{lines: map[string]int{}}
+	l := &loader{lines: map[string]position{}, dir: filepath.Dir(path)}
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = root.Content[0]
@@ -89,11 +84,12 @@ func Parse(data []byte, path string) (*Config, error) {
 			l.problems = append(l.problems, typeProblem(msg))
 		}
 	}
-	if len(l.problems) > 0 {
-		return nil, errors.Join(l.problems...)
-	}
 	if path != "" {
 		cfg.Files = append(cfg.Files, path)
+	}
+	l.policyFiles(cfg)
+	if len(l.problems) > 0 {
+		return nil, errors.Join(l.problems...)
 	}
 	cfg.applyDefaults()
 	if cfg.Secrets.Dir != "" && !filepath.IsAbs(cfg.Secrets.Dir) && path != "" {
@@ -104,8 +100,10 @@ func Parse(data []byte, path string) (*Config, error) {
 	if len(v.problems) > 0 {
 		return nil, errors.Join(v.problems...)
 	}
+	cfg.Warnings = append(l.warnings, cfg.Warnings...)
 	h := sha256.New()
 	h.Write(data)
+	h.Write(l.digest)
 	h.Write(v.digest)
 	cfg.Fingerprint = hex.EncodeToString(h.Sum(nil))
 	return cfg, nil
@@ -115,8 +113,22 @@ func Parse(data []byte, path string) (*Config, error) {
 // an unknown field is reported with its line and full path, and records the
 // line of every field for later problems.
 type loader struct {
-	lines    map[string]int
+	lines    map[string]position
+	file     string // the policy file being read; empty for the configuration
+	dir      string // the configuration's directory, for relative globs
 	problems []error
+	warnings []string
+	digest   []byte // of the policy files read
+}
+
+// position is where a field was written.
+type position struct {
+	file string
+	line int
+}
+
+func (l *loader) problem(line int, path, format string, args ...any) {
+	l.problems = append(l.problems, &Problem{File: l.file, Line: line, Path: path, Msg: fmt.Sprintf(format, args...)})
 }
 
 func (l *loader) walk(n *yaml.Node, t reflect.Type, path string) {
@@ -126,7 +138,7 @@ func (l *loader) walk(n *yaml.Node, t reflect.Type, path string) {
 	if n.Kind == yaml.AliasNode {
 		n = n.Alias
 	}
-	l.lines[path] = n.Line
+	l.lines[path] = position{l.file, n.Line}
 	switch {
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode && t != reflect.TypeFor[Duration]():
 		fields := yamlFields(t)
@@ -134,17 +146,17 @@ func (l *loader) walk(n *yaml.Node, t reflect.Type, path string) {
 			key, val := n.Content[i], n.Content[i+1]
 			f, ok := fields[key.Value]
 			if !ok {
-				l.problems = append(l.problems, &Problem{Line: key.Line, Path: path, Msg: unknownField(key.Value, fields)})
+				l.problem(key.Line, path, "%s", unknownField(key.Value, fields))
 				continue
 			}
 			l.walk(val, f.Type, join(path, key.Value))
-			l.lines[join(path, key.Value)] = key.Line
+			l.lines[join(path, key.Value)] = position{l.file, key.Line}
 		}
 	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key := n.Content[i]
 			l.walk(n.Content[i+1], t.Elem(), join(path, key.Value))
-			l.lines[join(path, key.Value)] = key.Line
+			l.lines[join(path, key.Value)] = position{l.file, key.Line}
 		}
 	case t.Kind() == reflect.Slice && n.Kind == yaml.SequenceNode:
 		for i, item := range n.Content {

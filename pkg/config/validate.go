@@ -49,7 +49,7 @@ var reservedParams = map[string]bool{
 }
 
 type validator struct {
-	lines    map[string]int
+	lines    map[string]position
 	problems []error
 	warnings []string
 	secrets  *secret.Resolver
@@ -57,24 +57,26 @@ type validator struct {
 }
 
 func (v *validator) warnf(path, format string, args ...any) {
-	v.warnings = append(v.warnings, (&Problem{Line: v.line(path), Path: path, Msg: fmt.Sprintf(format, args...)}).Error())
+	v.warnings = append(v.warnings, v.problem(path, format, args...).Error())
 }
 
 func (v *validator) addf(path, format string, args ...any) {
-	v.problems = append(v.problems, &Problem{Line: v.line(path), Path: path, Msg: fmt.Sprintf(format, args...)})
+	v.problems = append(v.problems, v.problem(path, format, args...))
 }
 
-// line finds the line of path or of its nearest parent.
-func (v *validator) line(path string) int {
-	for {
-		if l, ok := v.lines[path]; ok {
-			return l
+// problem places a message at the position of path or of its nearest parent.
+func (v *validator) problem(path, format string, args ...any) *Problem {
+	p := &Problem{Path: path, Msg: fmt.Sprintf(format, args...)}
+	for at := path; ; {
+		if pos, ok := v.lines[at]; ok {
+			p.File, p.Line = pos.file, pos.line
+			return p
 		}
-		i := strings.LastIndexAny(path, ".[")
+		i := strings.LastIndexAny(at, ".[")
 		if i < 0 {
-			return 0
+			return p
 		}
-		path = path[:i]
+		at = at[:i]
 	}
 }
 
