@@ -12,7 +12,7 @@ BENCHTIME ?= 1s
 
 export GRPCURL := $(CURDIR)/bin/tools/grpcurl
 
-.PHONY: help build tools deps demo test fuzz bench fmt lint cover clean
+.PHONY: help build tools deps demo test fuzz bench fmt lint generate cover clean
 
 help: ## Show the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -46,6 +46,9 @@ lint: ## go vet, a gofmt check and staticcheck (pinned in go.mod)
 	$(GO) vet ./...
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change: $$out"; exit 1; fi
 	$(GO) tool staticcheck ./...
+
+generate: ## Regenerate proto/ Go code with pinned protoc plugins (the output is committed)
+	@scripts/generate.sh
 
 cover: ## Write a coverage report to cover.html
 	$(GO) test -count=1 -coverprofile=cover.out ./...

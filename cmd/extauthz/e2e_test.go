@@ -505,3 +505,68 @@ func TestMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminAPI lists policies and purges a client's token with grpcurl on
+// the admin address.
+func TestAdminAPI(t *testing.T) {
+	grpcurl := grpcurlPath(t)
+	e := startE2E(t)
+	ctx := context.Background()
+	addr := e.proc.AdminAddress
+
+	out, err := harness.Grpcurl(ctx, grpcurl, nil, "-plaintext", addr, "list")
+	if err != nil || !strings.Contains(string(out), "extauthz.admin.v1.Admin") {
+		t.Fatalf("admin services: %s %v", out, err)
+	}
+	out, err = harness.Grpcurl(ctx, grpcurl, nil, "-plaintext", addr, "extauthz.admin.v1.Admin/ListPolicies")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Policies []map[string]any
+	}
+	if err := json.Unmarshal(out, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Policies) != 2 || list.Policies[0]["name"] != "gateway" || list.Policies[0]["mode"] != "gateway" || list.Policies[0]["clientId"] != "gw" ||
+		list.Policies[1]["name"] != "orders" || list.Policies[1]["hasClaims"] != true {
+		t.Errorf("policies: %s", out)
+	}
+	if strings.Contains(string(out), "gw-s3cret") {
+		t.Error("ListPolicies shows a secret")
+	}
+
+	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("orders-app:s3cret"))
+	checkOut := func() string {
+		out, err := harness.Grpcurl(ctx, grpcurl, checkJSON("orders", basic), "-plaintext", "-d", "@", e.proc.GRPCAddress, "envoy.service.auth.v3.Authorization/Check")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(out)
+	}
+	checkOut()
+	if out := checkOut(); !strings.Contains(out, `"hit"`) {
+		t.Fatalf("second check not a hit: %s", out)
+	}
+	out, err = harness.Grpcurl(ctx, grpcurl, []byte(`{"policy": "orders", "client_id": "orders-app"}`), "-plaintext", "-d", "@", addr, "extauthz.admin.v1.Admin/PurgeTokens")
+	if err != nil || !strings.Contains(string(out), `"memory": "1"`) {
+		t.Fatalf("purge: %s %v", out, err)
+	}
+	if out := checkOut(); !strings.Contains(out, `"miss"`) {
+		t.Errorf("after the purge the token was still cached: %s", out)
+	}
+	if _, err := harness.Grpcurl(ctx, grpcurl, []byte(`{}`), "-plaintext", "-d", "@", addr, "extauthz.admin.v1.Admin/PurgeTokens"); err == nil || !strings.Contains(err.Error(), "InvalidArgument") {
+		t.Errorf("an empty purge: %v", err)
+	}
+	if _, err := harness.Grpcurl(ctx, grpcurl, []byte(`{"policy": "nope"}`), "-plaintext", "-d", "@", addr, "extauthz.admin.v1.Admin/PurgeTokens"); err == nil || !strings.Contains(err.Error(), "NotFound") {
+		t.Errorf("a purge of an unknown policy: %v", err)
+	}
+	// The HTTP endpoints still answer on the same address.
+	resp, err := http.Get("http://" + addr + "/healthz")
+	if err != nil || resp.StatusCode != 200 {
+		t.Errorf("healthz next to the admin API: %v %v", resp, err)
+	}
+	if resp != nil {
+		resp.Body.Close()
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -23,10 +24,12 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/extauthz/extauthz/pkg/admin"
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
+	adminv1 "github.com/extauthz/extauthz/proto/extauthz/admin/v1"
 )
 
 // shutdownTimeout bounds how long in-flight Checks may take to finish after
@@ -163,7 +166,7 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
 	var ready atomic.Bool
-	admin := &http.Server{Handler: adminHandler(&ready, registry), ReadHeaderTimeout: 5 * time.Second}
+	adminSrv := newAdminServer(&ready, registry, srv, log)
 
 	// httpSrv serves HTTP mode; with no listener it is never started and
 	// its Shutdown returns at once.
@@ -172,7 +175,7 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 
 	errc := make(chan error, 3)
 	go func() { errc <- gs.Serve(grpcLis) }()
-	go func() { errc <- admin.Serve(adminLis) }()
+	go func() { errc <- adminSrv.Serve(adminLis) }()
 	if httpLis != nil {
 		httpAddr = httpLis.Addr().String()
 		go func() { errc <- httpSrv.Serve(httpLis) }()
@@ -200,7 +203,7 @@ wait:
 		case err := <-errc:
 			log.Error("server stopped", zap.Error(err))
 			gs.Stop()
-			_ = admin.Close()
+			_ = adminSrv.Close()
 			_ = httpSrv.Close()
 			return err
 		}
@@ -230,7 +233,7 @@ wait:
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_ = admin.Shutdown(sctx)
+	_ = adminSrv.Shutdown(sctx)
 	log.Info("stopped")
 	return nil
 }
@@ -255,6 +258,29 @@ func reload(log *zap.Logger, level zap.AtomicLevel, started, next *config.Config
 	}
 	log.Info("configuration reloaded", zap.Int("policies", len(next.Policies)))
 	return nil
+}
+
+// newAdminServer serves /metrics, /healthz, /readyz and, over unencrypted
+// HTTP/2 on the same address, the admin gRPC API with reflection.
+func newAdminServer(ready *atomic.Bool, registry *prometheus.Registry, srv *authz.Server, log *zap.Logger) *http.Server {
+	gs := grpc.NewServer()
+	adminv1.RegisterAdminServer(gs, admin.New(srv, log))
+	reflection.Register(gs)
+	mux := adminHandler(ready, registry)
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	protocols.SetUnencryptedHTTP2(true)
+	return &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				gs.ServeHTTP(w, r)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}),
+		Protocols:         &protocols,
+		ReadHeaderTimeout: 5 * time.Second,
+	}
 }
 
 func adminHandler(ready *atomic.Bool, registry *prometheus.Registry) http.Handler {

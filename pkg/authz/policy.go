@@ -19,6 +19,7 @@ import (
 // policy is a configured policy ready to serve requests.
 type policy struct {
 	name     string
+	config   *config.Policy
 	endpoint *tokencache.Endpoint
 	gateway  bool
 	creds    idp.Credentials // gateway mode: the policy's own
@@ -107,7 +108,8 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 			verifier = v
 		}
 		p := &policy{
-			name: name,
+			name:   name,
+			config: cp,
 			endpoint: tokencache.NewEndpoint(tokencache.EndpointOptions{
 				Client:      client,
 				DefaultTTL:  time.Duration(cp.DefaultTTL),

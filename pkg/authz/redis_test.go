@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -272,6 +273,11 @@ func TestClusterReshardDuringLoad(t *testing.T) {
 	if got := r.idp.Requests(); got != requests {
 		t.Errorf("a fresh replica made %d token requests, want none", got-requests)
 	}
+	// A purge finds the policy's tokens on every master.
+	purged, err := r.servers[2].Purge(context.Background(), "app", "")
+	if err != nil || purged.Redis != int64(n) {
+		t.Errorf("purging a cluster: %+v, %v; want %d tokens from Redis", purged, err, n)
+	}
 }
 
 func TestEncryptedValuesHideTokensAndClients(t *testing.T) {
@@ -339,4 +345,52 @@ func poll(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// TestPurgeAcrossReplicas purges a client's token on one replica: it goes
+// from that replica's memory, from Redis, and from the other replica's
+// memory through pub/sub.
+func TestPurgeAcrossReplicas(t *testing.T) {
+	single := redistest.Single(t)
+	r := startReplicas(t, 2, "    endpoints: ["+single.Addr+"]", 2)
+	for i := range 2 {
+		for _, srv := range r.servers {
+			if ok, why := allowed(srv, clientCheck(i)); !ok {
+				t.Fatal(why)
+			}
+		}
+	}
+	before := tokenOf(t, r.servers[1], clientCheck(0))
+	purged, err := r.servers[0].Purge(context.Background(), "app", "client-0")
+	if err != nil || purged.Memory != 1 || purged.Redis != 1 {
+		t.Fatalf("purge: %+v, %v; want 1 token from memory and 1 from Redis", purged, err)
+	}
+	// The other replica drops it on the pub/sub message: its next check
+	// finds nothing in memory or Redis and fetches a new token.
+	poll(t, func() bool { _, src := allowed(r.servers[1], clientCheck(0)); return src == "miss" })
+	// The purging replica then reads that new token from Redis.
+	if after := tokenOf(t, r.servers[0], clientCheck(0)); after == before {
+		t.Error("the purging replica still serves the purged token")
+	}
+	for _, srv := range r.servers {
+		if _, src := allowed(srv, clientCheck(1)); src != "hit" {
+			t.Errorf("another client's token was purged: %s", src)
+		}
+	}
+	if _, err := r.servers[0].Purge(context.Background(), "nope", ""); !errors.Is(err, ErrUnknownPolicy) {
+		t.Errorf("unknown policy: %v", err)
+	}
+	all, err := r.servers[1].Purge(context.Background(), "app", "")
+	if err != nil || all.Memory != 2 || all.Redis != 2 {
+		t.Errorf("purging the policy: %+v, %v; want both clients from memory and Redis", all, err)
+	}
+}
+
+func tokenOf(t *testing.T, srv *Server, req *authv3.CheckRequest) string {
+	t.Helper()
+	resp, err := srv.Check(context.Background(), req)
+	if err != nil || resp.GetOkResponse() == nil {
+		t.Fatalf("check: %v %v", resp, err)
+	}
+	return resp.GetOkResponse().GetHeaders()[0].GetHeader().GetValue()
 }

@@ -30,6 +30,7 @@ import (
 type Tokens interface {
 	Token(ctx context.Context, e *tokencache.Endpoint, key tokencache.Key, creds idp.Credentials) (*tokencache.Token, tokencache.Source, error)
 	Shared(o tokencache.RedisOptions, prefix string, encryptionKey []byte) (*tokencache.Shared, error)
+	Purge(ctx context.Context, r tokencache.PurgeRequest) (tokencache.Purged, error)
 }
 
 // Options configure a Server.

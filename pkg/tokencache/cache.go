@@ -3,10 +3,12 @@ package tokencache
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
@@ -35,7 +37,9 @@ type Cache struct {
 	counters lookupCounters
 
 	mu      sync.Mutex
-	redises map[string]*Redis // by RedisOptions.Identity
+	redises map[string]*Redis        // by RedisOptions.Identity
+	tiers   map[string]*Shared       // a tier per Redis pool and prefix, for purges
+	subs    map[string]*redis.PubSub // purge subscriptions, by the same
 }
 
 // New returns an empty Cache.
@@ -57,6 +61,8 @@ func New(o Options) *Cache {
 		m:        o.Metrics,
 		counters: newLookupCounters(o.Metrics),
 		redises:  map[string]*Redis{},
+		tiers:    map[string]*Shared{},
+		subs:     map[string]*redis.PubSub{},
 	}
 }
 
@@ -93,7 +99,16 @@ func (c *Cache) Shared(o RedisOptions, prefix string, encryptionKey []byte) (*Sh
 		}
 		c.redises[o.Identity] = r
 	}
-	return newShared(r, prefix, encryptionKey)
+	s, err := newShared(r, prefix, encryptionKey)
+	if err != nil {
+		return nil, err
+	}
+	sub := fmt.Sprintf("%p\x00%s", r, prefix) // one per pool and prefix
+	c.tiers[sub] = s
+	if c.subs[sub] == nil {
+		c.subs[sub] = c.subscribe(s)
+	}
+	return s, nil
 }
 
 // Close closes every Redis connection pool.
@@ -101,6 +116,10 @@ func (c *Cache) Close() error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var errs []error
+	for id, ps := range c.subs {
+		errs = append(errs, ps.Close())
+		delete(c.subs, id)
+	}
 	for id, r := range c.redises {
 		errs = append(errs, r.Close())
 		delete(c.redises, id)
@@ -146,7 +165,7 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 		return nil, 0, err
 	}
 	c.counters.memoryMiss.Inc()
-	ch := c.flight.DoChan(string(key[:]), func() (any, error) {
+	ch := c.flight.DoChan(string(key.id[:]), func() (any, error) {
 		// The fetch outlives a caller that gives up, bounded by its own budget.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.Client.Budget())
 		defer cancel()
@@ -184,7 +203,7 @@ func (c *Cache) refreshAhead(e *Endpoint, key Key, creds idp.Credentials, t *Tok
 		ctx, cancel := context.WithTimeout(context.Background(), e.Client.Budget())
 		defer cancel()
 		// Sharing the key's flight keeps refreshes and cold fetches to one at a time.
-		_, err, _ := c.flight.Do(string(key[:]), func() (any, error) {
+		_, err, _ := c.flight.Do(string(key.id[:]), func() (any, error) {
 			return c.fill(ctx, e, key, creds, t.Fetched)
 		})
 		if err != nil {

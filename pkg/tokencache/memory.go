@@ -49,7 +49,7 @@ func newMemoryStore(maxEntries int, now func() time.Time) *memoryStore {
 	return s
 }
 
-func (s *memoryStore) shard(key Key) *shard { return &s.shards[int(key[0])%len(s.shards)] }
+func (s *memoryStore) shard(key Key) *shard { return &s.shards[int(key.id[0])%len(s.shards)] }
 
 // get returns the token under key if it has not expired at now.
 func (s *memoryStore) get(key Key, now time.Time) *Token {
@@ -97,6 +97,23 @@ func (sh *shard) evict(now int64) {
 		}
 	}
 	delete(sh.m, victim)
+}
+
+// purge drops the entries whose key match selects, and counts them.
+func (s *memoryStore) purge(match func(Key) bool) int64 {
+	var n int64
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for k := range sh.m {
+			if match(k) {
+				delete(sh.m, k)
+				n++
+			}
+		}
+		sh.mu.Unlock()
+	}
+	return n
 }
 
 func (s *memoryStore) len() int {

@@ -194,8 +194,13 @@ func newShared(r *Redis, prefix string, encryptionKey []byte) (*Shared, error) {
 // Redis returns the connection the tier uses.
 func (s *Shared) Redis() *Redis { return s.redis }
 
-func (s *Shared) valueKey(k Key) string { return s.prefix + hex.EncodeToString(k[:]) }
-func (s *Shared) lockKey(k Key) string  { return s.prefix + "lock:" + hex.EncodeToString(k[:]) }
+// valueKey is <prefix><endpoint>:<client>:<key>, all hex: the short hashes
+// let a purge find a policy's or a client's tokens with SCAN.
+func (s *Shared) valueKey(k Key) string {
+	return s.prefix + hex.EncodeToString(k.endpoint[:]) + ":" + hex.EncodeToString(k.client[:]) + ":" + hex.EncodeToString(k.id[:])
+}
+
+func (s *Shared) lockKey(k Key) string { return s.prefix + "lock:" + hex.EncodeToString(k.id[:]) }
 
 // Get returns the token stored under k, or nil when there is none that has
 // not expired. A value that cannot be read (another format, another

@@ -68,7 +68,7 @@ func TestStoreContract(t *testing.T) {
 	}
 }
 
-func testKey(s string) Key { return Key(sha256.Sum256([]byte(s))) }
+func testKey(s string) Key { return Key{id: sha256.Sum256([]byte(s)), client: clientHash(s)} }
 
 func newTestToken(value string, lifetime time.Duration) *Token {
 	now := time.Now().Truncate(time.Millisecond)

@@ -142,8 +142,21 @@ type Verifier interface {
 	Identity() string
 }
 
-// Key identifies a token in the cache.
-type Key [sha256.Size]byte
+// Key identifies a token in the cache: a SHA-256 over everything that shapes
+// the token, with short hashes of the endpoint's identity and of the client
+// id alone beside it, so that the tokens of a policy or of a client can be
+// found to purge them.
+type Key struct {
+	id       [sha256.Size]byte
+	endpoint [8]byte
+	client   [8]byte
+}
+
+// clientHash is the short hash of a client id in a Key.
+func clientHash(clientID string) [8]byte {
+	sum := sha256.Sum256([]byte(clientID))
+	return [8]byte(sum[:8])
+}
 
 // EndpointOptions configure NewEndpoint.
 type EndpointOptions struct {
@@ -191,8 +204,8 @@ func (e *Endpoint) Key(creds idp.Credentials) Key {
 	h.Write(e.identity[:])
 	writeField(h, creds.ID)
 	writeField(h, creds.Secret.Reveal())
-	var k Key
-	h.Sum(k[:0])
+	k := Key{endpoint: [8]byte(e.identity[:8]), client: clientHash(creds.ID)}
+	h.Sum(k.id[:0])
 	return k
 }
 

@@ -1,0 +1,175 @@
+package tokencache
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// PurgeRequest selects tokens to drop: those of the given endpoints (all
+// when none), and of the given client (all when empty).
+type PurgeRequest struct {
+	Endpoints []*Endpoint
+	ClientID  string
+}
+
+// Purged counts dropped tokens by tier.
+type Purged struct {
+	Memory, Redis int64
+}
+
+// purgeSelector is a PurgeRequest as hashes, as it travels to other replicas.
+type purgeSelector struct {
+	Endpoints []string `json:"endpoints,omitempty"` // hex short hashes; all when empty
+	Client    string   `json:"client,omitempty"`    // hex short hash; all when empty
+}
+
+func (p purgeSelector) match(k Key) bool {
+	if p.Client != "" && hex.EncodeToString(k.client[:]) != p.Client {
+		return false
+	}
+	return len(p.Endpoints) == 0 || slices.Contains(p.Endpoints, hex.EncodeToString(k.endpoint[:]))
+}
+
+// Purge drops the selected tokens from memory and from the Redis tiers the
+// endpoints use (every tier the cache knows when no endpoint is given), and
+// tells the other replicas sharing those tiers to drop them from their
+// memory too. Remembered failures are left to expire.
+func (c *Cache) Purge(ctx context.Context, r PurgeRequest) (Purged, error) {
+	var sel purgeSelector
+	if r.ClientID != "" {
+		h := clientHash(r.ClientID)
+		sel.Client = hex.EncodeToString(h[:])
+	}
+	tiers := map[*Shared][]string{}
+	for _, e := range r.Endpoints {
+		h := hex.EncodeToString(e.identity[:8])
+		sel.Endpoints = append(sel.Endpoints, h)
+		if e.Shared != nil {
+			tiers[e.Shared] = append(tiers[e.Shared], h)
+		}
+	}
+	if len(r.Endpoints) == 0 {
+		c.mu.Lock()
+		for _, t := range c.tiers {
+			tiers[t] = nil
+		}
+		c.mu.Unlock()
+	}
+	var out Purged
+	out.Memory = c.store.purge(sel.match)
+	c.m.Purges.WithLabelValues("memory").Add(float64(out.Memory))
+	var errs []error
+	for t, endpoints := range tiers {
+		n, err := t.purge(ctx, purgeSelector{Endpoints: endpoints, Client: sel.Client})
+		out.Redis += n
+		errs = append(errs, err)
+	}
+	c.m.Purges.WithLabelValues("redis").Add(float64(out.Redis))
+	return out, errors.Join(errs...)
+}
+
+// purgeChannel is the pub/sub channel of a tier's purges.
+func (s *Shared) purgeChannel() string { return s.prefix + "purge" }
+
+// purge deletes the tier's values sel selects, then publishes sel so that
+// every replica drops them from memory.
+func (s *Shared) purge(ctx context.Context, sel purgeSelector) (int64, error) {
+	client := "*"
+	if sel.Client != "" {
+		client = sel.Client
+	}
+	endpoints := sel.Endpoints
+	if len(endpoints) == 0 {
+		endpoints = []string{"*"}
+	}
+	var keys []string
+	for _, e := range endpoints {
+		found, err := s.scan(ctx, globEscape(s.prefix)+e+":"+client+":*")
+		if err != nil {
+			return 0, err
+		}
+		keys = append(keys, found...)
+	}
+	var deleted int64
+	if len(keys) > 0 {
+		// One DEL per key: in a cluster the keys live in different slots.
+		cmds, err := s.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			for _, k := range keys {
+				p.Del(ctx, k)
+			}
+			return nil
+		})
+		if err != nil {
+			return 0, fmt.Errorf("redis: deleting tokens: %w", err)
+		}
+		for _, c := range cmds {
+			deleted += c.(*redis.IntCmd).Val()
+		}
+	}
+	msg, _ := json.Marshal(sel)
+	if err := s.redis.client.Publish(ctx, s.purgeChannel(), msg).Err(); err != nil {
+		return deleted, fmt.Errorf("redis: telling the other replicas: %w", err)
+	}
+	return deleted, nil
+}
+
+// scan lists the keys matching pattern, on every master of a cluster.
+func (s *Shared) scan(ctx context.Context, pattern string) ([]string, error) {
+	var mu sync.Mutex // ForEachMaster runs in parallel
+	var keys []string
+	one := func(ctx context.Context, c *redis.Client) error {
+		it := c.Scan(ctx, 0, pattern, 1000).Iterator()
+		for it.Next(ctx) {
+			mu.Lock()
+			keys = append(keys, it.Val())
+			mu.Unlock()
+		}
+		return it.Err()
+	}
+	var err error
+	switch c := s.redis.client.(type) {
+	case *redis.ClusterClient:
+		err = c.ForEachMaster(ctx, one)
+	case *redis.Client:
+		err = one(ctx, c)
+	default:
+		err = fmt.Errorf("redis: cannot scan a %T", c)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("redis: finding tokens: %w", err)
+	}
+	return keys, nil
+}
+
+// subscribe drops from memory what other replicas purge through this tier,
+// until the subscription is closed.
+func (c *Cache) subscribe(s *Shared) *redis.PubSub {
+	ps := s.redis.client.Subscribe(context.Background(), s.purgeChannel())
+	go func() {
+		for msg := range ps.Channel() {
+			var sel purgeSelector
+			if err := json.Unmarshal([]byte(msg.Payload), &sel); err != nil {
+				c.log.Warn("unreadable purge message", zap.String("channel", msg.Channel))
+				continue
+			}
+			if n := c.store.purge(sel.match); n > 0 {
+				c.log.Info("purged tokens at another replica's request", zap.Int64("tokens", n))
+			}
+		}
+	}()
+	return ps
+}
+
+// globEscape quotes the characters Redis MATCH patterns treat specially.
+func globEscape(s string) string {
+	return strings.NewReplacer(`\`, `\\`, `*`, `\*`, `?`, `\?`, `[`, `\[`, `]`, `\]`).Replace(s)
+}
