@@ -17,6 +17,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc"
@@ -111,7 +117,12 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	m := metrics.New(registry)
 	cache := tokencache.New(tokencache.Options{MaxEntries: cfg.Store.MaxEntries, Logger: log, Metrics: m})
 	defer cache.Close()
-	srv, err := authz.New(authz.Options{Config: cfg, Tokens: cache, Logger: log, Metrics: m})
+	tracer, stopTracing, err := newTracer(ctx, cfg.Tracing)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
+	srv, err := authz.New(authz.Options{Config: cfg, Tokens: cache, Logger: log, Metrics: m, Tracer: tracer})
 	if err != nil {
 		return err
 	}
@@ -250,14 +261,41 @@ func reload(log *zap.Logger, level zap.AtomicLevel, started, next *config.Config
 	}
 	if *started.Server.HTTPAddress != *next.Server.HTTPAddress || started.Server.GRPCAddress != next.Server.GRPCAddress ||
 		started.Server.AdminAddress != next.Server.AdminAddress || started.Store.MaxEntries != next.Store.MaxEntries ||
-		started.Log.Format != next.Log.Format {
-		log.Warn("server addresses, store.maxEntries and log.format change only with a restart")
+		started.Log.Format != next.Log.Format || started.Tracing.Endpoint != next.Tracing.Endpoint {
+		log.Warn("server addresses, store.maxEntries, log.format and tracing change only with a restart")
 	}
 	for _, w := range next.Warnings {
 		log.Warn("configuration", zap.String("warning", w))
 	}
 	log.Info("configuration reloaded", zap.Int("policies", len(next.Policies)))
 	return nil
+}
+
+// newTracer returns the tracer of the configuration (a no-op one when
+// tracing is off) and a function that flushes and stops it.
+func newTracer(ctx context.Context, c config.Tracing) (trace.Tracer, func(), error) {
+	if c.Endpoint == "" {
+		return noop.NewTracerProvider().Tracer(""), func() {}, nil
+	}
+	opts := []otlptracegrpc.Option{otlptracegrpc.WithEndpoint(c.Endpoint)}
+	if c.Insecure {
+		opts = append(opts, otlptracegrpc.WithInsecure())
+	}
+	exporter, err := otlptracegrpc.New(ctx, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tracing: %w", err)
+	}
+	tp := sdktrace.NewTracerProvider(
+		sdktrace.WithBatcher(exporter),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.TraceIDRatioBased(*c.SampleRatio))),
+		sdktrace.WithResource(resource.NewSchemaless(attribute.String("service.name", c.ServiceName), attribute.String("service.version", version))),
+	)
+	stop := func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = tp.Shutdown(sctx)
+	}
+	return tp.Tracer("github.com/extauthz/extauthz"), stop, nil
 }
 
 // newAdminServer serves /metrics, /healthz, /readyz and, over unencrypted

@@ -29,8 +29,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		in.policy, _, _ = strings.Cut(rest, "/")
 	}
 	start := time.Now()
-	d := s.decide(r.Context(), &in)
+	ctx, span := s.startSpan(r.Context(), &in)
+	d := s.decide(ctx, &in)
 	s.record(&d, start)
+	endSpan(span, &d)
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if d.outcome == allow {

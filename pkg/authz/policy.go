@@ -86,6 +86,7 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 			CredentialID: c.CredentialID,
 			Name:         name,
 			Metrics:      o.Metrics,
+			Tracer:       o.Tracer,
 		})
 		if err != nil {
 			return nil, fmt.Errorf("policy %s: %w", name, err)

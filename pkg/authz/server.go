@@ -14,6 +14,10 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"google.golang.org/grpc/codes"
@@ -43,6 +47,9 @@ type Options struct {
 	RetryBackoff time.Duration
 	// Metrics counts checks; metrics.Nop() when nil.
 	Metrics *metrics.Metrics
+	// Tracer traces checks and token requests; none when nil. Checks join
+	// the trace of the request headers Envoy forwards (traceparent).
+	Tracer trace.Tracer
 }
 
 // Server answers ext_authz v3 Check requests. It is safe for concurrent use.
@@ -67,6 +74,9 @@ func New(o Options) (*Server, error) {
 	}
 	if o.Metrics == nil {
 		o.Metrics = metrics.Nop()
+	}
+	if o.Tracer == nil {
+		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	s := &Server{tokens: o.Tokens, log: o.Logger, opts: o,
 		noPolicy: o.Metrics.Checks.WithLabelValues("", "deny", outcomes[denyNoPolicy].code),
@@ -100,8 +110,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}
 	start := time.Now()
 	in := grpcInput{attrs: req.Attributes, req: httpReq}
+	ctx, span := s.startSpan(ctx, &in)
 	d := s.decide(ctx, &in)
 	s.record(&d, start)
+	endSpan(span, &d)
 	if d.outcome == allow {
 		return d.answer().response(d.source.Hit()), nil
 	}
@@ -188,6 +200,32 @@ func (p *policy) failure(err error) (outcome, time.Duration) {
 		return denyTemporarilyUnavailable, 0
 	}
 }
+
+// startSpan starts the Check's span in the trace the request carries.
+func (s *Server) startSpan(ctx context.Context, in input) (context.Context, trace.Span) {
+	ctx = propagation.TraceContext{}.Extract(ctx, carrier{in})
+	return s.opts.Tracer.Start(ctx, "extauthz.Check", trace.WithSpanKind(trace.SpanKindServer))
+}
+
+func endSpan(span trace.Span, d *decision) {
+	if span.IsRecording() {
+		span.SetAttributes(attribute.String("extauthz.decision", d.outcome.String()))
+		if d.policy != nil {
+			span.SetAttributes(attribute.String("extauthz.policy", d.policy.name))
+		}
+		if d.outcome == allow {
+			span.SetAttributes(attribute.String("extauthz.token_source", d.source.String()))
+		}
+	}
+	span.End()
+}
+
+// carrier reads trace headers from a request.
+type carrier struct{ in input }
+
+func (c carrier) Get(key string) string { v, _ := c.in.header(strings.ToLower(key)); return v }
+func (c carrier) Set(string, string)    {}
+func (c carrier) Keys() []string        { return nil }
 
 // record counts, times and logs a decision.
 func (s *Server) record(d *decision, start time.Time) {

@@ -29,6 +29,7 @@ type fixture struct {
 	t    *testing.T
 	idp  *testidp.Server
 	srv  *Server
+	cfg  *config.Config
 	logs *observer.ObservedLogs
 }
 
@@ -106,7 +107,7 @@ func newFixture(t *testing.T, extra string) *fixture {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, idp: idp, srv: srv, logs: logs}
+	return &fixture{t: t, idp: idp, srv: srv, cfg: cfg, logs: logs}
 }
 
 func basic(id, secret string) string {

@@ -52,6 +52,7 @@ const (
 type Config struct {
 	Server         Server             `yaml:"server"`
 	Log            Log                `yaml:"log"`
+	Tracing        Tracing            `yaml:"tracing"`
 	Secrets        Secrets            `yaml:"secrets"`
 	PolicySelector PolicySelector     `yaml:"policySelector"`
 	Routes         []Route            `yaml:"routes"`
@@ -85,6 +86,14 @@ type Server struct {
 type Log struct {
 	Level  string `yaml:"level"`
 	Format string `yaml:"format"`
+}
+
+// Tracing exports OpenTelemetry spans over OTLP/gRPC; off while Endpoint is empty.
+type Tracing struct {
+	Endpoint    string   `yaml:"endpoint"`    // host:port of an OTLP/gRPC collector
+	Insecure    bool     `yaml:"insecure"`    // plaintext to the collector
+	SampleRatio *float64 `yaml:"sampleRatio"` // of traces this process starts; callers' sampling decisions are kept
+	ServiceName string   `yaml:"serviceName"`
 }
 
 // Secrets says where Kubernetes Secrets are mounted. A relative Dir is taken
@@ -304,6 +313,10 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
 	setDefault(&c.Secrets.Dir, DefaultSecretsDir)
+	setDefault(&c.Tracing.ServiceName, "extauthz")
+	if c.Tracing.SampleRatio == nil {
+		c.Tracing.SampleRatio = ptr(1.0)
+	}
 	setDefault(&c.PolicySelector.ContextExtension, DefaultContextExtension)
 	if c.Store.MaxEntries == 0 {
 		c.Store.MaxEntries = DefaultMaxEntries

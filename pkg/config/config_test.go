@@ -223,6 +223,8 @@ func TestProblems(t *testing.T) {
 		{"same address twice", "server: {grpcAddress: ':9001', adminAddress: ':9001'}\npolicies:\n  o: {url: 'https://x/t'}\n", `server.adminAddress: ":9001" is also server.grpcAddress`},
 		{"bad log level", "log: {level: verbose}\npolicies:\n  o: {url: 'https://x/t'}\n", `log.level: "verbose" is not a level`},
 		{"bad log format", "log: {format: xml}\npolicies:\n  o: {url: 'https://x/t'}\n", `log.format: "xml" is not a format`},
+		{"bad tracing endpoint", "tracing: {endpoint: collector}\npolicies:\n  o: {url: 'https://x/t'}\n", `tracing.endpoint: "collector" is not host:port`},
+		{"bad sample ratio", "tracing: {sampleRatio: 2}\npolicies:\n  o: {url: 'https://x/t'}\n", "tracing.sampleRatio: 2 is out of range: want 0 to 1"},
 		{"redis without endpoints", "store: {redis: {username: u}}\npolicies:\n  o: {url: 'https://x/t'}\n", "line 1: store.redis.endpoints: at least one host:port is needed"},
 		{"bad redis endpoint", "store: {redis: {endpoints: [redis]}}\npolicies:\n  o: {url: 'https://x/t'}\n", `store.redis.endpoints[0]: "redis" is not host:port`},
 		{"single with two endpoints", "store: {redis: {endpoints: ['a:1', 'b:1']}}\npolicies:\n  o: {url: 'https://x/t'}\n", "store.redis.endpoints: a single Redis takes one endpoint; for several, set cluster: true or sentinel.masterSet"},

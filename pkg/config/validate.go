@@ -95,6 +95,14 @@ func (v *validator) validate(c *Config) {
 		v.addf("store.maxEntries", "must be positive, got %d", c.Store.MaxEntries)
 	}
 	v.store("store", &c.Store, true)
+	if e := c.Tracing.Endpoint; e != "" {
+		if _, _, err := net.SplitHostPort(e); err != nil {
+			v.addf("tracing.endpoint", "%q is not host:port", e)
+		}
+	}
+	if r := *c.Tracing.SampleRatio; r < 0 || r > 1 {
+		v.addf("tracing.sampleRatio", "%v is out of range: want 0 to 1", r)
+	}
 
 	if len(c.Policies) == 0 {
 		v.addf("policies", "at least one policy is needed")

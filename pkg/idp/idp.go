@@ -37,6 +37,10 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 	"golang.org/x/oauth2"
 	"golang.org/x/oauth2/clientcredentials"
@@ -97,6 +101,8 @@ type Options struct {
 	Name string
 	// Metrics counts token requests; metrics.Nop() when nil.
 	Metrics *metrics.Metrics
+	// Tracer traces token requests; none when nil.
+	Tracer trace.Tracer
 	// CredentialID fingerprints credentials the client carries outside
 	// Credentials (a signing key, a TLS client certificate), so that its
 	// Identity tells clients with different ones apart. It holds no secret.
@@ -121,11 +127,13 @@ type Client struct {
 	opts     Options
 	base     clientcredentials.Config
 	identity string
+	host     string // the endpoint's host, for spans
 }
 
 // NewClient returns a Client for o.
 func NewClient(o Options) (*Client, error) {
-	if _, err := url.Parse(o.URL); err != nil || o.URL == "" {
+	u, err := url.Parse(o.URL)
+	if err != nil || o.URL == "" {
 		return nil, fmt.Errorf("idp: bad token URL %q", o.URL)
 	}
 	style := oauth2.AuthStyleInHeader
@@ -170,6 +178,9 @@ func NewClient(o Options) (*Client, error) {
 	if o.Metrics == nil {
 		o.Metrics = metrics.Nop()
 	}
+	if o.Tracer == nil {
+		o.Tracer = noop.NewTracerProvider().Tracer("")
+	}
 	params := url.Values{}
 	for k, v := range o.ExtraParams {
 		params.Set(k, v)
@@ -178,6 +189,7 @@ func NewClient(o Options) (*Client, error) {
 		params.Set("audience", o.Audience)
 	}
 	c := &Client{
+		host: u.Host,
 		opts: o,
 		base: clientcredentials.Config{
 			TokenURL:       o.URL,
@@ -217,11 +229,17 @@ func (c *Client) URL() string { return c.opts.URL }
 // says until ctx ends. Its error is always an *Error.
 func (c *Client) Token(ctx context.Context, creds Credentials) (*Token, error) {
 	start := time.Now()
+	ctx, span := c.opts.Tracer.Start(ctx, "extauthz.idp.Token", trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("extauthz.policy", c.opts.Name), attribute.String("server.address", c.host)))
+	defer span.End()
 	tok, err := c.token(ctx, creds)
 	outcome := "ok"
 	if err != nil {
 		outcome = err.Kind.String()
+		span.SetStatus(codes.Error, outcome)
+		span.SetAttributes(attribute.Int("http.response.status_code", err.Status), attribute.Int("extauthz.attempts", err.Attempts))
 	}
+	span.SetAttributes(attribute.String("extauthz.outcome", outcome))
 	c.opts.Metrics.IdPRequests.WithLabelValues(c.opts.Name, outcome).Inc()
 	c.opts.Metrics.IdPDuration.WithLabelValues(c.opts.Name).Observe(time.Since(start).Seconds())
 	if err != nil {
