@@ -46,7 +46,7 @@ func TestTracing(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, a := range check.Attributes() {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if attrs["extauthz.policy"] != "orders" || attrs["extauthz.decision"] != "ok" || attrs["extauthz.token_source"] != "endpoint" {
 		t.Errorf("check attributes %v", attrs)
