@@ -3,6 +3,7 @@ package authz
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -77,4 +78,34 @@ func FuzzParseBasic(f *testing.F) {
 			t.Fatalf("accepted unsafe credentials %q, %q from %q", id, secret, header)
 		}
 	})
+}
+
+func TestCredentialCache(t *testing.T) {
+	f := newFixture(t, "")
+	p := f.srv.state.Load().policies["orders"]
+	h := "Basic " + b64("app:s3cret")
+	first, err := p.callers.get(h, p.endpoint)
+	if err != nil || first.creds.ID != "app" || first.creds.Secret.Reveal() != "s3cret" || first.key != p.endpoint.Key(first.creds) {
+		t.Fatalf("first: %+v %v", first, err)
+	}
+	if again, _ := p.callers.get(h, p.endpoint); again != first {
+		t.Error("the same header was parsed again")
+	}
+	if other, _ := p.callers.get("Basic "+b64("app:other"), p.endpoint); other.key == first.key {
+		t.Error("another secret got the same key")
+	}
+	if _, err := p.callers.get("Basic !!!", p.endpoint); err == nil {
+		t.Fatal("a malformed header was accepted")
+	}
+	for i := range credentialCacheSize + 10 {
+		_, _ = p.callers.get("Basic "+b64(fmt.Sprintf("app%d:s", i)), p.endpoint)
+	}
+	p.callers.mu.RLock()
+	defer p.callers.mu.RUnlock()
+	if n := len(p.callers.m); n > credentialCacheSize {
+		t.Errorf("%d remembered headers, want at most %d", n, credentialCacheSize)
+	}
+	if _, ok := p.callers.m["Basic !!!"]; ok {
+		t.Error("a malformed header was remembered")
+	}
 }

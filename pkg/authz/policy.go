@@ -31,6 +31,8 @@ type policy struct {
 	needsClaims bool
 	tokenHeader string
 	tokenPrefix string
+	// callers remembers application-mode Authorization headers.
+	callers credentialCache
 	// checks counts decisions by outcome, resolved once per policy.
 	checks [len(outcomes)]prometheus.Counter
 	// removeAuthorization drops the caller's Basic credentials when the token

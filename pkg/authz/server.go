@@ -26,7 +26,6 @@ import (
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
-	"github.com/extauthz/extauthz/pkg/secret"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
 
@@ -58,6 +57,7 @@ type Server struct {
 	tokens   Tokens
 	log      *zap.Logger
 	opts     Options
+	tracing  bool                   // a tracer was given
 	noPolicy prometheus.Counter     // checks no policy selected
 	duration [2]prometheus.Observer // check latency: deny, allow
 }
@@ -75,10 +75,11 @@ func New(o Options) (*Server, error) {
 	if o.Metrics == nil {
 		o.Metrics = metrics.Nop()
 	}
+	tracing := o.Tracer != nil
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
-	s := &Server{tokens: o.Tokens, log: o.Logger, opts: o,
+	s := &Server{tokens: o.Tokens, log: o.Logger, opts: o, tracing: tracing,
 		noPolicy: o.Metrics.Checks.WithLabelValues("", "deny", outcomes[denyNoPolicy].code),
 		duration: [2]prometheus.Observer{o.Metrics.CheckDuration.WithLabelValues("deny"), o.Metrics.CheckDuration.WithLabelValues("allow")},
 	}
@@ -149,12 +150,11 @@ func (s *Server) decide(ctx context.Context, in input) decision {
 	creds, key := p.creds, p.key
 	if !p.gateway {
 		h, _ := in.header("authorization")
-		id, sec, err := parseBasic(h)
+		cr, err := p.callers.get(h, p.endpoint)
 		if err != nil {
 			return decision{outcome: denyInvalidRequest, policy: p, cause: err}
 		}
-		creds = idp.Credentials{ID: id, Secret: secret.New(sec)}
-		key = p.endpoint.Key(creds)
+		creds, key = cr.creds, cr.key
 	}
 	d := decision{policy: p, clientID: creds.ID}
 	d.token, d.source, err = s.tokens.Token(ctx, p.endpoint, key, creds)
@@ -201,13 +201,23 @@ func (p *policy) failure(err error) (outcome, time.Duration) {
 	}
 }
 
-// startSpan starts the Check's span in the trace the request carries.
+// serverSpan is the option every Check span starts with.
+var serverSpan = []trace.SpanStartOption{trace.WithSpanKind(trace.SpanKindServer)}
+
+// startSpan starts the Check's span in the trace the request carries. With
+// tracing off it does nothing, so that it costs nothing.
 func (s *Server) startSpan(ctx context.Context, in input) (context.Context, trace.Span) {
+	if !s.tracing {
+		return ctx, nil
+	}
 	ctx = propagation.TraceContext{}.Extract(ctx, carrier{in})
-	return s.opts.Tracer.Start(ctx, "extauthz.Check", trace.WithSpanKind(trace.SpanKindServer))
+	return s.opts.Tracer.Start(ctx, "extauthz.Check", serverSpan...)
 }
 
 func endSpan(span trace.Span, d *decision) {
+	if span == nil {
+		return
+	}
 	if span.IsRecording() {
 		span.SetAttributes(attribute.String("extauthz.decision", d.outcome.String()))
 		if d.policy != nil {

@@ -6,6 +6,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/extauthz/extauthz/pkg/tokencache"
 )
 
 // TestTracing joins the trace Envoy forwards in traceparent and records
@@ -14,10 +16,11 @@ func TestTracing(t *testing.T) {
 	f := newFixture(t, "")
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	f.srv.opts.Tracer = tp.Tracer("test")
-	if err := f.srv.Update(f.cfg); err != nil {
+	srv, err := New(Options{Config: f.cfg, Tokens: tokencache.New(tokencache.Options{MaxEntries: 10}), Tracer: tp.Tracer("test")})
+	if err != nil {
 		t.Fatal(err)
 	}
+	f.srv = srv
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 	req := checkRequest("orders", "h", "/", map[string]string{

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -19,7 +20,7 @@ import (
 // Options configure a Cache.
 type Options struct {
 	MaxEntries int              // bound on cached tokens
-	Now        func() time.Time // time.Now when nil
+	Now        func() time.Time // a coarse clock, a little ahead of time.Now, when nil
 	Logger     *zap.Logger
 	Metrics    *metrics.Metrics // metrics.Nop() when nil
 }
@@ -31,10 +32,13 @@ type Cache struct {
 	store    *memoryStore
 	negative *negativeCache
 	flight   singleflight.Group
-	now      func() time.Time
+	now      func() time.Time // coarse, for the hot path
+	exact    func() time.Time // for decisions at a token's expiry
 	log      *zap.Logger
 	m        *metrics.Metrics
 	counters lookupCounters
+
+	stopClock func() // stops the coarse clock, if Now is one
 
 	mu      sync.Mutex
 	redises map[string]*Redis        // by RedisOptions.Identity
@@ -44,8 +48,10 @@ type Cache struct {
 
 // New returns an empty Cache.
 func New(o Options) *Cache {
+	stop, exact := func() {}, o.Now
 	if o.Now == nil {
-		o.Now = time.Now
+		o.Now, stop = coarseClock(clockResolution)
+		exact = time.Now
 	}
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -54,16 +60,46 @@ func New(o Options) *Cache {
 		o.Metrics = metrics.Nop()
 	}
 	return &Cache{
-		store:    newMemoryStore(o.MaxEntries, o.Now),
-		negative: newNegativeCache(o.MaxEntries),
-		now:      o.Now,
-		log:      o.Logger,
-		m:        o.Metrics,
-		counters: newLookupCounters(o.Metrics),
-		redises:  map[string]*Redis{},
-		tiers:    map[string]*Shared{},
-		subs:     map[string]*redis.PubSub{},
+		store:     newMemoryStore(o.MaxEntries, o.Now),
+		negative:  newNegativeCache(o.MaxEntries),
+		now:       o.Now,
+		exact:     exact,
+		log:       o.Logger,
+		m:         o.Metrics,
+		counters:  newLookupCounters(o.Metrics),
+		redises:   map[string]*Redis{},
+		tiers:     map[string]*Shared{},
+		subs:      map[string]*redis.PubSub{},
+		stopClock: stop,
 	}
+}
+
+// clockResolution is how often the coarse clock reads the time.
+const clockResolution = 10 * time.Millisecond
+
+// coarseClock returns a clock that reads the time only every resolution
+// and reports it one resolution ahead, so that while its ticker keeps time
+// a token is taken for a little older than it is, never for younger.
+// Reading the system clock costs more than the rest of a cache hit on some
+// virtual machines. Decisions at a token's very expiry use the exact clock.
+func coarseClock(resolution time.Duration) (now func() time.Time, stop func()) {
+	var t atomic.Int64
+	t.Store(time.Now().Add(resolution).UnixNano())
+	done := make(chan struct{})
+	go func() {
+		tick := time.NewTicker(resolution)
+		defer tick.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case at := <-tick.C:
+				t.Store(at.Add(resolution).UnixNano())
+			}
+		}
+	}()
+	var once sync.Once
+	return func() time.Time { return time.Unix(0, t.Load()) }, func() { once.Do(func() { close(done) }) }
 }
 
 // lookupCounters are the lookup series, resolved once so that counting a
@@ -111,8 +147,9 @@ func (c *Cache) Shared(o RedisOptions, prefix string, encryptionKey []byte) (*Sh
 	return s, nil
 }
 
-// Close closes every Redis connection pool.
+// Close closes every Redis connection pool and stops the clock.
 func (c *Cache) Close() error {
+	c.stopClock()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	var errs []error
@@ -149,8 +186,13 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 		c.counters.memoryHit.Inc()
 		return t, FromMemory, nil
 	}
-	// Either no token, or one close to its expiry: it serves while its
-	// refresh is under way, so that a slow endpoint makes no one wait.
+	// Either no token, or one close to its expiry. Close to expiry, the
+	// exact clock decides: the coarse one may lag when the process starves.
+	if t != nil && !c.exact().Before(t.Expiry) {
+		t = nil
+	}
+	// A token close to its expiry serves while its refresh is under way, so
+	// that a slow endpoint makes no one wait.
 	if t != nil && t.refreshing.Load() {
 		c.counters.memoryStale.Inc()
 		return t, FromMemory, nil
@@ -165,6 +207,13 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 		return nil, 0, err
 	}
 	c.counters.memoryMiss.Inc()
+	return c.wait(ctx, e, key, creds, t)
+}
+
+// wait joins or starts the key's fetch and waits for it until ctx ends; old
+// is the token to fall back on while it has not expired. It is apart from
+// Token so that a hit does not pay for the closure's captures.
+func (c *Cache) wait(ctx context.Context, e *Endpoint, key Key, creds idp.Credentials, old *Token) (*Token, Source, error) {
 	ch := c.flight.DoChan(string(key.id[:]), func() (any, error) {
 		// The fetch outlives a caller that gives up, bounded by its own budget.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.Client.Budget())
@@ -183,9 +232,9 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 		err = ctx.Err()
 	}
 	// The endpoint could not give a new token: the old one serves until it expires.
-	if t != nil && c.now().Before(t.Expiry) {
+	if old != nil && c.exact().Before(old.Expiry) {
 		c.counters.memoryStale.Inc()
-		return t, FromMemory, nil
+		return old, FromMemory, nil
 	}
 	return nil, 0, err
 }

@@ -198,23 +198,18 @@ func NewEndpoint(o EndpointOptions) *Endpoint {
 	return &Endpoint{EndpointOptions: o, identity: sha256.Sum256([]byte(id))}
 }
 
-// Key returns the cache key of creds' token at e.
+// Key returns the cache key of creds' token at e. It hashes the endpoint's
+// identity, then each credential with its length, so that no two
+// credential pairs collide.
 func (e *Endpoint) Key(creds idp.Credentials) Key {
-	h := sha256.New()
-	h.Write(e.identity[:])
-	writeField(h, creds.ID)
-	writeField(h, creds.Secret.Reveal())
-	k := Key{endpoint: [8]byte(e.identity[:8]), client: clientHash(creds.ID)}
-	h.Sum(k.id[:0])
-	return k
-}
-
-// writeField writes s with its length, so that no two field lists collide.
-func writeField(h interface{ Write([]byte) (int, error) }, s string) {
-	var n [8]byte
-	binary.BigEndian.PutUint64(n[:], uint64(len(s)))
-	h.Write(n[:])
-	h.Write([]byte(s))
+	id, secret := creds.ID, creds.Secret.Reveal()
+	var stack [256]byte // usual credentials fit: no allocation
+	buf := append(stack[:0], e.identity[:]...)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(len(id)))
+	buf = append(buf, id...)
+	buf = binary.BigEndian.AppendUint64(buf, uint64(len(secret)))
+	buf = append(buf, secret...)
+	return Key{id: sha256.Sum256(buf), endpoint: [8]byte(e.identity[:8]), client: clientHash(id)}
 }
 
 // Source says where a token came from.
