@@ -36,8 +36,10 @@ test: tools deps ## Run every test with the race detector, then fuzz for FUZZTIM
 fuzz: ## Fuzz longer: make fuzz FUZZTIME=10m
 	@scripts/fuzz.sh $(FUZZTIME)
 
-bench: ## Run the benchmarks with allocation counts (BENCHTIME=1s)
+bench: build ## Benchmarks with allocation counts, then extauthz against a no-op server under load (bench/)
+	$(GO) build -o bin/noop ./bench/noop
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+	$(GO) run ./bench/load -bin $(BIN) -noop bin/noop
 
 fmt: ## Format every Go file
 	gofmt -w $$(git ls-files '*.go')

@@ -79,6 +79,9 @@ func Start(bin, config string) (*Process, error) {
 	}
 }
 
+// PID returns the process id.
+func (p *Process) PID() int { return p.cmd.Process.Pid }
+
 // Logs returns what the process has logged so far.
 func (p *Process) Logs() string { return p.logs.String() }
 

@@ -108,6 +108,8 @@ type Server struct {
 	Issuer   string
 
 	srv          *httptest.Server
+	fastKey      []byte // HS256 key when FastSigning
+	anyClient    *Client
 	requests     atomic.Int64
 	jwksRequests atomic.Int64
 	failed       atomic.Int64
@@ -132,6 +134,12 @@ type Options struct {
 	// ClientCAs, with TLS, requires every client to present a certificate
 	// signed by one of them (mutual TLS).
 	ClientCAs *x509.CertPool
+	// FastSigning signs tokens with HS256 instead of RS256, for load tests
+	// that fetch many tokens and verify none.
+	FastSigning bool
+	// AnyClient, when set, is the registration of every client id not
+	// added with AddClient.
+	AnyClient *Client
 }
 
 // sharedKey is generated once per process: RSA key generation is slow, and
@@ -148,7 +156,10 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now}
+	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now, anyClient: o.AnyClient}
+	if o.FastSigning {
+		s.fastKey = []byte(randomID())
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -258,6 +269,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	b := s.behavior
 	client, known := s.clients[id]
 	s.mu.Unlock()
+	if !known && s.anyClient != nil {
+		client, known = *s.anyClient, true
+	}
 
 	if b.Latency > 0 {
 		select {
@@ -375,7 +389,12 @@ func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, s
 	}
 	tok := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	tok.Header["kid"] = signer.kid
-	signed, err := tok.SignedString(key)
+	var signingKey any = key
+	if s.fastKey != nil {
+		tok = jwt.NewWithClaims(jwt.SigningMethodHS256, claims)
+		signingKey = s.fastKey
+	}
+	signed, err := tok.SignedString(signingKey)
 	if err != nil {
 		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
 		return

@@ -28,16 +28,17 @@ const (
 type header struct{ name, value string }
 
 // answer is everything an allow for one token under one policy repeats. It
-// is built once per token and policy and kept in the token's memo, so that a
-// cache hit builds nothing.
+// is built once per token and policy and kept in the token's memo, so that
+// a cache hit builds nothing.
 type answer struct {
-	headers   []header
-	hit, miss *authv3.CheckResponse
+	headers []header
+	ok      *authv3.OkHttpResponse
+	hit     *authv3.CheckResponse
 }
 
 // answer returns the decision's answer, building it on first use.
 func (d *decision) answer() *answer {
-	p, tok, clientID := d.policy, d.token, d.clientID
+	p, tok := d.policy, d.token
 	return tok.Memo(p, func() any {
 		a := &answer{headers: []header{{p.tokenHeader, p.tokenPrefix + tok.AccessToken.Reveal()}}}
 		for _, f := range p.forward {
@@ -47,39 +48,41 @@ func (d *decision) answer() *answer {
 			}
 			a.headers = append(a.headers, header{f.Name, v})
 		}
-		meta := map[string]string{metaPolicy: p.name, metaClientID: clientID}
-		if p.username != nil {
-			if u, ok := tok.Claims.Text(*p.username); ok && safeHeaderValue(u) {
-				meta[metaUsername] = u
-			}
-		}
-		ok := &authv3.OkHttpResponse{}
+		a.ok = &authv3.OkHttpResponse{}
 		for _, h := range a.headers {
-			ok.Headers = append(ok.Headers, headerOption(h.name, h.value))
+			a.ok.Headers = append(a.ok.Headers, headerOption(h.name, h.value))
 		}
 		if p.removeAuthorization {
-			ok.HeadersToRemove = []string{"authorization"}
+			a.ok.HeadersToRemove = []string{"authorization"}
 		}
-		build := func(cache string) *authv3.CheckResponse {
-			meta[metaTokenCache] = cache
-			return &authv3.CheckResponse{
-				Status:          &rpcstatus.Status{Code: int32(codes.OK)},
-				HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
-				DynamicMetadata: metadata(meta),
-			}
-		}
-		a.hit, a.miss = build("hit"), build("miss")
+		a.hit = d.build(a.ok, "hit")
 		return a
 	}).(*answer)
 }
 
-// response returns the CheckResponse for a hit or a miss. It is shared and
-// must not be changed.
-func (a *answer) response(hit bool) *authv3.CheckResponse {
-	if hit {
+// build returns an allow with ok and dynamic metadata whose token_cache is cache.
+func (d *decision) build(ok *authv3.OkHttpResponse, cache string) *authv3.CheckResponse {
+	meta := map[string]string{metaPolicy: d.policy.name, metaClientID: d.clientID, metaTokenCache: cache}
+	if d.policy.username != nil {
+		if u, found := d.token.Claims.Text(*d.policy.username); found && safeHeaderValue(u) {
+			meta[metaUsername] = u
+		}
+	}
+	return &authv3.CheckResponse{
+		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		DynamicMetadata: metadata(meta),
+	}
+}
+
+// response returns the CheckResponse of an allow: the shared one of a hit,
+// not to be changed, or one built for a miss, which happens once per token.
+func (d *decision) response() *authv3.CheckResponse {
+	a := d.answer()
+	if d.source.Hit() {
 		return a.hit
 	}
-	return a.miss
+	return d.build(a.ok, "miss")
 }
 
 // deniedResponse builds the CheckResponse of a denial.
@@ -132,13 +135,16 @@ var errorBodies = func() []string {
 
 func errorBody(o outcome) string { return errorBodies[o] }
 
+// noAppend is the append of every header option; shared, never changed.
+var noAppend = wrapperspb.Bool(false)
+
 // headerOption sets a header, replacing any header of that name: append is
 // false for old Envoys and append_action says the same for new ones.
 func headerOption(name, value string) *corev3.HeaderValueOption {
 	return &corev3.HeaderValueOption{
 		Header: &corev3.HeaderValue{Key: name, Value: value},
 		//lint:ignore SA1019 Envoys before append_action read only append; the SPEC asks for both.
-		Append:       wrapperspb.Bool(false),
+		Append:       noAppend,
 		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 	}
 }

@@ -116,7 +116,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	s.record(&d, start)
 	endSpan(span, &d)
 	if d.outcome == allow {
-		return d.answer().response(d.source.Hit()), nil
+		return d.response(), nil
 	}
 	return d.deniedResponse(), nil
 }

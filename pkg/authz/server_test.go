@@ -489,7 +489,7 @@ func TestMalformedCheckRequest(t *testing.T) {
 func TestConcurrentColdChecksMakeOneRequest(t *testing.T) {
 	f := newFixture(t, "")
 	f.idp.SetBehavior(testidp.Behavior{Latency: 50 * time.Millisecond})
-	const n = 500
+	const n = 1000
 	var wg sync.WaitGroup
 	codes := make(chan int, n)
 	for range n {

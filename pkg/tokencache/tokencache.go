@@ -54,7 +54,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -81,7 +80,7 @@ type Token struct {
 	Fetched     time.Time      // when the endpoint issued it
 	Expiry      time.Time      // the token's own end of validity
 	Claims      *claims.Claims // the decoded JWT payload; nil when the token is not a JWT
-	memo        sync.Map
+	memo        atomic.Pointer[memoEntry]
 	nextRefresh atomic.Int64 // UnixNano before which no refresh starts
 	refreshing  atomic.Bool  // a background refresh is under way
 }
@@ -112,11 +111,30 @@ func (t *Token) decodeClaims() {
 // that it is done once per token, not per request. key must be comparable
 // and should be a pointer owned by the caller.
 func (t *Token) Memo(key any, build func() any) any {
-	if v, ok := t.memo.Load(key); ok {
-		return v
+	head := t.memo.Load()
+	for e := head; e != nil; e = e.next {
+		if e.key == key {
+			return e.value
+		}
 	}
-	v, _ := t.memo.LoadOrStore(key, build())
-	return v
+	// A short list beats a map: a token is usually used by one policy.
+	e := &memoEntry{key: key, value: build(), next: head}
+	for !t.memo.CompareAndSwap(head, e) {
+		head = t.memo.Load()
+		for o := head; o != nil; o = o.next {
+			if o.key == key {
+				return o.value // built by another caller meanwhile
+			}
+		}
+		e.next = head
+	}
+	return e.value
+}
+
+// memoEntry is one value of a token's memo.
+type memoEntry struct {
+	key, value any
+	next       *memoEntry
 }
 
 // Store is a tier tokens are kept in: the in-process tier and the Redis
