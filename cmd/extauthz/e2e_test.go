@@ -109,18 +109,6 @@ func grpcurlPath(t *testing.T) string {
 	return p
 }
 
-func checkJSON(policy, authorization string) []byte {
-	headers := map[string]string{}
-	if authorization != "" {
-		headers["authorization"] = authorization
-	}
-	b, _ := json.Marshal(map[string]any{"attributes": map[string]any{
-		"contextExtensions": map[string]string{"policy": policy},
-		"request":           map[string]any{"http": map[string]any{"method": "GET", "host": "api.example.com", "path": "/orders", "headers": headers}},
-	}})
-	return b
-}
-
 // TestGrpcurl drives the built binary with grpcurl, as a user would.
 func TestGrpcurl(t *testing.T) {
 	grpcurl := grpcurlPath(t)
@@ -156,7 +144,7 @@ func TestGrpcurl(t *testing.T) {
 	}
 
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("orders-app:s3cret"))
-	allowed := call(checkJSON("orders", basic))
+	allowed := call(harness.CheckJSON("orders", basic))
 	headers := map[string]string{}
 	for _, h := range dig(allowed, "okResponse", "headers").([]any) {
 		hv := h.(map[string]any)
@@ -172,14 +160,14 @@ func TestGrpcurl(t *testing.T) {
 		t.Errorf("clientusername %v", got)
 	}
 
-	denied := call(checkJSON("orders", "Basic "+base64.StdEncoding.EncodeToString([]byte("orders-app:wrong"))))
+	denied := call(harness.CheckJSON("orders", "Basic "+base64.StdEncoding.EncodeToString([]byte("orders-app:wrong"))))
 	if code := dig(denied, "deniedResponse", "status", "code"); code != "Unauthorized" {
 		t.Errorf("wrong secret: status %v in %v", code, denied)
 	}
 	if body := dig(denied, "deniedResponse", "body"); body != `{"error":"invalid_client","error_description":"the authorization server rejected the client credentials"}` {
 		t.Errorf("wrong secret: body %v", body)
 	}
-	gw := call(checkJSON("gateway", ""))
+	gw := call(harness.CheckJSON("gateway", ""))
 	if dig(gw, "okResponse") == nil {
 		t.Errorf("gateway mode: %v", gw)
 	}
@@ -283,32 +271,6 @@ func dig(v any, path ...string) any {
 	return v
 }
 
-// kubeSecret lays out a mounted Kubernetes Secret, swapping it atomically
-// through the ..data symlink as the kubelet does on every update.
-func kubeSecret(t *testing.T, dir string, version int, data map[string]string) {
-	t.Helper()
-	stamp := fmt.Sprintf("..2026_11_25_%02d", version)
-	if err := os.MkdirAll(filepath.Join(dir, stamp), 0o700); err != nil {
-		t.Fatal(err)
-	}
-	for k, v := range data {
-		if err := os.WriteFile(filepath.Join(dir, stamp, k), []byte(v), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := os.Lstat(filepath.Join(dir, k)); os.IsNotExist(err) {
-			if err := os.Symlink(filepath.Join("..data", k), filepath.Join(dir, k)); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	if err := os.Symlink(stamp, filepath.Join(dir, "..data_tmp")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // TestLiveReload changes the configuration and rotates a mounted secret
 // under the running binary while Checks go on: valid changes take effect
 // without a restart, an invalid one is refused, and no Check fails.
@@ -322,7 +284,9 @@ func TestLiveReload(t *testing.T) {
 	idp.AddClient("gw", testidp.Client{Secret: "gw-s3cret"})
 
 	dir := t.TempDir()
-	kubeSecret(t, filepath.Join(dir, "secrets", "gateway-idp"), 1, map[string]string{"clientID": "gw\n", "clientSecret": "gw-s3cret\n"})
+	if err := harness.MountSecret(filepath.Join(dir, "secrets", "gateway-idp"), 1, map[string]string{"clientID": "gw\n", "clientSecret": "gw-s3cret\n"}); err != nil {
+		t.Fatal(err)
+	}
 	cfgPath := filepath.Join(dir, "config.yaml")
 	base := fmt.Sprintf(e2eConfig, idp.TokenURL)
 	write := func(content string) {
@@ -405,7 +369,9 @@ func TestLiveReload(t *testing.T) {
 	// The IdP and the mounted Secret rotate the gateway's secret: the next
 	// token is fetched with the new one.
 	idp.AddClient("gw", testidp.Client{Secret: "gw-n3w-s3cret"})
-	kubeSecret(t, filepath.Join(dir, "secrets", "gateway-idp"), 2, map[string]string{"clientID": "gw\n", "clientSecret": "gw-n3w-s3cret\n"})
+	if err := harness.MountSecret(filepath.Join(dir, "secrets", "gateway-idp"), 2, map[string]string{"clientID": "gw\n", "clientSecret": "gw-n3w-s3cret\n"}); err != nil {
+		t.Fatal(err)
+	}
 	waitFor("the rotated secret", func() bool {
 		resp, err := check("gateway", "")
 		return err == nil && resp.GetOkResponse() != nil && resp.GetDynamicMetadata().GetFields()["token_cache"].GetStringValue() == "miss"
@@ -538,7 +504,7 @@ func TestAdminAPI(t *testing.T) {
 
 	basic := "Basic " + base64.StdEncoding.EncodeToString([]byte("orders-app:s3cret"))
 	checkOut := func() string {
-		out, err := harness.Grpcurl(ctx, grpcurl, checkJSON("orders", basic), "-plaintext", "-d", "@", e.proc.GRPCAddress, "envoy.service.auth.v3.Authorization/Check")
+		out, err := harness.Grpcurl(ctx, grpcurl, harness.CheckJSON("orders", basic), "-plaintext", "-d", "@", e.proc.GRPCAddress, "envoy.service.auth.v3.Authorization/Check")
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -106,7 +106,7 @@ func run(bin, grpcurl string) error {
 	}
 	ctx := context.Background()
 	for i, sc := range scenarios {
-		req := checkRequest(sc.policy, sc.authorization)
+		req := harness.CheckJSON(sc.policy, sc.authorization)
 		fmt.Printf("== %d. %s\n$ grpcurl -plaintext -d '%s' %s envoy.service.auth.v3.Authorization/Check\n", i+1, sc.title, req, proc.GRPCAddress)
 		out, err := harness.Grpcurl(ctx, grpcurl, req, "-plaintext", "-d", "@", proc.GRPCAddress, "envoy.service.auth.v3.Authorization/Check")
 		if err != nil {
@@ -127,18 +127,6 @@ func run(bin, grpcurl string) error {
 
 func basic(id, secret string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":"+secret))
-}
-
-func checkRequest(policy, authorization string) []byte {
-	headers := map[string]string{}
-	if authorization != "" {
-		headers["authorization"] = authorization
-	}
-	b, _ := json.Marshal(map[string]any{"attributes": map[string]any{
-		"contextExtensions": map[string]string{"policy": policy},
-		"request":           map[string]any{"http": map[string]any{"method": "GET", "host": "api.example.com", "path": "/orders", "headers": headers}},
-	}})
-	return b
 }
 
 // checkResponse is the part of grpcurl's JSON the demo prints.

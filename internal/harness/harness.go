@@ -114,6 +114,51 @@ func (p *Process) Kill() {
 	}
 }
 
+// CheckJSON is a CheckRequest as grpcurl takes it, for the policy and, when
+// set, an Authorization header.
+func CheckJSON(policy, authorization string) []byte {
+	headers := map[string]string{}
+	if authorization != "" {
+		headers["authorization"] = authorization
+	}
+	b, _ := json.Marshal(map[string]any{"attributes": map[string]any{
+		"contextExtensions": map[string]string{"policy": policy},
+		"request":           map[string]any{"http": map[string]any{"method": "GET", "host": "api.example.com", "path": "/orders", "headers": headers}},
+	}})
+	return b
+}
+
+// MountSecret lays out a Kubernetes Secret volume in dir as the kubelet
+// does: each key a symlink into ..data, itself a symlink to a timestamped
+// directory, swapped atomically when version changes. data holds every key.
+func MountSecret(dir string, version int, data map[string]string) error {
+	stamp := fmt.Sprintf("..2026_11_25_%02d", version)
+	if err := os.MkdirAll(filepath.Join(dir, stamp), 0o700); err != nil {
+		return err
+	}
+	for k, v := range data {
+		if err := os.WriteFile(filepath.Join(dir, stamp, k), []byte(v), 0o600); err != nil {
+			return err
+		}
+		if _, err := os.Lstat(filepath.Join(dir, k)); os.IsNotExist(err) {
+			if err := os.Symlink(filepath.Join("..data", k), filepath.Join(dir, k)); err != nil {
+				return err
+			}
+		}
+	}
+	tmp := filepath.Join(dir, "..data_tmp")
+	if err := os.Symlink(stamp, tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
+		return err
+	}
+	if version > 1 {
+		return os.RemoveAll(filepath.Join(dir, fmt.Sprintf("..2026_11_25_%02d", version-1)))
+	}
+	return nil
+}
+
 // Grpcurl runs grpcurl with args, giving it stdin, and returns its standard
 // output; an error carries standard error.
 func Grpcurl(ctx context.Context, grpcurl string, stdin []byte, args ...string) ([]byte, error) {

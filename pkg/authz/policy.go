@@ -170,20 +170,7 @@ func sharedTier(s *config.StoreCompiled, tokens Tokens) (*tokencache.Shared, err
 	if s == nil || s.Redis == nil {
 		return nil, nil
 	}
-	r := s.Redis
-	return tokens.Shared(tokencache.RedisOptions{
-		Mode:             r.Mode,
-		Endpoints:        r.Endpoints,
-		Username:         r.Username,
-		Password:         r.Password,
-		Database:         r.Database,
-		TLS:              r.TLS,
-		MasterSet:        r.MasterSet,
-		SentinelUsername: r.SentinelUsername,
-		SentinelPassword: r.SentinelPassword,
-		Timeout:          r.Timeout,
-		Identity:         r.Identity,
-	}, s.KeyPrefix, []byte(s.EncryptionKey.Reveal()))
+	return tokens.Shared(s.Redis, s.KeyPrefix, []byte(s.EncryptionKey.Reveal()))
 }
 
 // close releases what the state holds once no request uses it any more.

@@ -32,7 +32,7 @@ import (
 // Tokens is what the server needs of a token cache.
 type Tokens interface {
 	Token(ctx context.Context, e *tokencache.Endpoint, key tokencache.Key, creds idp.Credentials) (*tokencache.Token, tokencache.Source, error)
-	Shared(o tokencache.RedisOptions, prefix string, encryptionKey []byte) (*tokencache.Shared, error)
+	Shared(r *config.RedisCompiled, prefix string, encryptionKey []byte) (*tokencache.Shared, error)
 	Purge(ctx context.Context, r tokencache.PurgeRequest) (tokencache.Purged, error)
 }
 

@@ -2,43 +2,19 @@ package config
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/extauthz/extauthz/internal/harness"
 )
 
-// mountSecret lays out a Kubernetes Secret volume: each key a symlink into
-// ..data, itself a symlink to a timestamped directory, swapped atomically
-// on update as the kubelet does.
 func mountSecret(t *testing.T, dir string, version int, data map[string]string) {
 	t.Helper()
-	stamp := fmt.Sprintf("..2026_11_25_%02d", version)
-	if err := os.MkdirAll(filepath.Join(dir, stamp), 0o700); err != nil {
+	if err := harness.MountSecret(dir, version, data); err != nil {
 		t.Fatal(err)
-	}
-	for k, v := range data {
-		if err := os.WriteFile(filepath.Join(dir, stamp, k), []byte(v), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		link := filepath.Join(dir, k)
-		if _, err := os.Lstat(link); os.IsNotExist(err) {
-			if err := os.Symlink(filepath.Join("..data", k), link); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	tmp := filepath.Join(dir, "..data_tmp")
-	if err := os.Symlink(stamp, tmp); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, "..data")); err != nil {
-		t.Fatal(err)
-	}
-	if version > 1 {
-		_ = os.RemoveAll(filepath.Join(dir, fmt.Sprintf("..2026_11_25_%02d", version-1)))
 	}
 }
 

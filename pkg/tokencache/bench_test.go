@@ -9,6 +9,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
@@ -37,7 +38,7 @@ func BenchmarkTierGet(b *testing.B) {
 		key  []byte
 	}{{"redis", nil}, {"redis-encrypted", make([]byte, 32)}} {
 		b.Run(bc.name, func(b *testing.B) {
-			r, err := newRedis(RedisOptions{Mode: ModeSingle, Endpoints: []string{server.Addr}, Timeout: time.Second}, zap.NewNop(), metrics.Nop(), time.Now)
+			r, err := newRedis(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second}, zap.NewNop(), metrics.Nop(), time.Now)
 			if err != nil {
 				b.Fatal(err)
 			}

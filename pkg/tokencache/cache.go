@@ -13,6 +13,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
+	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 )
@@ -41,7 +42,7 @@ type Cache struct {
 	stopClock func() // stops the coarse clock, if Now is one
 
 	mu      sync.Mutex
-	redises map[string]*Redis        // by RedisOptions.Identity
+	redises map[string]*Redis        // by config.RedisCompiled.Identity
 	tiers   map[string]*Shared       // a tier per Redis pool and prefix, for purges
 	subs    map[string]*redis.PubSub // purge subscriptions, by the same
 }
@@ -122,9 +123,9 @@ func newLookupCounters(m *metrics.Metrics) lookupCounters {
 }
 
 // Shared returns a Redis tier with the given key prefix and encryption key
-// (empty for none). Tiers whose options have the same Identity share one
-// connection pool.
-func (c *Cache) Shared(o RedisOptions, prefix string, encryptionKey []byte) (*Shared, error) {
+// (empty for none). Tiers whose connections have the same Identity share
+// one connection pool.
+func (c *Cache) Shared(o *config.RedisCompiled, prefix string, encryptionKey []byte) (*Shared, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	r := c.redises[o.Identity]

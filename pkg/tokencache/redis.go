@@ -5,7 +5,6 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
-	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -18,35 +17,10 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
-
-// Redis modes.
-const (
-	ModeSingle   = "single"
-	ModeCluster  = "cluster"
-	ModeSentinel = "sentinel"
-)
-
-// RedisOptions say how to reach Redis. The mode is never guessed from the
-// number of endpoints.
-type RedisOptions struct {
-	Mode             string
-	Endpoints        []string
-	Username         string
-	Password         secret.Value
-	Database         int
-	TLS              *tls.Config
-	MasterSet        string
-	SentinelUsername string
-	SentinelPassword secret.Value
-	// Timeout bounds every Redis call, so that a slow Redis cannot hold a
-	// Check past Envoy's deadline.
-	Timeout time.Duration
-	// Identity is equal for options that may share one client.
-	Identity string
-}
 
 // RedisLogger adapts log for go-redis's own messages (sentinel discoveries,
 // pool events), so that they leave the process as structured debug lines
@@ -88,14 +62,14 @@ type Redis struct {
 // ErrRedisDown reports a call skipped because Redis is marked down.
 var ErrRedisDown = errors.New("redis is marked down")
 
-func newRedis(o RedisOptions, log *zap.Logger, m *metrics.Metrics, now func() time.Time) (*Redis, error) {
+func newRedis(o *config.RedisCompiled, log *zap.Logger, m *metrics.Metrics, now func() time.Time) (*Redis, error) {
 	timeout := o.Timeout
 	if timeout <= 0 {
 		timeout = 50 * time.Millisecond
 	}
 	var client redis.UniversalClient
 	switch o.Mode {
-	case ModeSingle:
+	case config.RedisSingle:
 		if len(o.Endpoints) != 1 {
 			return nil, fmt.Errorf("redis: single mode takes one endpoint, got %d", len(o.Endpoints))
 		}
@@ -104,13 +78,13 @@ func newRedis(o RedisOptions, log *zap.Logger, m *metrics.Metrics, now func() ti
 			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, PoolTimeout: timeout,
 			MaxRetries: -1, ContextTimeoutEnabled: true, DisableIdentity: true,
 		})
-	case ModeCluster:
+	case config.RedisCluster:
 		client = redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: o.Endpoints, Username: o.Username, Password: o.Password.Reveal(), TLSConfig: o.TLS,
 			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, PoolTimeout: timeout,
 			MaxRetries: -1, ContextTimeoutEnabled: true, DisableIdentity: true,
 		})
-	case ModeSentinel:
+	case config.RedisSentinel:
 		client = redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName: o.MasterSet, SentinelAddrs: o.Endpoints,
 			SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword.Reveal(),

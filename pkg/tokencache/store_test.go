@@ -14,6 +14,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
@@ -24,19 +25,19 @@ const jwtLike = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhcHAifQ.c2ln"
 
 // topologies starts every Redis deployment the Redis tier supports and
 // returns options for each. Starting them takes about six seconds.
-func topologies(t *testing.T) map[string]RedisOptions {
+func topologies(t *testing.T) map[string]*config.RedisCompiled {
 	t.Helper()
 	single := redistest.Single(t)
 	acl := redistest.ACL(t)
 	tlsServer, tlsFiles := redistest.TLSServer(t)
 	cluster := redistest.StartCluster(t)
 	sentinels := redistest.StartSentinels(t)
-	return map[string]RedisOptions{
-		"single":   {Mode: ModeSingle, Endpoints: []string{single.Addr}},
-		"acl":      {Mode: ModeSingle, Endpoints: []string{acl.Addr}, Username: redistest.ACLUser, Password: secret.New(redistest.ACLPassword)},
-		"tls":      {Mode: ModeSingle, Endpoints: []string{tlsServer.Addr}, TLS: tlsFiles.ClientConfig(t)},
-		"cluster":  {Mode: ModeCluster, Endpoints: cluster.Addrs()},
-		"sentinel": {Mode: ModeSentinel, Endpoints: sentinels.Addrs(), MasterSet: redistest.MasterSet},
+	return map[string]*config.RedisCompiled{
+		"single":   {Mode: config.RedisSingle, Endpoints: []string{single.Addr}},
+		"acl":      {Mode: config.RedisSingle, Endpoints: []string{acl.Addr}, Username: redistest.ACLUser, Password: secret.New(redistest.ACLPassword)},
+		"tls":      {Mode: config.RedisSingle, Endpoints: []string{tlsServer.Addr}, TLS: tlsFiles.ClientConfig(t)},
+		"cluster":  {Mode: config.RedisCluster, Endpoints: cluster.Addrs()},
+		"sentinel": {Mode: config.RedisSentinel, Endpoints: sentinels.Addrs(), MasterSet: redistest.MasterSet},
 	}
 }
 
@@ -262,7 +263,7 @@ func TestRedisTokensAreVerified(t *testing.T) {
 	defer verifier.Close()
 	cache := New(Options{MaxEntries: 10})
 	defer cache.Close()
-	shared, err := cache.Shared(RedisOptions{Mode: ModeSingle, Endpoints: []string{server.Addr}, Timeout: time.Second, Identity: "x"}, "verify:", nil)
+	shared, err := cache.Shared(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second, Identity: "x"}, "verify:", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
