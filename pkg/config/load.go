@@ -13,6 +13,8 @@ import (
 	"strings"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/extauthz/extauthz/pkg/secret"
 )
 
 // MaxFileBytes bounds the configuration file.
@@ -44,7 +46,7 @@ func (p *Problem) Error() string {
 // Load reads, decodes, validates and compiles the configuration in path. Its
 // error joins every Problem found (see errors.Join).
 func Load(path string) (*Config, error) {
-	data, err := readLimited(path)
+	data, err := secret.ReadFile(path, MaxFileBytes)
 	if err != nil {
 		return nil, err
 	}

@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
 	"sort"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/extauthz/extauthz/pkg/secret"
 )
 
 // Traefik API groups whose Middleware kind is read.
@@ -48,7 +49,7 @@ func (l *loader) policyFiles(cfg *Config) {
 // middlewares reads one file of Traefik manifests, one YAML document each.
 func (l *loader) middlewares(file string, cfg *Config) {
 	l.file = file
-	data, err := readLimited(file)
+	data, err := secret.ReadFile(file, MaxFileBytes)
 	if err != nil {
 		l.problem(0, "", "%v", err)
 		return
@@ -150,20 +151,4 @@ func child(n *yaml.Node, keys ...string) *yaml.Node {
 		n = next
 	}
 	return n
-}
-
-func readLimited(file string) ([]byte, error) {
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > MaxFileBytes {
-		return nil, fmt.Errorf("more than %d bytes", MaxFileBytes)
-	}
-	return data, nil
 }

@@ -104,7 +104,7 @@ func (r *Resolver) Resolve(s string) (Value, error) {
 	}
 	path := filepath.Join(r.Dir, name, key)
 	r.files = append(r.files, path)
-	data, err := readFile(path)
+	data, err := ReadFile(path, MaxFileBytes)
 	if err != nil {
 		return Value{}, fmt.Errorf("secret %s: %w", s, err)
 	}
@@ -148,18 +148,20 @@ func ParseRef(ref string) (name, key string, err error) {
 	return "", "", fmt.Errorf("%w %q: want urn:k8s:secret:<name>:<key>%s", ErrMalformedRef, ref, hint)
 }
 
-func readFile(path string) ([]byte, error) {
+// ReadFile reads a file of at most limit bytes, refusing a larger one
+// without reading it all. Configuration and secret files are read with it.
+func ReadFile(path string, limit int) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	data, err := io.ReadAll(io.LimitReader(f, int64(limit)+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(data) > MaxFileBytes {
-		return nil, fmt.Errorf("%s: more than %d bytes", path, MaxFileBytes)
+	if len(data) > limit {
+		return nil, fmt.Errorf("more than %d bytes", limit)
 	}
 	return data, nil
 }
