@@ -171,8 +171,14 @@ func (c *Cache) Len() int { return c.store.len() }
 // ErrExpired reports a token that the endpoint handed out already expired.
 var ErrExpired = errors.New("the token endpoint issued a token that has already expired")
 
-// lockPoll is how often a replica waiting for another's fetch looks for its value.
-const lockPoll = 10 * time.Millisecond
+// lockPoll is how often a replica waiting for another's fetch looks for its
+// value, and lockPatience how long it waits before fetching itself: a cold
+// burst makes one token request fleet-wide as long as the IdP answers
+// within lockPatience.
+const (
+	lockPoll     = 10 * time.Millisecond
+	lockPatience = time.Second
+)
 
 // Token returns the token for creds at e and where it came from. key must
 // be e.Key(creds). The error is the endpoint's (*idp.Error), ErrExpired, or
@@ -348,7 +354,12 @@ func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, newerThan 
 		}
 		return t, nil
 	}
-	for {
+	// A holder that dies, or cannot write its token while Redis is
+	// failing over or moving slots, leaves its lock for lockTTL: a waiter
+	// fetches the token itself after lockPatience rather than fail its callers.
+	patience := time.NewTimer(lockPatience)
+	defer patience.Stop()
+	for first := true; ; first = false {
 		t, err := usable()
 		if t != nil {
 			c.counters.redisHit.Inc()
@@ -357,7 +368,9 @@ func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, newerThan 
 		if err != nil {
 			return nil, nil
 		}
-		c.counters.redisMiss.Inc()
+		if first {
+			c.counters.redisMiss.Inc()
+		}
 		unlock, err := sh.Lock(ctx, key, lockTTL)
 		switch {
 		case err == nil:
@@ -374,6 +387,10 @@ func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, newerThan 
 		select {
 		case <-ctx.Done():
 			timer.Stop()
+			return nil, nil
+		case <-patience.C:
+			timer.Stop()
+			c.log.Debug("another replica's token request is late; fetching the token here")
 			return nil, nil
 		case <-timer.C:
 		}

@@ -244,10 +244,13 @@ func (s *Shared) Lock(ctx context.Context, k Key, ttl time.Duration) (unlock fun
 	if !ok {
 		return nil, ErrLocked
 	}
+	// Releasing a lock this replica holds is tried even while Redis is
+	// marked down, since the write that marked it down may have been the
+	// last, and a lock left behind makes other replicas wait.
 	return func() {
-		_ = s.redis.call(context.Background(), func(ctx context.Context) error {
-			return unlockScript.Run(ctx, s.redis.client, []string{lk}, token).Err()
-		})
+		ctx, cancel := context.WithTimeout(context.Background(), s.redis.timeout)
+		defer cancel()
+		_ = unlockScript.Run(ctx, s.redis.client, []string{lk}, token).Err()
 	}, nil
 }
 

@@ -285,3 +285,38 @@ func TestRedisTokensAreVerified(t *testing.T) {
 		t.Error("the forged value was not overwritten")
 	}
 }
+
+// TestAbandonedLock leaves the fleet-wide lock held by a replica that never
+// writes its token: another replica must fetch the token itself rather
+// than fail its callers until the lock expires.
+func TestAbandonedLock(t *testing.T) {
+	server := redistest.Single(t)
+	s, err := testidp.New(testidp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	s.AddClient("app", testidp.Client{Secret: "s3cret"})
+	client, err := idp.NewClient(idp.Options{URL: s.TokenURL, Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := New(Options{MaxEntries: 10})
+	defer cache.Close()
+	shared, err := cache.Shared(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second}, "abandoned:", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEndpoint(EndpointOptions{Client: client, Shared: shared})
+	creds := idp.Credentials{ID: "app", Secret: secret.New("s3cret")}
+	key := e.Key(creds)
+	if _, err := shared.Lock(context.Background(), key, time.Minute); err != nil { // held for a minute, never released
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	tok, src, err := cache.Token(ctx, e, key, creds)
+	if err != nil || tok == nil || src != FromEndpoint {
+		t.Fatalf("behind an abandoned lock: %v, %v", src, err)
+	}
+}

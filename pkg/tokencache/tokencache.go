@@ -42,7 +42,8 @@
 // With a Redis tier (Shared) the in-process tier stays in front: a local miss
 // reads Redis, and a Redis miss takes a short fleet-wide lock (SET NX PX)
 // so that one replica asks the endpoint while the others wait for its value
-// in Redis, and fetch themselves if the holder disappears. Refreshes take the
+// in Redis, and fetch themselves if it does not come within a second (the
+// holder died, or could not write it). Refreshes take the
 // same lock, so one replica refreshes for the fleet. Redis entries live as
 // long as their token; values carry a format byte and, with an encryption
 // key, are sealed with AES-256-GCM bound to their Redis key. Every Redis call
