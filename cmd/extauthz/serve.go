@@ -8,14 +8,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/redis/go-redis/v9"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracegrpc"
@@ -28,6 +26,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
 	"github.com/extauthz/extauthz/pkg/admin"
@@ -35,7 +34,6 @@ import (
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
-	adminv1 "github.com/extauthz/extauthz/proto/extauthz/admin/v1"
 )
 
 // shutdownTimeout bounds how long in-flight Checks may take to finish after
@@ -127,12 +125,18 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 
+	var ready atomic.Bool
+	adminSrv := admin.NewServer(admin.Options{Authz: srv, Registry: registry, Ready: ready.Load, Logger: log, Auth: adminAuth(cfg)})
+	if a := adminAuth(cfg); a.Open() {
+		log.Warn("the admin API has no server.admin.token or server.admin.tls.clientCA: it answers only callers on loopback")
+	}
+
 	var refused atomic.Int64 // configurations that failed to load or apply
 	watcher, err := config.NewWatcher(config.WatcherOptions{
 		Path:    *path,
 		Current: cfg,
 		Apply: func(next *config.Config) error {
-			if err := reload(log, level, cfg, next, srv); err != nil {
+			if err := reload(log, level, cfg, next, srv, adminSrv); err != nil {
 				return err
 			}
 			m.ConfigReloads.WithLabelValues("applied").Inc()
@@ -168,7 +172,16 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		}
 	}
 
-	gs := grpc.NewServer()
+	gs := grpc.NewServer(
+		grpc.MaxRecvMsgSize(cfg.Server.GRPC.MaxRequestBytes),
+		grpc.MaxConcurrentStreams(uint32(cfg.Server.GRPC.MaxConcurrentStreams)),
+		// Envoy keeps its connections for long: pings no more often than
+		// every 5 s are welcome, and a peer that stops answering ours is dropped.
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.ChainUnaryInterceptor(srv.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(srv.StreamInterceptor),
+	)
 	authv3.RegisterAuthorizationServer(gs, srv)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -176,12 +189,17 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	hs.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	hs.SetServingStatus(authv3.Authorization_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
 
-	var ready atomic.Bool
-	adminSrv := newAdminServer(&ready, registry, srv, log)
-
 	// httpSrv serves HTTP mode; with no listener it is never started and
 	// its Shutdown returns at once.
-	httpSrv := &http.Server{Handler: srv, ReadHeaderTimeout: 5 * time.Second}
+	httpSrv := &http.Server{
+		Handler:           srv,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      authz.HTTPCheckTimeout + 5*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    cfg.Server.HTTP.MaxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(log.Named("http")),
+	}
 	httpAddr := ""
 
 	errc := make(chan error, 3)
@@ -250,19 +268,23 @@ wait:
 }
 
 // reload puts a new configuration into service. What only a restart can
-// change (listening addresses, the in-process tier's size, the log format)
-// is reported and kept as it was.
-func reload(log *zap.Logger, level zap.AtomicLevel, started, next *config.Config, srv *authz.Server) error {
+// change (listening addresses and server limits, whether the admin address
+// serves TLS, the in-process tier's size, the log format) is reported and
+// kept as it was.
+func reload(log *zap.Logger, level zap.AtomicLevel, started, next *config.Config, srv *authz.Server, adminSrv *admin.Server) error {
 	if err := srv.Update(next); err != nil {
 		return err
 	}
 	if l, err := zapcore.ParseLevel(next.Log.Level); err == nil {
 		level.SetLevel(l)
 	}
-	if *started.Server.HTTPAddress != *next.Server.HTTPAddress || started.Server.GRPCAddress != next.Server.GRPCAddress ||
-		started.Server.AdminAddress != next.Server.AdminAddress || started.Store.MaxEntries != next.Store.MaxEntries ||
+	adminTLS := adminSrv.Update(adminAuth(next))
+	a, b := started.Server, next.Server
+	if *a.HTTPAddress != *b.HTTPAddress || a.GRPCAddress != b.GRPCAddress || a.AdminAddress != b.AdminAddress ||
+		a.GRPC != b.GRPC || a.HTTP.MaxHeaderBytes != b.HTTP.MaxHeaderBytes || !adminTLS ||
+		started.Store.MaxEntries != next.Store.MaxEntries ||
 		started.Log.Format != next.Log.Format || started.Tracing.Endpoint != next.Tracing.Endpoint {
-		log.Warn("server addresses, store.maxEntries, log.format and tracing change only with a restart")
+		log.Warn("server addresses and limits, TLS on the admin address, store.maxEntries, log.format and tracing change only with a restart")
 	}
 	for _, w := range next.Warnings {
 		log.Warn("configuration", zap.String("warning", w))
@@ -298,43 +320,10 @@ func newTracer(ctx context.Context, c config.Tracing) (trace.Tracer, func(), err
 	return tp.Tracer("github.com/extauthz/extauthz"), stop, nil
 }
 
-// newAdminServer serves /metrics, /healthz, /readyz and, over unencrypted
-// HTTP/2 on the same address, the admin gRPC API with reflection.
-func newAdminServer(ready *atomic.Bool, registry *prometheus.Registry, srv *authz.Server, log *zap.Logger) *http.Server {
-	gs := grpc.NewServer()
-	adminv1.RegisterAdminServer(gs, admin.New(srv, log))
-	reflection.Register(gs)
-	mux := adminHandler(ready, registry)
-	var protocols http.Protocols
-	protocols.SetHTTP1(true)
-	protocols.SetUnencryptedHTTP2(true)
-	return &http.Server{
-		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
-				gs.ServeHTTP(w, r)
-				return
-			}
-			mux.ServeHTTP(w, r)
-		}),
-		Protocols:         &protocols,
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-}
-
-func adminHandler(ready *atomic.Bool, registry *prometheus.Registry) http.Handler {
-	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(registry, promhttp.HandlerOpts{Registry: registry}))
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprintln(w, "ok")
-	})
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if !ready.Load() {
-			http.Error(w, "not ready", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ok")
-	})
-	return mux
+// adminAuth is who may call the admin API under cfg.
+func adminAuth(cfg *config.Config) admin.Auth {
+	c := cfg.Server.Compiled
+	return admin.Auth{Token: c.AdminToken, ClientCA: c.AdminClientCA, TLS: c.AdminTLS}
 }
 
 // newLogger writes to standard error at level, which a reload may change.

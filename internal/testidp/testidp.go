@@ -111,6 +111,8 @@ type Server struct {
 	fastKey      []byte // HS256 key when FastSigning
 	anyClient    *Client
 	requests     atomic.Int64
+	inflight     atomic.Int64 // token requests being answered
+	peak         atomic.Int64 // the most answered at once
 	jwksRequests atomic.Int64
 	failed       atomic.Int64
 	jtis         sync.Map // assertion ids seen, to refuse replays
@@ -237,6 +239,9 @@ func (s *Server) JWKSRequests() int64 { return s.jwksRequests.Load() }
 // Requests counts token requests received.
 func (s *Server) Requests() int64 { return s.requests.Load() }
 
+// PeakConcurrency returns the most token requests it was answering at once.
+func (s *Server) PeakConcurrency() int64 { return s.peak.Load() }
+
 // Log returns every token request received, oldest first.
 func (s *Server) Log() []Request {
 	s.mu.Lock()
@@ -246,6 +251,9 @@ func (s *Server) Log() []Request {
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.requests.Add(1)
+	for n, p := s.inflight.Add(1), s.peak.Load(); n > p && !s.peak.CompareAndSwap(p, n); p = s.peak.Load() {
+	}
+	defer s.inflight.Add(-1)
 	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 	if err := r.ParseForm(); err != nil {
 		oauthError(w, http.StatusBadRequest, "invalid_request", "bad form")

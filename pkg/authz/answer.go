@@ -110,13 +110,13 @@ func (d *decision) deniedResponse() *authv3.CheckResponse {
 	}
 }
 
-// denialHeaders returns WWW-Authenticate for a 401 and Retry-After for a 503 when known.
+// denialHeaders returns WWW-Authenticate for a 401, and Retry-After when known.
 func (d *decision) denialHeaders() []header {
 	var hs []header
 	if outcomes[d.outcome].status == 401 && d.policy != nil {
 		hs = append(hs, header{"www-authenticate", d.policy.realm})
 	}
-	if d.outcome == denyTemporarilyUnavailable && d.retryAfter > 0 {
+	if d.retryAfter > 0 {
 		secs := int64((d.retryAfter + 999_999_999) / 1_000_000_000) // round up
 		hs = append(hs, header{"retry-after", strconv.FormatInt(secs, 10)})
 	}

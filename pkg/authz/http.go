@@ -1,38 +1,59 @@
 package authz
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"strings"
 	"time"
+
+	"github.com/extauthz/extauthz/pkg/urlpath"
 )
 
-// HTTP mode headers.
-const (
-	// PolicyHeader names the policy when the path does not. The proxy in
-	// front must set it (overwriting what a caller sent), or callers could
-	// choose their own policy.
-	PolicyHeader = "X-Extauthz-Policy"
-	// policyPathPrefix starts a path that names the policy: /policy/<name>/…
-	policyPathPrefix = "/policy/"
+// policyPathPrefix starts a path that names the policy: /policy/<name>/…
+const policyPathPrefix = "/policy/"
+
+// HTTPCheckTimeout bounds one HTTP-mode check, waiting on the token endpoint
+// included: proxies send auth requests without a deadline of their own.
+const HTTPCheckTimeout = 30 * time.Second
+
+// Why an HTTP-mode request is refused before a policy is selected.
+var (
+	errPolicyPathChanged = errors.New("the path names a policy, but its dot segments lead elsewhere")
+	errPathHeaders       = errors.New("the original path is given more than once, with different values")
+	errPolicyHeaders     = errors.New("the policy header is given more than once")
 )
 
 // ServeHTTP is the HTTP authorization mode, for Envoy's http_service, Istio's
-// envoyExtAuthzHttp, nginx auth_request and Traefik forwardAuth: any request
-// is a check. The policy comes from a path /policy/<name>, else the
-// X-Extauthz-Policy header, else the routes and default policy, matched on
-// X-Forwarded-Host and X-Forwarded-Uri (or X-Original-URI) when present. An
+// envoyExtAuthzHttp, nginx auth_request, Traefik forwardAuth and Caddy
+// forward_auth: any request is a check. The policy comes from a path
+// /policy/<name>, else from the header server.http.policyHeader names (when
+// it names one), else from the routes and the default policy, matched on
+// X-Forwarded-Host and X-Forwarded-Uri (or X-Original-URI) when present.
+// Every path is normalized first, and an ambiguous one is denied 400. An
 // allow is 200 with the token and claim headers; a denial has the status,
 // headers and JSON body of the outcomes table.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	in := httpInput{r: r, policy: r.Header.Get(PolicyHeader)}
-	if rest, ok := strings.CutPrefix(r.URL.Path, policyPathPrefix); ok {
-		in.policy, _, _ = strings.Cut(rest, "/")
-	}
 	start := time.Now()
-	ctx, span := s.startSpan(r.Context(), &in)
-	d := s.decide(ctx, &in)
+	defer s.recoverHTTP(w, start)
+	st := s.state.Load()
+	in := &httpInput{r: r}
+	ctx, span := s.startSpan(r.Context(), in)
+	var d decision
+	if d.cause = in.parse(st.policyHeader); d.cause != nil {
+		d.outcome = denyInvalidPath
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, HTTPCheckTimeout)
+		d = s.decide(ctx, st, in)
+		cancel()
+	}
 	s.record(&d, start)
 	endSpan(span, &d)
+	writeHTTP(w, &d)
+}
+
+// writeHTTP answers an HTTP-mode check with d.
+func writeHTTP(w http.ResponseWriter, d *decision) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if d.outcome == allow {
@@ -52,8 +73,78 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // httpInput reads an HTTP authorization request.
 type httpInput struct {
-	r      *http.Request
-	policy string
+	r        *http.Request
+	policy   string // named by the path or the policy header
+	normPath string // the original request's path, normalized
+}
+
+// parse reads what selects the policy: the path, normalized, and the
+// policy header when policyHeader names one. A path whose dot segments
+// lead into or out of /policy/<name> is refused, since who resolves them
+// decides which policy it names; so are two differing original paths.
+func (h *httpInput) parse(policyHeader string) error {
+	own := h.r.RequestURI
+	if !strings.HasPrefix(own, "/") { // absolute form, or a request built in-process
+		own = h.r.URL.EscapedPath()
+	}
+	norm, err := urlpath.Normalize(own)
+	if err != nil {
+		return err
+	}
+	raw := own
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		raw = raw[:i]
+	}
+	rawName, rawNamed := policyInPath(raw)
+	name, named := policyInPath(norm)
+	if rawNamed != named || rawName != name {
+		return errPolicyPathChanged
+	}
+	switch {
+	case named:
+		h.policy = name
+	case policyHeader != "":
+		// A proxy that adds its value after the caller's would leave the
+		// caller's first: more than one is refused, not guessed at.
+		v := h.r.Header.Values(policyHeader)
+		if len(v) > 1 {
+			return errPolicyHeaders
+		}
+		if len(v) == 1 {
+			h.policy = v[0]
+		}
+	}
+	h.normPath = norm
+	// The original path, when the proxy sends it apart from the check's own.
+	var fwd []string
+	for _, name := range [...]string{"X-Forwarded-Uri", "X-Original-Uri"} {
+		for _, v := range h.r.Header.Values(name) {
+			p, err := urlpath.Normalize(v)
+			if err != nil {
+				return err
+			}
+			fwd = append(fwd, p)
+		}
+	}
+	for _, p := range fwd {
+		if p != fwd[0] {
+			return errPathHeaders
+		}
+	}
+	if len(fwd) > 0 {
+		h.normPath = fwd[0]
+	}
+	return nil
+}
+
+// policyInPath returns the policy a path /policy/<name>[/…] names.
+func policyInPath(p string) (name string, ok bool) {
+	rest, ok := strings.CutPrefix(p, policyPathPrefix)
+	if !ok {
+		return "", false
+	}
+	name, _, _ = strings.Cut(rest, "/")
+	return name, true
 }
 
 // contextExtension returns the policy the path or header names: HTTP mode
@@ -67,14 +158,7 @@ func (h *httpInput) host() string {
 	return h.r.Host
 }
 
-func (h *httpInput) path() string {
-	for _, name := range []string{"X-Forwarded-Uri", "X-Original-Uri"} {
-		if v := h.r.Header.Get(name); v != "" {
-			return v
-		}
-	}
-	return h.r.URL.RequestURI()
-}
+func (h *httpInput) path() string { return h.normPath }
 
 func (h *httpInput) header(name string) (string, bool) {
 	v := h.r.Header.Values(name)

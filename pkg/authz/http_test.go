@@ -12,7 +12,7 @@ import (
 )
 
 func TestHTTPMode(t *testing.T) {
-	f := newFixture(t, "defaultPolicy: gateway\n")
+	f := newFixture(t, "defaultPolicy: gateway\nserver: {http: {policyHeader: X-Extauthz-Policy}}\n")
 	srv := httptest.NewServer(f.srv)
 	defer srv.Close()
 
@@ -31,13 +31,13 @@ func TestHTTPMode(t *testing.T) {
 			wantStatus: 200, wantHeader: map[string]string{"X-Group": "admin", "X-Areas": "office,home", "Cache-Control": "no-store"},
 		},
 		{
-			name: "policy from the header", path: "/",
-			headers:    map[string]string{PolicyHeader: "orders", "Authorization": basic("orders-app", "s3cret")},
+			name: "policy from the configured header", path: "/",
+			headers:    map[string]string{"X-Extauthz-Policy": "orders", "Authorization": basic("orders-app", "s3cret")},
 			wantStatus: 200, wantHeader: map[string]string{"X-Group": "admin"},
 		},
 		{
 			name: "the path wins over the header", path: "/policy/gateway",
-			headers:    map[string]string{PolicyHeader: "orders"},
+			headers:    map[string]string{"X-Extauthz-Policy": "orders"},
 			wantStatus: 200, wantHeader: map[string]string{"X-Client": "gw-client"},
 		},
 		{

@@ -58,13 +58,15 @@ type state struct {
 	routes        []route
 	defaultPolicy *policy
 	selector      string // context extension key
+	policyHeader  string // HTTP mode: the header that names a policy; none when empty
 	transports    []*http.Transport
 	verifiers     []*idp.Verifier
 }
 
 // compile builds the state for cfg.
 func compile(cfg *config.Config, o *Options) (*state, error) {
-	st := &state{policies: map[string]*policy{}, selector: cfg.PolicySelector.ContextExtension}
+	st := &state{policies: map[string]*policy{}, selector: cfg.PolicySelector.ContextExtension,
+		policyHeader: cfg.Server.HTTP.PolicyHeader}
 	for name, cp := range cfg.Policies {
 		c := &cp.Compiled
 		transport := idp.NewTransport(c.TLS)
@@ -119,6 +121,11 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 				NegativeTTL: time.Duration(cp.NegativeTTL),
 				Shared:      shared,
 				Verifier:    verifier,
+				// The failure budget protects callers' client ids: a
+				// gateway-mode policy has none (config leaves it zero).
+				MaxRejections:   c.MaxRejections,
+				RejectionWindow: c.RejectionWindow,
+				MaxConcurrent:   c.MaxConcurrentRequests,
 			}),
 			gateway:     c.GatewayMode(),
 			program:     c.Program,

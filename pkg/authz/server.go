@@ -27,6 +27,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
+	"github.com/extauthz/extauthz/pkg/urlpath"
 )
 
 // Tokens is what the server needs of a token cache.
@@ -53,13 +54,14 @@ type Options struct {
 
 // Server answers ext_authz v3 Check requests. It is safe for concurrent use.
 type Server struct {
-	state    atomic.Pointer[state]
-	tokens   Tokens
-	log      *zap.Logger
-	opts     Options
-	tracing  bool                   // a tracer was given
-	noPolicy prometheus.Counter     // checks no policy selected
-	duration [2]prometheus.Observer // check latency: deny, allow
+	state   atomic.Pointer[state]
+	tokens  Tokens
+	log     *zap.Logger
+	opts    Options
+	tracing bool // a tracer was given
+	// unselected counts denials before a policy was selected, by outcome.
+	unselected [len(outcomes)]prometheus.Counter
+	duration   [2]prometheus.Observer // check latency: deny, allow
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -80,8 +82,12 @@ func New(o Options) (*Server, error) {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
 	s := &Server{tokens: o.Tokens, log: o.Logger, opts: o, tracing: tracing,
-		noPolicy: o.Metrics.Checks.WithLabelValues("", "deny", outcomes[denyNoPolicy].code),
 		duration: [2]prometheus.Observer{o.Metrics.CheckDuration.WithLabelValues("deny"), o.Metrics.CheckDuration.WithLabelValues("allow")},
+	}
+	for i, out := range outcomes {
+		if outcome(i) != allow {
+			s.unselected[i] = o.Metrics.Checks.WithLabelValues("", "deny", out.code)
+		}
 	}
 	if err := s.Update(o.Config); err != nil {
 		return nil, err
@@ -112,7 +118,14 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	start := time.Now()
 	in := grpcInput{attrs: req.Attributes, req: httpReq}
 	ctx, span := s.startSpan(ctx, &in)
-	d := s.decide(ctx, &in)
+	var d decision
+	// The path is the caller's: it is normalized before anything reads it,
+	// and one whose meaning depends on who decodes it selects nothing.
+	if in.normPath, d.cause = urlpath.Normalize(httpReq.GetPath()); d.cause != nil {
+		d.outcome = denyInvalidPath
+	} else {
+		d = s.decide(ctx, s.state.Load(), &in)
+	}
 	s.record(&d, start)
 	endSpan(span, &d)
 	if d.outcome == allow {
@@ -125,6 +138,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 type input interface {
 	contextExtension(key string) string
 	host() string
+	// path is the normalized request path (urlpath.Normalize).
 	path() string
 	// header looks a header up by its lower-case name.
 	header(name string) (string, bool)
@@ -141,8 +155,7 @@ type decision struct {
 	cause      error // why a request was denied, for the log
 }
 
-func (s *Server) decide(ctx context.Context, in input) decision {
-	st := s.state.Load()
+func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 	p, err := st.selectPolicy(in)
 	if err != nil {
 		return decision{outcome: denyNoPolicy, cause: err}
@@ -180,6 +193,7 @@ var (
 // failure maps a failed token fetch to an outcome.
 func (p *policy) failure(err error) (outcome, time.Duration) {
 	var e *idp.Error
+	var refused *tokencache.RefusedError
 	switch {
 	case errors.As(err, &e):
 		switch e.Kind {
@@ -194,6 +208,11 @@ func (p *policy) failure(err error) (outcome, time.Duration) {
 			return denyAccessDenied, 0
 		}
 		return denyInvalidTokenResponse, 0
+	case errors.As(err, &refused):
+		if refused.Reason == tokencache.ReasonFailureBudget {
+			return denyTooManyRejections, refused.RetryAfter
+		}
+		return denyTemporarilyUnavailable, refused.RetryAfter
 	case errors.Is(err, tokencache.ErrExpired):
 		return denyInvalidTokenResponse, 0
 	default: // the caller's deadline passed or it went away while the endpoint was asked
@@ -245,7 +264,7 @@ func (s *Server) record(d *decision, start time.Time) {
 	}
 	s.duration[allowed].Observe(time.Since(start).Seconds())
 	if d.policy == nil {
-		s.noPolicy.Inc()
+		s.unselected[d.outcome].Inc()
 	} else {
 		d.policy.checks[d.outcome].Inc()
 	}
@@ -280,8 +299,9 @@ func (s *Server) logDecision(d *decision) {
 
 // grpcInput reads a CheckRequest's attributes.
 type grpcInput struct {
-	attrs *authv3.AttributeContext
-	req   *authv3.AttributeContext_HttpRequest
+	attrs    *authv3.AttributeContext
+	req      *authv3.AttributeContext_HttpRequest
+	normPath string
 }
 
 func (g *grpcInput) contextExtension(key string) string { return g.attrs.GetContextExtensions()[key] }
@@ -294,7 +314,7 @@ func (g *grpcInput) host() string {
 	return h
 }
 
-func (g *grpcInput) path() string { return g.req.GetPath() }
+func (g *grpcInput) path() string { return g.normPath }
 
 // header finds a header in headers (which Envoy fills with lower-case names)
 // or in header_map (which Envoy fills instead with encode_raw_headers),

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,50 +25,59 @@ import (
 
 // fixture is a Server wired to a real test IdP and a real token cache.
 type fixture struct {
-	t    *testing.T
-	idp  *testidp.Server
-	srv  *Server
-	cfg  *config.Config
-	logs *observer.ObservedLogs
+	t     *testing.T
+	idp   *testidp.Server
+	srv   *Server
+	cfg   *config.Config
+	logs  *observer.ObservedLogs
+	cache *tokencache.Cache
 }
 
 const policiesYAML = `
-secrets: {dir: "%[2]s"}
+secrets: {dir: "{{secrets}}"}
 routes:
   - {host: "api.example.com", pathPrefix: "/reports", policy: reports}
   - {host: "*.internal.example.com", policy: gateway}
   - {header: {X-Tenant: acme}, policy: orders}
 policies:
   orders:
-    url: %[1]s
+    url: {{url}}
     audience: https://api.example.com
     forwardHeaders: {X-Group: grp, X-Exp: exp, X-Areas: areas, X-User: user, X-Missing: nope, X-Evil: evil}
     claims: Equals(` + "`grp`, `admin`" + `)
     usernameClaim: sub
   reports:
-    url: %[1]s
+    url: {{url}}
     scopes: [reports.read]
   gateway:
-    url: %[1]s
+    url: {{url}}
     clientID: gw-client
     clientSecret: urn:k8s:secret:gw:secret
     forwardHeaders: {X-Client: client_id}
   custom-header:
-    url: %[1]s
+    url: {{url}}
     tokenHeader: X-Access-Token
     tokenPrefix: ""
   wrong-gateway:
-    url: %[1]s
+    url: {{url}}
     clientID: gw-client
     clientSecret: not-the-secret
   post:
-    url: %[1]s
+    url: {{url}}
     authMethod: client_secret_post
 `
 
-// newFixture starts a test IdP and a Server for policiesYAML and extra, in
-// which {{url}}, {{jwks}} and {{issuer}} stand for the IdP's.
+// newFixture starts a test IdP and a Server for policiesYAML and extra.
 func newFixture(t *testing.T, extra string) *fixture {
+	t.Helper()
+	return newFixtureFrom(t, policiesYAML+extra, tokencache.Options{})
+}
+
+// newFixtureFrom starts a test IdP and a Server for the configuration
+// yaml, in which {{url}}, {{jwks}} and {{issuer}} stand for the IdP's and
+// {{secrets}} for a secrets directory holding gw/secret, with a token cache
+// of opts (MaxEntries 1000 and the fixture's logger when not set).
+func newFixtureFrom(t *testing.T, yaml string, opts tokencache.Options) *fixture {
 	t.Helper()
 	idp, err := testidp.New(testidp.Options{})
 	if err != nil {
@@ -91,23 +99,31 @@ func newFixture(t *testing.T, extra string) *fixture {
 	if err := os.WriteFile(filepath.Join(dir, "gw", "secret"), []byte("gw-s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	extra = strings.NewReplacer("{{url}}", idp.TokenURL, "{{jwks}}", idp.JWKSURL, "{{issuer}}", idp.Issuer).Replace(extra)
-	cfg, err := config.Parse([]byte(fmt.Sprintf(policiesYAML, idp.TokenURL, dir)+extra), "")
+	yaml = strings.NewReplacer("{{url}}", idp.TokenURL, "{{jwks}}", idp.JWKSURL, "{{issuer}}", idp.Issuer, "{{secrets}}", dir).Replace(yaml)
+	cfg, err := config.Parse([]byte(yaml), "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	core, logs := observer.New(zap.DebugLevel)
 	log := zap.New(core)
+	if opts.MaxEntries == 0 {
+		opts.MaxEntries = 1000
+	}
+	if opts.Logger == nil {
+		opts.Logger = log
+	}
+	cache := tokencache.New(opts)
+	t.Cleanup(func() { _ = cache.Close() })
 	srv, err := New(Options{
 		Config:       cfg,
-		Tokens:       tokencache.New(tokencache.Options{MaxEntries: 1000, Logger: log}),
+		Tokens:       cache,
 		Logger:       log,
 		RetryBackoff: time.Millisecond,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, idp: idp, srv: srv, cfg: cfg, logs: logs}
+	return &fixture{t: t, idp: idp, srv: srv, cfg: cfg, logs: logs, cache: cache}
 }
 
 func basic(id, secret string) string {

@@ -38,6 +38,20 @@ const (
 	DefaultTokenPrefix      = "Bearer "
 	DefaultTimeoutSeconds   = 5
 	DefaultMaxRetries       = 3
+
+	// DefaultMaxRequestBytes bounds a CheckRequest: Envoy's largest default
+	// header block (60 KiB) with room for a forwarded body.
+	DefaultMaxRequestBytes      = 1 << 20
+	DefaultMaxConcurrentStreams = 1024
+	DefaultMaxHeaderBytes       = 64 << 10
+	// A client id whose credentials the token endpoint rejected
+	// DefaultMaxRejections times within DefaultRejectionWindow is not sent
+	// there with unknown secrets until the window passes.
+	DefaultMaxRejections   = 5
+	DefaultRejectionWindow = time.Minute
+	// DefaultMaxConcurrentRequests bounds the token requests under way to
+	// one token endpoint.
+	DefaultMaxConcurrentRequests = 32
 )
 
 // Client authentication methods at the token endpoint.
@@ -75,11 +89,57 @@ type Config struct {
 	Fingerprint string `yaml:"-"`
 }
 
-// Server holds the listening addresses; an empty HTTPAddress disables HTTP mode.
+// Server holds the listening addresses, with the limits and settings of
+// each server; an empty HTTPAddress disables HTTP mode.
 type Server struct {
-	GRPCAddress  string  `yaml:"grpcAddress"`
-	HTTPAddress  *string `yaml:"httpAddress"`
-	AdminAddress string  `yaml:"adminAddress"`
+	GRPCAddress  string     `yaml:"grpcAddress"`
+	HTTPAddress  *string    `yaml:"httpAddress"`
+	AdminAddress string     `yaml:"adminAddress"`
+	GRPC         GRPCServer `yaml:"grpc"`
+	HTTP         HTTPServer `yaml:"http"`
+	Admin        Admin      `yaml:"admin"`
+
+	// Compiled is filled in by Load.
+	Compiled ServerCompiled `yaml:"-"`
+}
+
+// GRPCServer bounds what one gRPC client may ask of the server.
+type GRPCServer struct {
+	MaxRequestBytes      int `yaml:"maxRequestBytes"`
+	MaxConcurrentStreams int `yaml:"maxConcurrentStreams"`
+}
+
+// HTTPServer configures HTTP mode. PolicyHeader, when set, names the
+// request header that selects a policy (after the path, before routes):
+// the proxy in front must set it, overwriting what a caller sent.
+type HTTPServer struct {
+	PolicyHeader   string `yaml:"policyHeader"`
+	MaxHeaderBytes int    `yaml:"maxHeaderBytes"`
+}
+
+// Admin says who may call the admin gRPC API: a caller with the bearer
+// Token, or with a client certificate from TLS.ClientCA. With neither, only
+// callers on loopback.
+type Admin struct {
+	Token string   `yaml:"token"`
+	TLS   AdminTLS `yaml:"tls"`
+}
+
+// AdminTLS serves the admin address over TLS; ClientCA, when set, lets
+// clients with a certificate it signed call the admin gRPC API.
+type AdminTLS struct {
+	Cert     string `yaml:"cert"`
+	Key      string `yaml:"key"`
+	ClientCA string `yaml:"clientCA"`
+}
+
+// ServerCompiled is what Load derives from Server.
+type ServerCompiled struct {
+	AdminToken secret.Value // empty for none
+	// AdminTLS is the admin listener's TLS configuration, nil for plain
+	// HTTP; it verifies client certificates given, when ClientCA is set.
+	AdminTLS      *tls.Config
+	AdminClientCA bool
 }
 
 // Log sets the level (debug, info, warn, error) and format (json, console).
@@ -215,6 +275,9 @@ type Policy struct {
 	TokenPrefix      *string      `yaml:"tokenPrefix"`
 	ClientConfig     ClientConfig `yaml:"clientConfig"`
 	Store            *Store       `yaml:"store"`
+	// FailureBudget limits, in application mode, how often the token
+	// endpoint hears wrong secrets for one client id.
+	FailureBudget FailureBudget `yaml:"failureBudget"`
 
 	// Compiled is filled in by Load.
 	Compiled Compiled `yaml:"-"`
@@ -241,6 +304,18 @@ type ClientConfig struct {
 	TLS            TLS  `yaml:"tls"`
 	TimeoutSeconds *int `yaml:"timeoutSeconds"`
 	MaxRetries     *int `yaml:"maxRetries"`
+	// MaxConcurrentRequests bounds the token requests under way to the
+	// endpoint; policies that share the endpoint share the bound.
+	MaxConcurrentRequests *int `yaml:"maxConcurrentRequests"`
+}
+
+// FailureBudget: once the token endpoint rejected one client id's
+// credentials MaxRejections times within Window, secrets of that id it has
+// not accepted are refused without asking it, until the window passes.
+// MaxRejections 0 turns the budget off.
+type FailureBudget struct {
+	MaxRejections *int     `yaml:"maxRejections"`
+	Window        Duration `yaml:"window"`
 }
 
 // TLS holds PEM material, inline or as secret references.
@@ -266,6 +341,11 @@ type Compiled struct {
 	TokenPrefix  string
 	Store        *StoreCompiled     // the policy's own store, else the top-level one
 	Assertion    *AssertionCompiled // private_key_jwt only
+	// MaxRejections and RejectionWindow are the failure budget; 0 for none.
+	MaxRejections   int
+	RejectionWindow time.Duration
+	// MaxConcurrentRequests bounds the requests under way to the endpoint.
+	MaxConcurrentRequests int
 	// CredentialID fingerprints the signing key or client certificate the
 	// policy authenticates with; it holds no secret.
 	CredentialID string
@@ -310,6 +390,15 @@ func (c *Config) applyDefaults() {
 		c.Server.HTTPAddress = ptr(DefaultHTTPAddress)
 	}
 	setDefault(&c.Server.AdminAddress, DefaultAdminAddress)
+	if c.Server.GRPC.MaxRequestBytes == 0 {
+		c.Server.GRPC.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.Server.GRPC.MaxConcurrentStreams == 0 {
+		c.Server.GRPC.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if c.Server.HTTP.MaxHeaderBytes == 0 {
+		c.Server.HTTP.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
 	setDefault(&c.Log.Level, DefaultLogLevel)
 	setDefault(&c.Log.Format, DefaultLogFormat)
 	setDefault(&c.Secrets.Dir, DefaultSecretsDir)
@@ -345,6 +434,15 @@ func (c *Config) applyDefaults() {
 		}
 		if p.ClientConfig.MaxRetries == nil {
 			p.ClientConfig.MaxRetries = ptr(DefaultMaxRetries)
+		}
+		if p.ClientConfig.MaxConcurrentRequests == nil {
+			p.ClientConfig.MaxConcurrentRequests = ptr(DefaultMaxConcurrentRequests)
+		}
+		if p.FailureBudget.MaxRejections == nil {
+			p.FailureBudget.MaxRejections = ptr(DefaultMaxRejections)
+		}
+		if p.FailureBudget.Window == 0 {
+			p.FailureBudget.Window = Duration(DefaultRejectionWindow)
 		}
 	}
 }

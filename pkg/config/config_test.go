@@ -1,6 +1,7 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"os"
 	"path/filepath"
@@ -40,6 +41,15 @@ func TestDefaults(t *testing.T) {
 		{"gateway mode", p.Compiled.GatewayMode(), false},
 		{"needs claims", p.NeedsClaims(), false},
 		{"TLS", p.Compiled.TLS == nil, true},
+		{"maxRequestBytes", cfg.Server.GRPC.MaxRequestBytes, 1 << 20},
+		{"maxConcurrentStreams", cfg.Server.GRPC.MaxConcurrentStreams, 1024},
+		{"maxHeaderBytes", cfg.Server.HTTP.MaxHeaderBytes, 64 << 10},
+		{"policyHeader", cfg.Server.HTTP.PolicyHeader, ""},
+		{"admin token", cfg.Server.Compiled.AdminToken.Empty(), true},
+		{"admin TLS", cfg.Server.Compiled.AdminTLS == nil, true},
+		{"maxRejections", p.Compiled.MaxRejections, 5},
+		{"rejection window", p.Compiled.RejectionWindow, time.Minute},
+		{"maxConcurrentRequests", p.Compiled.MaxConcurrentRequests, 32},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -151,6 +161,70 @@ policies:
 	}
 }
 
+// TestServerSecurity loads the admin API's credentials, the HTTP-mode
+// policy header and the failure budgets.
+func TestServerSecurity(t *testing.T) {
+	certPEM, keyPEM := selfSigned(t)
+	dir := t.TempDir()
+	writeSecret(t, dir, "admin", "token", "0123456789abcdef0123456789abcdef\n")
+	writeSecret(t, dir, "admin", "tls.crt", certPEM)
+	writeSecret(t, dir, "admin", "tls.key", keyPEM)
+	writeSecret(t, dir, "admin", "ca.crt", certPEM)
+	writeSecret(t, dir, "gw", "secret", "s")
+	yaml := `
+secrets: {dir: "` + dir + `"}
+server:
+  http: {policyHeader: X-Extauthz-Policy}
+  admin:
+    token: urn:k8s:secret:admin:token
+    tls: {cert: "urn:k8s:secret:admin:tls.crt", key: "urn:k8s:secret:admin:tls.key", clientCA: "urn:k8s:secret:admin:ca.crt"}
+policies:
+  app:
+    url: https://idp.example.com/token
+    failureBudget: {maxRejections: 3, window: 30s}
+  off:
+    url: https://idp.example.com/token
+    failureBudget: {maxRejections: 0}
+  gateway:
+    url: https://idp.example.com/token
+    clientID: gw
+    clientSecret: urn:k8s:secret:gw:secret
+    failureBudget: {maxRejections: 3}
+`
+	cfg, err := Parse([]byte(yaml), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Server.Compiled
+	if c.AdminToken.Reveal() != "0123456789abcdef0123456789abcdef" || !c.AdminClientCA {
+		t.Errorf("admin: token %q, client CA %v", c.AdminToken.Reveal(), c.AdminClientCA)
+	}
+	if tc := c.AdminTLS; tc == nil || len(tc.Certificates) != 1 || tc.ClientCAs == nil || tc.ClientAuth != tls.VerifyClientCertIfGiven || !slices.Contains(tc.NextProtos, "h2") {
+		t.Errorf("admin TLS = %+v", tc)
+	}
+	if !slices.Contains(cfg.Files, filepath.Join(dir, "admin", "token")) {
+		t.Errorf("the admin token file is not watched: %v", cfg.Files)
+	}
+	budget := func(name string) (int, time.Duration) {
+		p := cfg.Policies[name].Compiled
+		return p.MaxRejections, p.RejectionWindow
+	}
+	if n, w := budget("app"); n != 3 || w != 30*time.Second {
+		t.Errorf("app budget %d in %s", n, w)
+	}
+	if n, _ := budget("off"); n != 0 {
+		t.Errorf("off budget %d, want none", n)
+	}
+	if n, _ := budget("gateway"); n != 0 {
+		t.Errorf("gateway budget %d, want none: callers send no credentials", n)
+	}
+	if !slices.ContainsFunc(cfg.Warnings, func(w string) bool {
+		return strings.Contains(w, "policies.gateway.failureBudget: has no effect in gateway mode")
+	}) {
+		t.Errorf("no warning about the gateway's budget: %q", cfg.Warnings)
+	}
+}
+
 func TestProblems(t *testing.T) {
 	certPEM, keyPEM := selfSigned(t)
 	dir := t.TempDir()
@@ -168,7 +242,7 @@ func TestProblems(t *testing.T) {
 		{"unknown policy field", "policies:\n  orders:\n    url: https://x/t\n    clientSecrett: x\n", `line 4: policies.orders: unknown field "clientSecrett" (did you mean "clientSecret"?)`},
 		{"wrong case", "policies:\n  orders:\n    url: https://x/t\n    clientId: x\n", `line 4: policies.orders: unknown field "clientId" (did you mean "clientID"?)`},
 		{"unknown nested field", "policies:\n  o:\n    url: https://x/t\n    clientConfig:\n      timeout: 3\n", `line 5: policies.o.clientConfig: unknown field "timeout" (did you mean "timeoutSeconds"?)`},
-		{"unknown field far from any", "server:\n  zzzzzzzz: 1\npolicies: {a: {url: 'https://x/t'}}\n", `line 2: server: unknown field "zzzzzzzz": want one of adminAddress, grpcAddress, httpAddress`},
+		{"unknown field far from any", "server:\n  zzzzzzzz: 1\npolicies: {a: {url: 'https://x/t'}}\n", `line 2: server: unknown field "zzzzzzzz": want one of admin, adminAddress, grpc, grpcAddress, http, httpAddress`},
 		{"wrong type", "policies:\n  o:\n    url: https://x/t\n    scopes: read\n", "line 4: cannot unmarshal !!str `read` into []string"},
 		{"duration without unit", "policies:\n  o:\n    url: https://x/t\n    defaultTTL: 300\n", `line 4: "300" is not a duration: write it with a unit, such as 300s or 5m`},
 		{"duration too short", "policies:\n  o:\n    url: https://x/t\n    defaultTTL: 10ms\n", "line 4: policies.o.defaultTTL: 10ms is too short: at least 1s"},
@@ -229,6 +303,26 @@ func TestProblems(t *testing.T) {
 		{"bad encryption key", "store: {encryptionKey: c2hvcnQ=, redis: {endpoints: ['a:1']}}\npolicies:\n  o: {url: 'https://x/t'}\n", "store.encryptionKey: want the base64 of 32 random bytes"},
 		{"policy store with maxEntries", "policies:\n  o: {url: 'https://x/t', store: {maxEntries: 5}}\n", "policies.o.store.maxEntries: the in-process tier is one for all policies"},
 		{"bad policy store", "policies:\n  o:\n    url: https://x/t\n    store: {redis: {endpoints: ['a:1', 'b:2']}}\n", "line 4: policies.o.store.redis.endpoints: a single Redis takes one endpoint"},
+		{"route path not normal", "routes:\n  - {pathPrefix: '/a/../b/', policy: o}\npolicies:\n  o: {url: 'https://x/t'}\n", `routes[0].pathPrefix: "/a/../b/" is not in normal form: requests are matched on normalized paths, write "/b/"`},
+		{"route path with lower-case escapes", "routes:\n  - {pathPrefix: '/caf%c3%a9', policy: o}\npolicies:\n  o: {url: 'https://x/t'}\n", `write "/caf%C3%A9"`},
+		{"route path no request can have", "routes:\n  - {pathPrefix: '/a%2fb', policy: o}\npolicies:\n  o: {url: 'https://x/t'}\n", `routes[0].pathPrefix: "/a%2fb": the path holds an encoded slash or backslash (%2F, %5C), so no request could match it`},
+		{"route path with a query", "routes:\n  - {pathPrefix: '/a?b=1', policy: o}\npolicies:\n  o: {url: 'https://x/t'}\n", `write "/a"`},
+		{"policy header is a forwarding header", "server: {http: {policyHeader: X-Forwarded-Host}}\npolicies:\n  o: {url: 'https://x/t'}\n", `server.http.policyHeader: "X-Forwarded-Host" cannot name the policy`},
+		{"policy header is Authorization", "server: {http: {policyHeader: authorization}}\npolicies:\n  o: {url: 'https://x/t'}\n", `server.http.policyHeader: "authorization" cannot name the policy`},
+		{"policy header not a name", "server: {http: {policyHeader: 'X Policy'}}\npolicies:\n  o: {url: 'https://x/t'}\n", `server.http.policyHeader: "X Policy" cannot name the policy`},
+		{"request bytes too small", "server: {grpc: {maxRequestBytes: 100}}\npolicies:\n  o: {url: 'https://x/t'}\n", "server.grpc.maxRequestBytes: 100 is out of range: want 4096 to 67108864"},
+		{"streams out of range", "server: {grpc: {maxConcurrentStreams: -1}}\npolicies:\n  o: {url: 'https://x/t'}\n", "server.grpc.maxConcurrentStreams: -1 is out of range"},
+		{"header bytes out of range", "server: {http: {maxHeaderBytes: 1073741824}}\npolicies:\n  o: {url: 'https://x/t'}\n", "server.http.maxHeaderBytes: 1073741824 is out of range: want 4096 to 1048576"},
+		{"admin token too short", "server: {admin: {token: short}}\npolicies:\n  o: {url: 'https://x/t'}\n", "server.admin.token: want 16 to 4096 printable characters without spaces"},
+		{"admin token with a space", "server: {admin: {token: 'a long token with spaces'}}\npolicies:\n  o: {url: 'https://x/t'}\n", "server.admin.token: want 16 to 4096 printable characters"},
+		{"admin token reference", "server: {admin: {token: 'urn:k8s:secret:admin'}}\npolicies:\n  o: {url: 'https://x/t'}\n", "server.admin.token: malformed secret reference"},
+		{"admin client CA without a certificate", "server: {admin: {tls: {clientCA: x}}}\npolicies:\n  o: {url: 'https://x/t'}\n", "server.admin.tls: cert and key are required to serve the admin address over TLS"},
+		{"admin bad client CA", "server:\n  admin:\n    tls:\n      cert: |\n" + indent(certPEM, "        ") + "      key: |\n" + indent(keyPEM, "        ") + "      clientCA: nope\npolicies:\n  o: {url: 'https://x/t'}\n", "server.admin.tls.clientCA: no PEM certificate found"},
+		{"negative budget", "policies:\n  o: {url: 'https://x/t', failureBudget: {maxRejections: -1}}\n", "policies.o.failureBudget.maxRejections: -1 is out of range: want 0 (no budget) to 1000"},
+		{"budget window too short", "policies:\n  o: {url: 'https://x/t', failureBudget: {window: 10ms}}\n", "policies.o.failureBudget.window: 10ms is out of range: want 1s to 1h0m0s"},
+		{"concurrency out of range", "policies:\n  o: {url: 'https://x/t', clientConfig: {maxConcurrentRequests: 0}}\n", "policies.o.clientConfig.maxConcurrentRequests: 0 is out of range: want 1 to 1024"},
+		{"one endpoint, two bounds", "policies:\n  a: {url: 'https://x/t', clientConfig: {maxConcurrentRequests: 8}}\n  b: {url: 'https://x/t'}\n",
+			"policies.b.clientConfig.maxConcurrentRequests: 32, but policy a sets 8 for the same token endpoint: policies that share an endpoint share one bound"},
 		{"redis password reference", "policies:\n  o: {url: 'https://x/t', store: {redis: {endpoints: ['a:1'], password: 'urn:k8s:secret:x'}}}\n", "policies.o.store.redis.password: malformed secret reference"},
 	}
 	for _, tt := range tests {

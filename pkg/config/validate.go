@@ -23,14 +23,27 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/claims"
 	"github.com/extauthz/extauthz/pkg/secret"
+	"github.com/extauthz/extauthz/pkg/urlpath"
 )
 
 // Bounds on numbers a file may hold.
 const (
-	maxTimeoutSeconds = 300
-	maxRetries        = 10
-	minTTL            = time.Second
-	maxNegativeTTL    = 5 * time.Minute
+	maxTimeoutSeconds        = 300
+	maxRetries               = 10
+	minTTL                   = time.Second
+	maxNegativeTTL           = 5 * time.Minute
+	minRequestBytes          = 4 << 10
+	maxRequestBytes          = 64 << 20
+	maxConcurrentStreams     = 1 << 16
+	minHeaderBytes           = 4 << 10
+	maxHeaderBytes           = 1 << 20
+	maxMaxRejections         = 1000
+	minRejectionWindow       = time.Second
+	maxRejectionWindow       = time.Hour
+	maxConcurrentRequests    = 1024
+	minAdminTokenBytes       = 16
+	maxAdminTokenBytes       = 4096
+	maxPolicyHeaderNameBytes = 256
 )
 
 var policyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -124,6 +137,7 @@ func (v *validator) validate(c *Config) {
 			p.Compiled.Store = &p.Store.Compiled
 		}
 	}
+	v.sharedEndpoints(names, c.Policies)
 	for i, r := range c.Routes {
 		v.route(fmt.Sprintf("routes[%d]", i), r, c.Policies)
 	}
@@ -239,6 +253,61 @@ func (v *validator) server(s *Server) {
 		}
 		seen[host+":"+port] = a.path
 	}
+	if n := s.GRPC.MaxRequestBytes; n < minRequestBytes || n > maxRequestBytes {
+		v.addf("server.grpc.maxRequestBytes", "%d is out of range: want %d to %d", n, minRequestBytes, maxRequestBytes)
+	}
+	if n := s.GRPC.MaxConcurrentStreams; n < 1 || n > maxConcurrentStreams {
+		v.addf("server.grpc.maxConcurrentStreams", "%d is out of range: want 1 to %d", n, maxConcurrentStreams)
+	}
+	if n := s.HTTP.MaxHeaderBytes; n < minHeaderBytes || n > maxHeaderBytes {
+		v.addf("server.http.maxHeaderBytes", "%d is out of range: want %d to %d", n, minHeaderBytes, maxHeaderBytes)
+	}
+	if h := s.HTTP.PolicyHeader; h != "" {
+		lower := strings.ToLower(h)
+		if !validHeaderName(h) || len(h) > maxPolicyHeaderNameBytes || reservedHeaders[lower] || lower == "authorization" ||
+			strings.HasPrefix(lower, "x-forwarded-") || lower == "x-original-uri" {
+			v.addf("server.http.policyHeader", "%q cannot name the policy: want a header of its own, such as X-Extauthz-Policy, that the proxy sets", h)
+		}
+	}
+	v.admin(&s.Admin, &s.Compiled)
+}
+
+// admin checks who may call the admin gRPC API.
+func (v *validator) admin(a *Admin, c *ServerCompiled) {
+	if a.Token != "" {
+		c.AdminToken = v.resolve("server.admin.token", a.Token)
+		if tok := c.AdminToken.Reveal(); tok != "" && (len(tok) < minAdminTokenBytes || len(tok) > maxAdminTokenBytes || !headerToken(tok)) {
+			v.addf("server.admin.token", "want %d to %d printable characters without spaces (`openssl rand -hex 32` makes one)", minAdminTokenBytes, maxAdminTokenBytes)
+		}
+	}
+	t := a.TLS
+	if t == (AdminTLS{}) {
+		return
+	}
+	if t.Cert == "" || t.Key == "" {
+		v.addf("server.admin.tls", "cert and key are required to serve the admin address over TLS")
+		return
+	}
+	cfg := v.tlsConfig("server.admin.tls", "clientCA", t.ClientCA, t.Cert, t.Key, false)
+	// The server verifies client certificates against RootCAs' pool, which
+	// tlsConfig fills for clients; callers without one may still scrape
+	// /metrics and probe /healthz.
+	server := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: cfg.Certificates, NextProtos: []string{"h2", "http/1.1"}}
+	if t.ClientCA != "" {
+		server.ClientCAs, server.ClientAuth = cfg.RootCAs, tls.VerifyClientCertIfGiven
+		c.AdminClientCA = true
+	}
+	c.AdminTLS = server
+}
+
+// headerToken reports visible ASCII without spaces, as a bearer token is.
+func headerToken(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] <= ' ' || s[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
 }
 
 func (v *validator) route(path string, r Route, policies map[string]*Policy) {
@@ -253,8 +322,18 @@ func (v *validator) route(path string, r Route, policies map[string]*Policy) {
 			v.addf(path+".host", "%q is not a host: want a name such as api.example.com, or *.example.com for every subdomain", h)
 		}
 	}
-	if r.PathPrefix != "" && !strings.HasPrefix(r.PathPrefix, "/") {
-		v.addf(path+".pathPrefix", "%q does not start with /", r.PathPrefix)
+	if r.PathPrefix != "" {
+		// Requests are matched on their normalized path, so a prefix
+		// in any other form would never match.
+		norm, err := urlpath.Normalize(r.PathPrefix)
+		switch {
+		case !strings.HasPrefix(r.PathPrefix, "/"):
+			v.addf(path+".pathPrefix", "%q does not start with /", r.PathPrefix)
+		case err != nil:
+			v.addf(path+".pathPrefix", "%q: %v, so no request could match it", r.PathPrefix, err)
+		case norm != r.PathPrefix:
+			v.addf(path+".pathPrefix", "%q is not in normal form: requests are matched on normalized paths, write %q", r.PathPrefix, norm)
+		}
 	}
 	for name := range r.Header {
 		if !validHeaderName(name) {
@@ -334,12 +413,59 @@ func (v *validator) policy(name string, p *Policy) {
 		v.addf(path+".clientConfig.maxRetries", "%d is out of range: want 0 to %d", r, maxRetries)
 	}
 	c.MaxRetries = *cc.MaxRetries
+	if n := *cc.MaxConcurrentRequests; n < 1 || n > maxConcurrentRequests {
+		v.addf(path+".clientConfig.maxConcurrentRequests", "%d is out of range: want 1 to %d", n, maxConcurrentRequests)
+	}
+	c.MaxConcurrentRequests = *cc.MaxConcurrentRequests
+	v.failureBudget(path+".failureBudget", p)
 	c.TLS = v.tls(path+".clientConfig.tls", cc.TLS, c.TokenURL)
 	if p.AuthMethod == AuthTLSClientAuth {
 		if c.TLS == nil || len(c.TLS.Certificates) == 0 {
 			v.addf(path+".clientConfig.tls", "tls_client_auth needs the client certificate: set cert and key")
 		} else if len(c.TLS.Certificates[0].Certificate) > 0 {
 			c.CredentialID = fingerprint(c.TLS.Certificates[0].Certificate[0])
+		}
+	}
+}
+
+// failureBudget checks the policy's failure budget. It protects the
+// callers' client ids, so a gateway-mode policy has none.
+func (v *validator) failureBudget(path string, p *Policy) {
+	b := p.FailureBudget
+	n, w := *b.MaxRejections, time.Duration(b.Window)
+	if n < 0 || n > maxMaxRejections {
+		v.addf(path+".maxRejections", "%d is out of range: want 0 (no budget) to %d", n, maxMaxRejections)
+	}
+	if w < minRejectionWindow || w > maxRejectionWindow {
+		v.addf(path+".window", "%s is out of range: want %s to %s", b.Window, minRejectionWindow, maxRejectionWindow)
+	}
+	if p.Compiled.GatewayMode() {
+		if v.lines[path].line != 0 {
+			v.warnf(path, "has no effect in gateway mode: callers send no credentials")
+		}
+		return
+	}
+	p.Compiled.MaxRejections, p.Compiled.RejectionWindow = n, w
+}
+
+// sharedEndpoints checks that policies sharing a token endpoint agree on
+// the one bound on requests under way to it.
+func (v *validator) sharedEndpoints(names []string, policies map[string]*Policy) {
+	first := map[string]string{} // token URL → the first policy using it
+	for _, name := range names {
+		p := policies[name]
+		if p == nil || p.Compiled.TokenURL == nil {
+			continue
+		}
+		u := p.Compiled.TokenURL.String()
+		other, ok := first[u]
+		if !ok {
+			first[u] = name
+			continue
+		}
+		if a, b := *policies[other].ClientConfig.MaxConcurrentRequests, *p.ClientConfig.MaxConcurrentRequests; a != b {
+			v.addf("policies."+name+".clientConfig.maxConcurrentRequests",
+				"%d, but policy %s sets %d for the same token endpoint: policies that share an endpoint share one bound", b, other, a)
 		}
 	}
 }

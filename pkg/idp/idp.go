@@ -225,6 +225,9 @@ func (c *Client) AttemptTimeout() time.Duration { return c.opts.Timeout }
 // URL returns the token endpoint.
 func (c *Client) URL() string { return c.opts.URL }
 
+// Name returns the name the client's metrics carry (the policy's).
+func (c *Client) Name() string { return c.opts.Name }
+
 // Token obtains a token for creds, retrying as the package documentation
 // says until ctx ends. Its error is always an *Error.
 func (c *Client) Token(ctx context.Context, creds Credentials) (*Token, error) {

@@ -24,6 +24,9 @@ type Metrics struct {
 	// IdPRequests counts token requests by policy and outcome (ok, or the
 	// idp.Kind of the failure).
 	IdPRequests *prometheus.CounterVec
+	// IdPRefusals counts token requests not sent, to protect the IdP, by
+	// policy and reason (failure_budget, concurrency_limit).
+	IdPRefusals *prometheus.CounterVec
 	// IdPDuration is the time a token request takes, retries included.
 	IdPDuration *prometheus.HistogramVec
 	// Refreshes counts background refreshes by result (ok, error).
@@ -42,7 +45,7 @@ type Metrics struct {
 func New(reg prometheus.Registerer) *Metrics {
 	m := newMetrics()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	reg.MustRegister(m.Checks, m.CheckDuration, m.CacheLookups, m.NegativeHits, m.IdPRequests, m.IdPDuration,
+	reg.MustRegister(m.Checks, m.CheckDuration, m.CacheLookups, m.NegativeHits, m.IdPRequests, m.IdPRefusals, m.IdPDuration,
 		m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.Purges)
 	return m
 }
@@ -69,6 +72,9 @@ func newMetrics() *Metrics {
 		IdPRequests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extauthz_idp_requests_total", Help: "Token requests to the IdP by policy and outcome.",
 		}, []string{"policy", "outcome"}),
+		IdPRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauthz_idp_requests_refused_total", Help: "Token requests not sent, to protect the IdP, by policy and reason.",
+		}, []string{"policy", "reason"}),
 		IdPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "extauthz_idp_request_duration_seconds", Help: "Time of token requests, retries included.", Buckets: idpLatency,
 		}, []string{"policy"}),

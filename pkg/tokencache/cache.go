@@ -41,10 +41,13 @@ type Cache struct {
 
 	stopClock func() // stops the coarse clock, if Now is one
 
-	mu      sync.Mutex
-	redises map[string]*Redis        // by config.RedisCompiled.Identity
-	tiers   map[string]*Shared       // a tier per Redis pool and prefix, for purges
-	subs    map[string]*redis.PubSub // purge subscriptions, by the same
+	budgets *budgets
+
+	mu        sync.Mutex
+	redises   map[string]*Redis        // by config.RedisCompiled.Identity
+	tiers     map[string]*Shared       // a tier per Redis pool and prefix, for purges
+	subs      map[string]*redis.PubSub // purge subscriptions, by the same
+	bulkheads map[string]*bulkhead     // by token endpoint URL
 }
 
 // New returns an empty Cache.
@@ -68,9 +71,11 @@ func New(o Options) *Cache {
 		log:       o.Logger,
 		m:         o.Metrics,
 		counters:  newLookupCounters(o.Metrics),
+		budgets:   newBudgets(),
 		redises:   map[string]*Redis{},
 		tiers:     map[string]*Shared{},
 		subs:      map[string]*redis.PubSub{},
+		bulkheads: map[string]*bulkhead{},
 		stopClock: stop,
 	}
 }
@@ -222,10 +227,13 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 // Token so that a hit does not pay for the closure's captures.
 func (c *Cache) wait(ctx context.Context, e *Endpoint, key Key, creds idp.Credentials, old *Token) (*Token, Source, error) {
 	ch := c.flight.DoChan(string(key.id[:]), func() (any, error) {
-		// The fetch outlives a caller that gives up, bounded by its own budget.
+		// The fetch outlives a caller that gives up, bounded by its own
+		// budget; it waits for a slot at the endpoint only as long as the
+		// caller that started it waits.
 		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.Client.Budget())
 		defer cancel()
-		return c.fill(fctx, e, key, creds, time.Time{})
+		queueBy, _ := ctx.Deadline()
+		return c.fill(fctx, fillRequest{e: e, key: key, creds: creds, known: old != nil, queueBy: queueBy})
 	})
 	var err error
 	select {
@@ -260,7 +268,8 @@ func (c *Cache) refreshAhead(e *Endpoint, key Key, creds idp.Credentials, t *Tok
 		defer cancel()
 		// Sharing the key's flight keeps refreshes and cold fetches to one at a time.
 		_, err, _ := c.flight.Do(string(key.id[:]), func() (any, error) {
-			return c.fill(ctx, e, key, creds, t.Fetched)
+			return c.fill(ctx, fillRequest{e: e, key: key, creds: creds, newerThan: t.Fetched, known: true,
+				queueBy: time.Now().Add(e.Client.AttemptTimeout())})
 		})
 		if err != nil {
 			c.counters.refreshError.Inc()
@@ -275,16 +284,30 @@ type filled struct {
 	source Source
 }
 
-// fill finds or fetches a token for key that is newer than newerThan (the
-// zero time for any). One call per key runs at a time.
-func (c *Cache) fill(ctx context.Context, e *Endpoint, key Key, creds idp.Credentials, newerThan time.Time) (filled, error) {
+// fillRequest is one fill's work.
+type fillRequest struct {
+	e     *Endpoint
+	key   Key
+	creds idp.Credentials
+	// newerThan is the time a token must have been fetched after; zero for any.
+	newerThan time.Time
+	// known says the cache holds a token for key: its credentials worked.
+	known bool
+	// queueBy is how long the request may wait for a slot at the
+	// endpoint; zero for as long as the fill's context allows.
+	queueBy time.Time
+}
+
+// fill finds or fetches a token for r.key. One call per key runs at a time.
+func (c *Cache) fill(ctx context.Context, r fillRequest) (filled, error) {
+	e, key := r.e, r.key
 	now := c.now()
 	// A flight that ended just before this one began may have done the work.
-	if t := c.store.get(key, now); t != nil && t.Fetched.After(newerThan) && now.Before(t.serveUntil()) {
+	if t := c.store.get(key, now); t != nil && t.Fetched.After(r.newerThan) && now.Before(t.serveUntil()) {
 		return filled{t, FromMemory}, nil
 	}
 	if e.Shared != nil {
-		t, unlock := c.fromShared(ctx, e, key, newerThan)
+		t, unlock := c.fromShared(ctx, e, key, r.newerThan)
 		if t != nil {
 			c.store.put(key, t, c.now())
 			c.negative.forget(key)
@@ -294,8 +317,13 @@ func (c *Cache) fill(ctx context.Context, e *Endpoint, key Key, creds idp.Creden
 			defer unlock()
 		}
 	}
-	t, err := c.fetch(ctx, e, creds)
-	if err != nil {
+	t, err := c.guardedFetch(ctx, r)
+	var refused *RefusedError
+	switch {
+	case errors.As(err, &refused):
+		// Not the client's fault, nor the endpoint's answer: not remembered.
+		return filled{}, err
+	case err != nil:
 		c.negative.remember(key, err, negativeTTL(e, err), c.now())
 		c.log.Debug("token fetch failed", zap.Error(err))
 		return filled{}, err
@@ -306,6 +334,39 @@ func (c *Cache) fill(ctx context.Context, e *Endpoint, key Key, creds idp.Creden
 	}
 	c.store.put(key, t, c.now())
 	return filled{t, FromEndpoint}, nil
+}
+
+// guardedFetch fetches a token within the client id's failure budget and
+// the endpoint's bulkhead.
+func (c *Cache) guardedFetch(ctx context.Context, r fillRequest) (*Token, error) {
+	e := r.e
+	done, err := c.budgets.admit(e, r.creds.ID, r.key, r.known, c.now())
+	if err != nil {
+		c.m.IdPRefusals.WithLabelValues(e.Client.Name(), ReasonFailureBudget).Inc()
+		return nil, err
+	}
+	qctx := ctx
+	if !r.queueBy.IsZero() {
+		var cancel context.CancelFunc
+		qctx, cancel = context.WithDeadline(ctx, r.queueBy)
+		defer cancel()
+	}
+	release, err := c.bulkhead(e).acquire(qctx)
+	if err != nil {
+		done(false, false)
+		c.m.IdPRefusals.WithLabelValues(e.Client.Name(), ReasonConcurrencyLimit).Inc()
+		return nil, err
+	}
+	t, err := c.fetch(ctx, e, r.creds)
+	release()
+	var ie *idp.Error
+	rejected := errors.As(err, &ie) && ie.Kind == idp.KindRejected
+	if done(rejected, err == nil) {
+		c.log.Warn("client id over its failure budget: its unknown secrets are refused without asking the token endpoint until the window passes",
+			zap.String("policy", e.Client.Name()), zap.String("client_id", r.creds.ID),
+			zap.Int("max_rejections", e.MaxRejections), zap.Duration("window", e.RejectionWindow))
+	}
+	return t, err
 }
 
 // negativeTTL is how long err is remembered: the endpoint's negative TTL, or

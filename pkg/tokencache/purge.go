@@ -85,11 +85,14 @@ func (s *Shared) purgeChannel() string { return s.prefix + "purge" }
 func (s *Shared) purge(ctx context.Context, sel purgeSelector) (int64, error) {
 	client := "*"
 	if sel.Client != "" {
-		client = sel.Client
+		client = s.hexTag(tagClient, sel.Client)
 	}
-	endpoints := sel.Endpoints
-	if len(endpoints) == 0 {
-		endpoints = []string{"*"}
+	endpoints := []string{"*"}
+	if len(sel.Endpoints) > 0 {
+		endpoints = endpoints[:0]
+		for _, e := range sel.Endpoints {
+			endpoints = append(endpoints, s.hexTag(tagEndpoint, e))
+		}
 	}
 	var keys []string
 	for _, e := range endpoints {
@@ -120,6 +123,15 @@ func (s *Shared) purge(ctx context.Context, sel purgeSelector) (int64, error) {
 		return deleted, fmt.Errorf("redis: telling the other replicas: %w", err)
 	}
 	return deleted, nil
+}
+
+// hexTag is tag for a hash already in hex, as a purge selector carries it.
+func (s *Shared) hexTag(kind byte, h string) string {
+	b, err := hex.DecodeString(h)
+	if err != nil {
+		return h // selectors are made here; a bad one matches nothing
+	}
+	return s.tag(kind, b)
 }
 
 // scan lists the keys matching pattern, on every master of a cluster.

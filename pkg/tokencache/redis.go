@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -149,7 +152,11 @@ type Shared struct {
 	redis  *Redis
 	prefix string
 	aead   cipher.AEAD // nil: values are stored in the clear
+	names  []byte      // HMAC key of the key names; nil: plain hashes
 }
+
+// namesInfo derives the key of the key names from the encryption key (HKDF).
+const namesInfo = "extauthz redis key names v1"
 
 func newShared(r *Redis, prefix string, encryptionKey []byte) (*Shared, error) {
 	s := &Shared{redis: r, prefix: prefix}
@@ -161,20 +168,43 @@ func newShared(r *Redis, prefix string, encryptionKey []byte) (*Shared, error) {
 		if s.aead, err = cipher.NewGCM(block); err != nil {
 			return nil, err
 		}
+		if s.names, err = hkdf.Key(sha256.New, encryptionKey, nil, namesInfo, sha256.Size); err != nil {
+			return nil, err
+		}
 	}
 	return s, nil
+}
+
+// Parts of a key name, for tag.
+const (
+	tagEndpoint = 'e'
+	tagClient   = 'c'
+	tagKey      = 'k'
+)
+
+// tag writes one part of a key name: its hash in hex without an
+// encryption key; with one, an HMAC of it, so that Redis holds nothing a
+// guessed client id or secret could be checked against offline.
+func (s *Shared) tag(kind byte, b []byte) string {
+	if s.names == nil {
+		return hex.EncodeToString(b)
+	}
+	m := hmac.New(sha256.New, s.names)
+	m.Write([]byte{kind})
+	m.Write(b)
+	return hex.EncodeToString(m.Sum(nil)[:len(b)])
 }
 
 // Redis returns the connection the tier uses.
 func (s *Shared) Redis() *Redis { return s.redis }
 
-// valueKey is <prefix><endpoint>:<client>:<key>, all hex: the short hashes
-// let a purge find a policy's or a client's tokens with SCAN.
+// valueKey is <prefix><endpoint>:<client>:<key>, each a tag in hex: the
+// short ones let a purge find a policy's or a client's tokens with SCAN.
 func (s *Shared) valueKey(k Key) string {
-	return s.prefix + hex.EncodeToString(k.endpoint[:]) + ":" + hex.EncodeToString(k.client[:]) + ":" + hex.EncodeToString(k.id[:])
+	return s.prefix + s.tag(tagEndpoint, k.endpoint[:]) + ":" + s.tag(tagClient, k.client[:]) + ":" + s.tag(tagKey, k.id[:])
 }
 
-func (s *Shared) lockKey(k Key) string { return s.prefix + "lock:" + hex.EncodeToString(k.id[:]) }
+func (s *Shared) lockKey(k Key) string { return s.prefix + "lock:" + s.tag(tagKey, k.id[:]) }
 
 // Get returns the token stored under k, or nil when there is none that has
 // not expired. A value that cannot be read (another format, another

@@ -3,6 +3,7 @@ package tokencache
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"os"
 	"strings"
@@ -191,6 +192,18 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 		}
 		if got, _ := sealed.Get(ctx, testKey("h")); got != nil {
 			t.Error("a value moved to another key was accepted")
+		}
+		// Key names hold no hash a guessed client id or secret could be
+		// checked against: an HMAC under a key derived from the encryption key.
+		k := testKey("g")
+		name, lock := sh.valueKey(k), sh.lockKey(k)
+		for _, part := range []string{hex.EncodeToString(k.id[:]), hex.EncodeToString(k.client[:]), hex.EncodeToString(k.endpoint[:])} {
+			if strings.Contains(name, part) || strings.Contains(lock, part) {
+				t.Errorf("key names %q and %q show the hash %s", name, lock, part)
+			}
+		}
+		if plain := s.(*Shared).valueKey(k); name == plain || name == other.(*Shared).valueKey(k) || len(name) != len(plain) {
+			t.Errorf("sealed key name %q, plain %q: want another name of the same shape, and another per encryption key", name, plain)
 		}
 	})
 	t.Run("unreadable values are misses", func(t *testing.T) {

@@ -30,6 +30,19 @@
 // (or a still valid token) without asking the endpoint again. A success
 // forgets it.
 //
+// # Protecting the endpoint
+//
+// Callers choose client ids and secrets, and IdPs lock a client out, or
+// throttle the gateway, after repeated failures. So each client id has a
+// failure budget per token endpoint: once its credentials were rejected
+// MaxRejections times within RejectionWindow, credentials of that id the
+// endpoint has not accepted before are refused (a *RefusedError) without
+// asking it, until the window passes; credentials it accepted, and those
+// with a cached token, keep working, and other ids are not affected. And
+// each token endpoint has a bulkhead: at most MaxConcurrent requests to it
+// are under way, and a request waits for a slot only until its first
+// caller's deadline.
+//
 // On a miss exactly one request per key goes to the endpoint at a time;
 // concurrent callers wait for it and share its result. The request runs
 // detached from the caller that started it, bounded by the endpoint's own
@@ -191,10 +204,21 @@ type EndpointOptions struct {
 	// Verifier checks tokens before they are cached; nil to take them as
 	// they come.
 	Verifier Verifier
+	// MaxRejections and RejectionWindow are the failure budget of every
+	// client id (see Cache); zero MaxRejections for none, as in gateway
+	// mode, where the client is the policy's own.
+	MaxRejections   int
+	RejectionWindow time.Duration
+	// MaxConcurrent bounds the requests under way to the token endpoint,
+	// shared by every Endpoint with the same URL; DefaultMaxConcurrent when 0.
+	MaxConcurrent int
 }
 
 // DefaultNegativeTTL is how long a failed fetch is remembered by default.
 const DefaultNegativeTTL = 5 * time.Second
+
+// DefaultMaxConcurrent bounds the requests under way to one token endpoint by default.
+const DefaultMaxConcurrent = 32
 
 // maxNegativeTTL bounds how long a Retry-After can make a failure last.
 const maxNegativeTTL = 5 * time.Minute

@@ -1,0 +1,236 @@
+package admin
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/secret"
+	adminv1 "github.com/extauthz/extauthz/proto/extauthz/admin/v1"
+)
+
+// Timeouts and bounds of the admin address.
+const (
+	readHeaderTimeout = 5 * time.Second
+	readTimeout       = 10 * time.Second
+	writeTimeout      = 30 * time.Second // a purge scans Redis
+	idleTimeout       = 2 * time.Minute
+	maxHeaderBytes    = 16 << 10
+)
+
+// Auth says who may call the admin gRPC API: a caller that sends
+// "authorization: Bearer <Token>", or one whose TLS client certificate the
+// listener verified against the configured CA. With neither configured,
+// only callers on loopback. /metrics, /healthz and /readyz are always open.
+type Auth struct {
+	Token    secret.Value
+	ClientCA bool
+	// TLS is the listener's configuration for new connections, when the
+	// address serves TLS: certificates and CA are swapped in with a reload.
+	TLS *tls.Config
+}
+
+// Open reports whether nothing but being on loopback is asked of callers.
+func (a *Auth) Open() bool { return a.Token.Empty() && !a.ClientCA }
+
+// Options configure a Server.
+type Options struct {
+	Authz    *authz.Server
+	Registry *prometheus.Registry
+	// Ready reports whether the process takes traffic (/readyz).
+	Ready  func() bool
+	Logger *zap.Logger
+	Auth   Auth
+}
+
+// Server serves the admin address: /metrics, /healthz and /readyz for
+// Prometheus and the kubelet, and the admin gRPC API (with reflection)
+// over HTTP/2 on the same address — unencrypted, or over TLS when Auth.TLS
+// is set.
+type Server struct {
+	http *http.Server
+	auth atomic.Pointer[Auth]
+	tls  bool
+	log  *zap.Logger
+}
+
+// NewServer returns the admin server for o.
+func NewServer(o Options) *Server {
+	if o.Logger == nil {
+		o.Logger = zap.NewNop()
+	}
+	s := &Server{log: o.Logger, tls: o.Auth.TLS != nil}
+	s.auth.Store(&o.Auth)
+	gs := grpc.NewServer(
+		grpc.ChainUnaryInterceptor(o.Authz.UnaryInterceptor, s.unaryAuth),
+		grpc.ChainStreamInterceptor(o.Authz.StreamInterceptor, s.streamAuth),
+	)
+	adminv1.RegisterAdminServer(gs, New(o.Authz, o.Logger))
+	reflection.Register(gs)
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if !o.Ready() {
+			http.Error(w, "not ready", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ok")
+	})
+	var protocols http.Protocols
+	protocols.SetHTTP1(true)
+	if s.tls {
+		protocols.SetHTTP2(true)
+	} else {
+		protocols.SetUnencryptedHTTP2(true)
+	}
+	s.http = &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
+				gs.ServeHTTP(w, r)
+				return
+			}
+			mux.ServeHTTP(w, r)
+		}),
+		Protocols:         &protocols,
+		ReadHeaderTimeout: readHeaderTimeout,
+		ReadTimeout:       readTimeout,
+		WriteTimeout:      writeTimeout,
+		IdleTimeout:       idleTimeout,
+		MaxHeaderBytes:    maxHeaderBytes,
+		ErrorLog:          zap.NewStdLog(o.Logger.Named("admin-http")),
+	}
+	if s.tls {
+		s.http.TLSConfig = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return s.auth.Load().TLS, nil
+		}}
+	}
+	return s
+}
+
+// Update puts new credentials into service, for calls and TLS handshakes
+// that start from now on. Whether the address serves TLS is fixed at
+// start: an Auth that changes it keeps the current TLS configuration, and
+// Update reports false.
+func (s *Server) Update(a Auth) bool {
+	ok := (a.TLS != nil) == s.tls
+	if !ok {
+		a.TLS = s.auth.Load().TLS
+	}
+	s.auth.Store(&a)
+	return ok
+}
+
+// Serve serves l until Shutdown or Close.
+func (s *Server) Serve(l net.Listener) error {
+	if s.tls {
+		return s.http.ServeTLS(l, "", "")
+	}
+	return s.http.Serve(l)
+}
+
+// Shutdown stops the server once requests under way have finished or ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ctx) }
+
+// Close stops the server at once.
+func (s *Server) Close() error { return s.http.Close() }
+
+func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+	if err := s.authorize(ctx, info.FullMethod); err != nil {
+		return nil, err
+	}
+	return handler(ctx, req)
+}
+
+func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+	if err := s.authorize(ss.Context(), info.FullMethod); err != nil {
+		return err
+	}
+	return handler(srv, ss)
+}
+
+// authorize lets a call through when its caller has what Auth asks for.
+func (s *Server) authorize(ctx context.Context, method string) error {
+	a := s.auth.Load()
+	p, _ := peer.FromContext(ctx)
+	var err error
+	switch {
+	case a.ClientCA && verifiedClient(p):
+		return nil
+	case !a.Token.Empty():
+		if bearerMatches(ctx, a.Token) {
+			return nil
+		}
+		err = status.Error(codes.Unauthenticated, "the admin API needs authorization: Bearer <server.admin.token>, or a client certificate")
+	case a.ClientCA:
+		err = status.Error(codes.Unauthenticated, "the admin API needs a client certificate signed by server.admin.tls.clientCA")
+	case p != nil && loopback(p.Addr):
+		return nil
+	default:
+		err = status.Error(codes.PermissionDenied, "the admin API answers only on loopback: set server.admin.token or server.admin.tls.clientCA to call it from elsewhere")
+	}
+	addr := ""
+	if p != nil && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	s.log.Warn("admin call refused", zap.String("method", method), zap.String("peer", addr), zap.String("code", status.Code(err).String()))
+	return err
+}
+
+// verifiedClient reports a caller whose certificate the TLS handshake
+// verified against the client CA.
+func verifiedClient(p *peer.Peer) bool {
+	if p == nil {
+		return false
+	}
+	ti, ok := p.AuthInfo.(credentials.TLSInfo)
+	return ok && len(ti.State.VerifiedChains) > 0
+}
+
+// bearerMatches compares the call's bearer token with want in constant
+// time (of digests, so that not even the length leaks).
+func bearerMatches(ctx context.Context, want secret.Value) bool {
+	md, _ := metadata.FromIncomingContext(ctx)
+	wantSum := sha256.Sum256([]byte(want.Reveal()))
+	ok := 0
+	for _, v := range md.Get("authorization") {
+		scheme, tok, found := strings.Cut(v, " ")
+		if !found || !strings.EqualFold(scheme, "Bearer") {
+			continue
+		}
+		sum := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+		ok |= subtle.ConstantTimeCompare(sum[:], wantSum[:])
+	}
+	return ok == 1
+}
+
+// loopback reports a peer on this host's loopback interface.
+func loopback(a net.Addr) bool {
+	if a == nil {
+		return false
+	}
+	ap, err := netip.ParseAddrPort(a.String())
+	return err == nil && ap.Addr().Unmap().IsLoopback()
+}
