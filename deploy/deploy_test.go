@@ -20,7 +20,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
-	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
@@ -56,6 +56,7 @@ func TestEnvoyConfigs(t *testing.T) {
 			if !strings.Contains(string(data), "%DYNAMIC_METADATA(envoy.filters.http.ext_authz:clientusername)%") {
 				t.Error("the access log does not print clientusername")
 			}
+			checkPathNormalization(t, &b)
 		})
 	}
 }
@@ -93,4 +94,30 @@ func validate(m proto.Message) error {
 		return true
 	})
 	return errors.Join(errs...)
+}
+
+// checkPathNormalization requires every HTTP connection manager to
+// normalize paths as extauthz does before its routes match them.
+func checkPathNormalization(t *testing.T, b *bootstrapv3.Bootstrap) {
+	t.Helper()
+	n := 0
+	for _, l := range b.GetStaticResources().GetListeners() {
+		for _, fc := range l.GetFilterChains() {
+			for _, f := range fc.GetFilters() {
+				var hcm hcmv3.HttpConnectionManager
+				if f.GetTypedConfig().UnmarshalTo(&hcm) != nil {
+					continue
+				}
+				n++
+				if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() ||
+					hcm.GetPathWithEscapedSlashesAction() != hcmv3.HttpConnectionManager_REJECT_REQUEST {
+					t.Errorf("listener %s: normalize_path %v, merge_slashes %v, path_with_escaped_slashes_action %v; want true, true, REJECT_REQUEST",
+						l.GetName(), hcm.GetNormalizePath().GetValue(), hcm.GetMergeSlashes(), hcm.GetPathWithEscapedSlashesAction())
+				}
+			}
+		}
+	}
+	if n == 0 {
+		t.Error("no HTTP connection manager")
+	}
 }

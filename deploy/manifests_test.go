@@ -194,6 +194,9 @@ func TestIstio(t *testing.T) {
 	if !slices.Contains(providers["extauthz-http"].get("envoyExtAuthzHttp", "headersToUpstreamOnAllow").([]any), any("authorization")) {
 		t.Error("the HTTP provider does not forward the token upstream")
 	}
+	if n := readDocs(t, "istio/meshconfig.yaml")[0].str("spec", "meshConfig", "pathNormalization", "normalization"); n != "MERGE_SLASHES" && n != "DECODE_AND_MERGE_SLASHES" {
+		t.Errorf("meshConfig.pathNormalization.normalization is %q: routes on paths need slashes merged", n)
+	}
 	ap := readDocs(t, "istio/authorizationpolicy.yaml")[0]
 	if ap.str("spec", "action") != "CUSTOM" || providers[ap.str("spec", "provider", "name")] == nil {
 		t.Errorf("the AuthorizationPolicy is not CUSTOM with a declared provider: %v", ap.get("spec"))
@@ -205,6 +208,10 @@ func TestEnvoyGateway(t *testing.T) {
 	ref := doc(sp.get("spec", "extAuth", "grpc", "backendRefs", 0).(map[string]any))
 	if ref.str("name") != "extauthz" || ref.get("port") != 9001 || sp.get("spec", "extAuth", "failOpen") != false {
 		t.Errorf("the SecurityPolicy does not call extauthz's gRPC port failing closed: %v", sp.get("spec", "extAuth"))
+	}
+	ctp := byKind(t, readDocs(t, "envoy-gateway/securitypolicy.yaml"), "ClientTrafficPolicy")
+	if ctp.str("spec", "path", "escapedSlashesAction") != "RejectRequest" || ctp.get("spec", "path", "disableMergeSlashes") != false {
+		t.Errorf("the ClientTrafficPolicy does not normalize paths as extauthz does: %v", ctp.get("spec", "path"))
 	}
 }
 

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -18,6 +19,9 @@ import (
 	"github.com/extauthz/extauthz/internal/testidp"
 )
 
+// nginxConf is nginx's configuration around a server block: %[1]s is the
+// working directory, %[2]d the port, and the server block's own text
+// follows the listen line.
 const nginxConf = `
 daemon off;
 master_process off;
@@ -33,28 +37,36 @@ http {
   scgi_temp_path %[1]s/scgi;
   server {
     listen 127.0.0.1:%[2]d;
-    location /orders/ {
-      auth_request /_extauthz;
-      auth_request_set $token $upstream_http_authorization;
-      auth_request_set $group $upstream_http_x_group;
-      proxy_set_header Authorization $token;
-      proxy_set_header X-Group $group;
-      proxy_pass %[3]s;
-    }
-    location = /_extauthz {
-      internal;
-      proxy_pass http://%[4]s/policy/orders;
-      proxy_pass_request_body off;
-      proxy_set_header Content-Length "";
-      proxy_set_header X-Original-URI $request_uri;
-    }
+%[3]s
   }
 }
 `
 
-// startNginx runs nginx in the foreground with conf (which gets the
-// directory and a free port) and waits until it accepts connections.
-func startNginx(t *testing.T, confArgs ...any) string {
+// readmeNginx returns the README's nginx block that contains marker, with
+// its upstream and extauthz addresses replaced by the test's.
+func readmeNginx(t *testing.T, marker, upstream, extauthz string) string {
+	t.Helper()
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, block := range strings.Split(string(readme), "```nginx\n")[1:] {
+		block, _, _ = strings.Cut(block, "```")
+		if strings.Contains(block, marker) {
+			return strings.NewReplacer("http://orders", upstream, "http://127.0.0.1:8001", "http://"+extauthz).Replace(block)
+		}
+	}
+	t.Fatalf("the README has no nginx block with %q", marker)
+	return ""
+}
+
+// startNginx runs nginx in the foreground with server (the text of a
+// server block) and waits until it accepts connections.
+func startNginx(t *testing.T, server string) string {
 	t.Helper()
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
@@ -75,7 +87,7 @@ func startNginx(t *testing.T, confArgs ...any) string {
 		port := l.Addr().(*net.TCPAddr).Port
 		l.Close()
 		conf := filepath.Join(dir, "nginx.conf")
-		if err := os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, append([]any{dir, port}, confArgs...)...)), 0o600); err != nil {
+		if err := os.WriteFile(conf, []byte(fmt.Sprintf(nginxConf, dir, port, server)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		cmd := exec.Command(bin, "-p", dir, "-c", conf)
@@ -156,7 +168,7 @@ policies:
 		t.Fatal(err)
 	}
 	t.Cleanup(proc.Kill)
-	nginx := startNginx(t, upstream.URL, proc.HTTPAddress)
+	nginx := startNginx(t, readmeNginx(t, "/policy/orders", upstream.URL, proc.HTTPAddress))
 
 	get := func(id, secret string) (*http.Response, string) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+nginx+"/orders/1", nil)
@@ -202,4 +214,124 @@ policies:
 	if len(seen) != 1 {
 		t.Errorf("the upstream saw %d requests, want only the allowed one", len(seen))
 	}
+}
+
+// TestNginxRoutesResistSpoofing runs the README's nginx block for routes
+// in front of the trust-boundaries configuration: the gateway's token under
+// /public/, the caller's own under /admin/. Spoofed headers and hostile paths
+// never get a request to /admin/ the gateway's token.
+func TestNginxRoutesResistSpoofing(t *testing.T) {
+	idp, err := testidp.New(testidp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
+	idp.AddClient("gw", testidp.Client{Secret: "gw-s3cret", Claims: map[string]any{"grp": "partner"}})
+	idp.AddClient("orders-app", testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin"}})
+
+	type seen struct{ path, group string }
+	var mu sync.Mutex
+	var upstreamSaw []seen
+	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		upstreamSaw = append(upstreamSaw, seen{r.URL.Path, r.Header.Get("X-Group")})
+		mu.Unlock()
+		fmt.Fprint(w, "ok")
+	}))
+	t.Cleanup(upstream.Close)
+
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.yaml")
+	yaml := fmt.Sprintf(`
+server: {grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", adminAddress: "127.0.0.1:0"}
+routes:
+  - {pathPrefix: "/public/", policy: partner}
+  - {pathPrefix: "/admin/", policy: strict}
+defaultPolicy: strict
+policies:
+  partner: {url: %[1]s, clientID: gw, clientSecret: gw-s3cret, forwardHeaders: {X-Group: grp}}
+  strict:  {url: %[1]s, forwardHeaders: {X-Group: grp}, claims: 'Equals(`+"`grp`, `admin`"+`)'}
+`, idp.TokenURL)
+	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	proc, err := harness.Start(binPath, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(proc.Kill)
+	nginx := startNginx(t, readmeNginx(t, "X-Forwarded-Uri $request_uri", upstream.URL, proc.HTTPAddress))
+
+	spoofed := map[string]string{
+		"X-Extauthz-Policy": "partner", "X-Forwarded-Uri": "/public/x", "X-Original-URI": "/public/x",
+		"X-Forwarded-Host": "partners.example.com",
+	}
+	tests := []struct {
+		name       string
+		path       string
+		headers    map[string]string
+		basic      bool
+		wantStatus int
+		wantGroup  string // X-Group upstream, for a 200
+	}{
+		{name: "the gateway's token under /public/", path: "/public/x", wantStatus: 200, wantGroup: "partner"},
+		{name: "the caller's own under /admin/", path: "/admin/users", basic: true, wantStatus: 200, wantGroup: "admin"},
+		{name: "no credentials under /admin/", path: "/admin/users", wantStatus: 401},
+		{name: "spoofed headers", path: "/admin/users", headers: spoofed, wantStatus: 401},
+		{name: "dot segments", path: "/public/../admin/users", wantStatus: 401},
+		{name: "dot segments and spoofed headers", path: "/public/../admin/users", headers: spoofed, wantStatus: 401},
+		{name: "encoded dot segments", path: "/public/%2e%2e/admin/users", wantStatus: 500},
+		{name: "encoded slash", path: "/public/..%2fadmin/users", wantStatus: 500},
+		{name: "path parameters", path: "/public/..;/admin/users", wantStatus: 500},
+		{name: "double slash", path: "/public//../admin/users", wantStatus: 500},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			mu.Lock()
+			upstreamSaw = nil
+			mu.Unlock()
+			headers := map[string]string{}
+			for k, v := range tt.headers {
+				headers[k] = v
+			}
+			if tt.basic {
+				headers["Authorization"] = "Basic b3JkZXJzLWFwcDpzM2NyZXQ=" // orders-app:s3cret
+			}
+			status := rawGet(t, nginx, tt.path, headers)
+			if status != tt.wantStatus {
+				t.Errorf("status %d, want %d", status, tt.wantStatus)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			switch {
+			case tt.wantStatus != 200 && len(upstreamSaw) != 0:
+				t.Errorf("the upstream saw %v", upstreamSaw)
+			case tt.wantStatus == 200 && (len(upstreamSaw) != 1 || upstreamSaw[0].group != tt.wantGroup):
+				t.Errorf("the upstream saw %v, want one request with X-Group %s", upstreamSaw, tt.wantGroup)
+			}
+		})
+	}
+}
+
+// rawGet sends GET target through addr exactly as written and returns the status.
+func rawGet(t *testing.T, addr, target string, headers map[string]string) int {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	req := "GET " + target + " HTTP/1.1\r\nHost: api.example.com\r\nConnection: close\r\n"
+	for k, v := range headers {
+		req += k + ": " + v + "\r\n"
+	}
+	if _, err := io.WriteString(c, req+"\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
