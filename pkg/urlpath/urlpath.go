@@ -53,20 +53,18 @@ var (
 // empty path is "/". A path already in normal form is returned as it is,
 // without allocating.
 func Normalize(raw string) (string, error) {
-	if i := strings.IndexAny(raw, "?#"); i >= 0 {
-		raw = raw[:i]
-	}
+	p, normal := cut(raw)
 	switch {
-	case raw == "":
+	case p == "":
 		return "/", nil
-	case len(raw) > MaxBytes:
+	case len(p) > MaxBytes:
 		return "", ErrTooLong
-	case raw[0] != '/':
+	case p[0] != '/':
 		return "", ErrNotAbsolute
-	case isNormal(raw):
-		return raw, nil
+	case normal:
+		return p, nil
 	}
-	return normalize(raw)
+	return normalize(p)
 }
 
 // Byte classes.
@@ -94,33 +92,47 @@ var class = func() (c [256]uint8) {
 	return c
 }()
 
-// isNormal reports a path that needs no work: plain bytes and slashes only,
-// no empty segment and no segment that starts with a dot. It is a fast,
-// conservative test: a path it turns away may still be normal.
-func isNormal(p string) bool {
-	for i := 1; i < len(p); i++ {
-		c := p[i]
-		if c == '/' {
-			if p[i-1] == '/' {
-				return false
+// cut returns the path without its query and fragment, and whether it
+// needs no work: it starts with "/" and holds plain bytes and slashes only,
+// no empty segment and no segment that starts with a dot. The test is fast
+// and conservative: a path it turns away may still be normal. One pass
+// serves the common case.
+func cut(raw string) (p string, normal bool) {
+	if raw == "" || raw[0] != '/' {
+		return cutSlow(raw), false
+	}
+	for i := 1; i < len(raw); i++ {
+		switch c := raw[i]; {
+		case c == '?' || c == '#':
+			return raw[:i], true
+		case c == '/':
+			if raw[i-1] == '/' {
+				return cutSlow(raw), false
 			}
-			continue
-		}
-		if class[c]&plain == 0 || c == '.' && p[i-1] == '/' {
-			return false
+		case class[c]&plain == 0 || c == '.' && raw[i-1] == '/':
+			return cutSlow(raw), false
 		}
 	}
-	return true
+	return raw, true
+}
+
+func cutSlow(raw string) string {
+	if i := strings.IndexAny(raw, "?#"); i >= 0 {
+		return raw[:i]
+	}
+	return raw
 }
 
 const upperHex = "0123456789ABCDEF"
 
 // normalize is Normalize's slow path. p starts with "/".
 func normalize(p string) (string, error) {
-	out := append(make([]byte, 0, len(p)+8), '/')
-	var starts []int   // where each kept segment starts in out
-	trailing := false  // the path ends with a slash
-	prevEmpty := false // the previous segment was empty ("//")
+	var outBuf [256]byte // most paths fit: no allocation but the result
+	out := append(outBuf[:0], '/')
+	var startsBuf [32]int
+	starts := startsBuf[:0] // where each kept segment starts in out
+	trailing := false       // the path ends with a slash
+	prevEmpty := false      // the previous segment was empty ("//")
 	rest := p[1:]
 	for {
 		seg, more := rest, false
@@ -165,15 +177,15 @@ func normalize(p string) (string, error) {
 				out = append(out, '%', upperHex[c>>4], upperHex[c&15])
 			}
 		}
-		name := string(out[start:])
+		name := out[start:]
 		if params >= 0 {
-			name = string(out[start:params])
+			name = out[start:params]
 		}
-		dot := name == "." || name == ".."
+		dots := dotSegment(name) // 1 for ".", 2 for "..", else 0
 		switch {
-		case dot && encodedDot:
+		case dots > 0 && encodedDot:
 			return "", ErrEncodedDot
-		case dot && params >= 0:
+		case dots > 0 && params >= 0:
 			return "", ErrDotParams
 		}
 		switch {
@@ -181,11 +193,11 @@ func normalize(p string) (string, error) {
 			out = out[:start]
 			trailing = !more
 			prevEmpty = true
-		case name == ".":
+		case dots == 1:
 			out = out[:start]
 			trailing = true
 			prevEmpty = false
-		case name == "..":
+		case dots == 2:
 			if prevEmpty {
 				return "", ErrDotAfterEmpty
 			}
@@ -215,6 +227,19 @@ func normalize(p string) (string, error) {
 		return "", ErrTooLong
 	}
 	return string(out), nil
+}
+
+// dotSegment returns 1 for ".", 2 for "..", and 0 for any other segment.
+func dotSegment(b []byte) int {
+	for _, c := range b {
+		if c != '.' {
+			return 0
+		}
+	}
+	if len(b) > 2 {
+		return 0
+	}
+	return len(b)
 }
 
 func unhex(c byte) int {

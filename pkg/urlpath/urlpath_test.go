@@ -154,3 +154,19 @@ func hasDotDot(p string) bool {
 	}
 	return false
 }
+
+func BenchmarkNormalize(b *testing.B) {
+	for _, bc := range []struct{ name, path string }{
+		{"normal", "/api/v1/orders/42/items?expand=all"},
+		{"dot segments and escapes", "/api/v1/./orders//42/../43/%7Eitems?expand=all"},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := Normalize(bc.path); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
