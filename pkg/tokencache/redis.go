@@ -12,7 +12,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -152,7 +154,7 @@ type Shared struct {
 	redis  *Redis
 	prefix string
 	aead   cipher.AEAD // nil: values are stored in the clear
-	names  []byte      // HMAC key of the key names; nil: plain hashes
+	names  *sync.Pool  // of HMAC-SHA-256 hashes that tag key names; nil: plain hashes
 }
 
 // namesInfo derives the key of the key names from the encryption key (HKDF).
@@ -168,9 +170,11 @@ func newShared(r *Redis, prefix string, encryptionKey []byte) (*Shared, error) {
 		if s.aead, err = cipher.NewGCM(block); err != nil {
 			return nil, err
 		}
-		if s.names, err = hkdf.Key(sha256.New, encryptionKey, nil, namesInfo, sha256.Size); err != nil {
+		namesKey, err := hkdf.Key(sha256.New, encryptionKey, nil, namesInfo, sha256.Size)
+		if err != nil {
 			return nil, err
 		}
+		s.names = &sync.Pool{New: func() any { return hmac.New(sha256.New, namesKey) }}
 	}
 	return s, nil
 }
@@ -189,10 +193,15 @@ func (s *Shared) tag(kind byte, b []byte) string {
 	if s.names == nil {
 		return hex.EncodeToString(b)
 	}
-	m := hmac.New(sha256.New, s.names)
-	m.Write([]byte{kind})
+	m := s.names.Get().(hash.Hash)
+	m.Reset()
+	k := [1]byte{kind}
+	m.Write(k[:])
 	m.Write(b)
-	return hex.EncodeToString(m.Sum(nil)[:len(b)])
+	var sum [sha256.Size]byte
+	tag := hex.EncodeToString(m.Sum(sum[:0])[:len(b)])
+	s.names.Put(m)
+	return tag
 }
 
 // Redis returns the connection the tier uses.
