@@ -95,18 +95,24 @@ func run(bin, grpcurl string) error {
 		title         string
 		policy        string
 		authorization string
+		path          string // /orders when empty
 	}{
-		{"orders-app with its secret: allowed, token fetched (cache miss)", "orders", basic("orders-app", "s3cret")},
-		{"the same again: allowed from the cache (hit)", "orders", basic("orders-app", "s3cret")},
-		{"orders-app with a wrong secret: the IdP rejects it", "orders", basic("orders-app", "wrong")},
-		{"reports-app: its token's grp is viewer, the claims expression wants admin", "orders", basic("reports-app", "r3ports")},
-		{"no credentials at all", "orders", ""},
-		{"gateway mode: the caller needs no credentials", "partner-api", ""},
-		{"a policy that does not exist: fail closed", "nope", ""},
+		{"orders-app with its secret: allowed, token fetched (cache miss)", "orders", basic("orders-app", "s3cret"), ""},
+		{"the same again: allowed from the cache (hit)", "orders", basic("orders-app", "s3cret"), ""},
+		{"orders-app with a wrong secret: the IdP rejects it", "orders", basic("orders-app", "wrong"), ""},
+		{"reports-app: its token's grp is viewer, the claims expression wants admin", "orders", basic("reports-app", "r3ports"), ""},
+		{"no credentials at all", "orders", "", ""},
+		{"gateway mode: the caller needs no credentials", "partner-api", "", ""},
+		{"a policy that does not exist: fail closed", "nope", "", ""},
+		{"a path whose meaning depends on who decodes it: refused before any policy", "orders", basic("orders-app", "s3cret"), "/orders/%2e%2e/admin"},
 	}
 	ctx := context.Background()
 	for i, sc := range scenarios {
-		req := harness.CheckJSON(sc.policy, sc.authorization)
+		path := sc.path
+		if path == "" {
+			path = "/orders"
+		}
+		req := harness.CheckPathJSON(sc.policy, sc.authorization, path)
 		fmt.Printf("== %d. %s\n$ grpcurl -plaintext -d '%s' %s envoy.service.auth.v3.Authorization/Check\n", i+1, sc.title, req, proc.GRPCAddress)
 		out, err := harness.Grpcurl(ctx, grpcurl, req, "-plaintext", "-d", "@", proc.GRPCAddress, "envoy.service.auth.v3.Authorization/Check")
 		if err != nil {

@@ -114,16 +114,21 @@ func (p *Process) Kill() {
 	}
 }
 
-// CheckJSON is a CheckRequest as grpcurl takes it, for the policy and, when
-// set, an Authorization header.
+// CheckJSON is a CheckRequest for /orders as grpcurl takes it, for the
+// policy and, when set, an Authorization header.
 func CheckJSON(policy, authorization string) []byte {
+	return CheckPathJSON(policy, authorization, "/orders")
+}
+
+// CheckPathJSON is CheckJSON for another path.
+func CheckPathJSON(policy, authorization, path string) []byte {
 	headers := map[string]string{}
 	if authorization != "" {
 		headers["authorization"] = authorization
 	}
 	b, _ := json.Marshal(map[string]any{"attributes": map[string]any{
 		"contextExtensions": map[string]string{"policy": policy},
-		"request":           map[string]any{"http": map[string]any{"method": "GET", "host": "api.example.com", "path": "/orders", "headers": headers}},
+		"request":           map[string]any{"http": map[string]any{"method": "GET", "host": "api.example.com", "path": path, "headers": headers}},
 	}})
 	return b
 }
