@@ -67,33 +67,8 @@ type e2e struct {
 
 func startE2E(t *testing.T) *e2e {
 	t.Helper()
-	idp, err := testidp.New(testidp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(idp.Close)
-	idp.AddClient("orders-app", testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin"}})
+	proc, _, idp := startConfig(t, e2eConfig, map[string]map[string]string{"gateway-idp": {"clientID": "gw\n", "clientSecret": "gw-s3cret\n"}})
 	idp.AddClient("gw", testidp.Client{Secret: "gw-s3cret"})
-
-	dir := t.TempDir()
-	for name, value := range map[string]string{"clientID": "gw\n", "clientSecret": "gw-s3cret\n"} {
-		p := filepath.Join(dir, "secrets", "gateway-idp", name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(value), 0o600); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(e2eConfig, idp.TokenURL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	proc, err := harness.Start(binPath, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proc.Kill)
 	return &e2e{t: t, idp: idp, proc: proc}
 }
 

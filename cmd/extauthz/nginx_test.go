@@ -132,14 +132,6 @@ func startNginx(t *testing.T, server string) string {
 // TestNginxAuthRequest puts extauthz's HTTP mode behind real nginx
 // auth_request: client → nginx → extauthz → upstream.
 func TestNginxAuthRequest(t *testing.T) {
-	idp, err := testidp.New(testidp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(idp.Close)
-	idp.AddClient("orders-app", testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin"}})
-	idp.AddClient("viewer-app", testidp.Client{Secret: "v1ewer", Claims: map[string]any{"grp": "viewer"}})
-
 	var mu sync.Mutex
 	var seen []http.Header
 	upstream := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -149,25 +141,15 @@ func TestNginxAuthRequest(t *testing.T) {
 		fmt.Fprint(w, "order 1")
 	}))
 	t.Cleanup(upstream.Close)
-
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yaml")
-	yaml := fmt.Sprintf(`
+	proc, _, idp := startConfig(t, `
 server: {grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", adminAddress: "127.0.0.1:0"}
 policies:
   orders:
-    url: %s
+    url: %[1]s
     forwardHeaders: {X-Group: grp}
     claims: Equals(`+"`grp`, `admin`"+`)
-`, idp.TokenURL)
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	proc, err := harness.Start(binPath, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proc.Kill)
+`, nil)
+	idp.AddClient("viewer-app", testidp.Client{Secret: "v1ewer", Claims: map[string]any{"grp": "viewer"}})
 	nginx := startNginx(t, readmeNginx(t, "/policy/orders", upstream.URL, proc.HTTPAddress))
 
 	get := func(id, secret string) (*http.Response, string) {
@@ -221,14 +203,6 @@ policies:
 // /public/, the caller's own under /admin/. Spoofed headers and hostile paths
 // never get a request to /admin/ the gateway's token.
 func TestNginxRoutesResistSpoofing(t *testing.T) {
-	idp, err := testidp.New(testidp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(idp.Close)
-	idp.AddClient("gw", testidp.Client{Secret: "gw-s3cret", Claims: map[string]any{"grp": "partner"}})
-	idp.AddClient("orders-app", testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin"}})
-
 	type seen struct{ path, group string }
 	var mu sync.Mutex
 	var upstreamSaw []seen
@@ -239,10 +213,7 @@ func TestNginxRoutesResistSpoofing(t *testing.T) {
 		fmt.Fprint(w, "ok")
 	}))
 	t.Cleanup(upstream.Close)
-
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yaml")
-	yaml := fmt.Sprintf(`
+	proc, _, idp := startConfig(t, `
 server: {grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", adminAddress: "127.0.0.1:0"}
 routes:
   - {pathPrefix: "/public/", policy: partner}
@@ -251,15 +222,8 @@ defaultPolicy: strict
 policies:
   partner: {url: %[1]s, clientID: gw, clientSecret: gw-s3cret, forwardHeaders: {X-Group: grp}}
   strict:  {url: %[1]s, forwardHeaders: {X-Group: grp}, claims: 'Equals(`+"`grp`, `admin`"+`)'}
-`, idp.TokenURL)
-	if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	proc, err := harness.Start(binPath, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proc.Kill)
+`, nil)
+	idp.AddClient("gw", testidp.Client{Secret: "gw-s3cret", Claims: map[string]any{"grp": "partner"}})
 	nginx := startNginx(t, readmeNginx(t, "X-Forwarded-Uri $request_uri", upstream.URL, proc.HTTPAddress))
 
 	spoofed := map[string]string{
