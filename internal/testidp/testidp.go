@@ -67,6 +67,12 @@ const (
 	AnswerErrorIn200              // status 200 with an OAuth error body
 	AnswerOpaqueNoLifetime        // an opaque token without expires_in
 	AnswerUnsafeToken             // an access_token with a space and CRLF in it
+	AnswerForm                    // a form-encoded answer: access_token=…&expires_in=60
+	AnswerFloatExpiresIn          // "expires_in": 3600.0
+	AnswerHugeExpiresIn           // "expires_in": 1e30
+	AnswerNegativeExpiresIn       // "expires_in": -5
+	AnswerFarFutureExp            // a JWT whose exp is in the year 3000, and no expires_in
+	AnswerNumericToken            // "access_token": 12345
 )
 
 // Behavior switches how the endpoint answers.
@@ -87,6 +93,8 @@ type Behavior struct {
 	// ForeignSignature signs tokens with a key the JWKS does not hold,
 	// under the current kid: a bad signature.
 	ForeignSignature bool
+	// RedirectTo, when set, answers token requests 307 to this URL.
+	RedirectTo string
 }
 
 // DefaultLifetime of issued tokens.
@@ -288,6 +296,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	if b.RedirectTo != "" {
+		http.Redirect(w, r, b.RedirectTo, http.StatusTemporaryRedirect)
+		return
+	}
 	if b.FailStatus != 0 && (b.FailFirst == 0 || s.failed.Add(1) <= int64(b.FailFirst)) {
 		if b.RetryAfter != "" {
 			w.Header().Set("Retry-After", b.RetryAfter)
@@ -375,6 +387,9 @@ func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, s
 		"iss": s.Issuer, "sub": id, "client_id": id,
 		"iat": now.Unix(), "exp": now.Add(lifetime).Unix(), "jti": randomID(),
 	}
+	if b.Answer == AnswerFarFutureExp {
+		claims["exp"] = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+	}
 	if audience != "" {
 		claims["aud"] = audience
 	}
@@ -434,6 +449,20 @@ func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, s
 		body["access_token"] = "abc def\r\nX-Injected: 1"
 	case AnswerErrorIn200:
 		body = map[string]any{"error": "invalid_request", "error_description": "an error with status 200"}
+	case AnswerForm:
+		w.Header().Set("Content-Type", "application/x-www-form-urlencoded")
+		fmt.Fprint(w, url.Values{"access_token": {"opaque-" + randomID()}, "token_type": {"bearer"}, "expires_in": {"60"}}.Encode())
+		return
+	case AnswerFloatExpiresIn:
+		body["expires_in"] = json.RawMessage(fmt.Sprintf("%d.0", int64(lifetime/time.Second)))
+	case AnswerHugeExpiresIn:
+		body["expires_in"] = json.RawMessage("1e30")
+	case AnswerNegativeExpiresIn:
+		body["expires_in"] = -5
+	case AnswerFarFutureExp:
+		delete(body, "expires_in")
+	case AnswerNumericToken:
+		body["access_token"] = 12345
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")

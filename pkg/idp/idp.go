@@ -7,15 +7,18 @@
 // tls_client_auth (RFC 8705: the TLS client certificate, client_id in the
 // body).
 //
-// The request itself is made by golang.org/x/oauth2/clientcredentials, which
-// encodes the form, authenticates the client in the Authorization header or
-// the body (form-urlencoding id and secret as RFC 6749 §2.3.1 asks), reads at
-// most 1 MiB of the answer, accepts expires_in as a number or a numeric string,
-// and parses OAuth error bodies. This package adds what a gateway needs
-// around it: a timeout per attempt, retries with exponential backoff and
-// jitter for network errors, 5xx and 429 (honouring Retry-After) and never for
-// other 4xx, an overall bound from the caller's context, a check of
-// token_type, and errors sorted into kinds a caller can map to statuses.
+// A token request is a form POST (RFC 6749 §4.4.2) that authenticates the
+// client in the Authorization header or the body (form-urlencoding id and
+// secret as §2.3.1 asks). The answer is read up to 1 MiB, as JSON or, as
+// some endpoints send it, form-encoded; expires_in may be an integer, a
+// float or a numeric string, and one out of range is clamped to a year (or
+// ignored when not positive) and logged rather than failing the answer.
+// Redirects are never followed: credentials go only to the configured URL,
+// and a 3xx is an unusable answer. Around each request: a timeout per
+// attempt, retries with exponential backoff and jitter for network errors,
+// 5xx and 429 (honouring Retry-After) and never for other 4xx, an overall
+// bound from the caller's context, a check of token_type, and errors sorted
+// into kinds a caller can map to statuses.
 package idp
 
 import (
@@ -28,6 +31,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/rand/v2"
 	"net/http"
@@ -42,8 +46,6 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
-	"golang.org/x/oauth2"
-	"golang.org/x/oauth2/clientcredentials"
 
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
@@ -107,6 +109,10 @@ type Options struct {
 	// Credentials (a signing key, a TLS client certificate), so that its
 	// Identity tells clients with different ones apart. It holds no secret.
 	CredentialID string
+	// TrustID fingerprints how the endpoint's certificate is checked (the
+	// CA, insecureSkipVerify), so that clients that trust different
+	// servers never share tokens. It holds no secret.
+	TrustID string
 }
 
 // Credentials identify a client to the token endpoint.
@@ -125,7 +131,7 @@ type Token struct {
 // Client requests tokens from one endpoint. It is safe for concurrent use.
 type Client struct {
 	opts     Options
-	base     clientcredentials.Config
+	params   url.Values // the form, credentials aside
 	identity string
 	host     string // the endpoint's host, for spans
 }
@@ -136,15 +142,11 @@ func NewClient(o Options) (*Client, error) {
 	if err != nil || o.URL == "" {
 		return nil, fmt.Errorf("idp: bad token URL %q", o.URL)
 	}
-	style := oauth2.AuthStyleInHeader
 	switch o.AuthMethod {
 	case ClientSecretBasic, "":
 		o.AuthMethod = ClientSecretBasic
 	case ClientSecretPost, TLSClientAuth:
-		// tls_client_auth sends client_id in the body and no secret.
-		style = oauth2.AuthStyleInParams
 	case PrivateKeyJWT:
-		style = oauth2.AuthStyleInParams
 		if err := o.Assertion.check(); err != nil {
 			return nil, err
 		}
@@ -157,9 +159,7 @@ func NewClient(o Options) (*Client, error) {
 	default:
 		return nil, fmt.Errorf("idp: unsupported auth method %q", o.AuthMethod)
 	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{Transport: NewTransport(nil)}
-	}
+	o.HTTPClient = withoutRedirects(o.HTTPClient)
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
 	}
@@ -188,20 +188,29 @@ func NewClient(o Options) (*Client, error) {
 	if o.Audience != "" {
 		params.Set("audience", o.Audience)
 	}
-	c := &Client{
-		host: u.Host,
-		opts: o,
-		base: clientcredentials.Config{
-			TokenURL:       o.URL,
-			Scopes:         o.Scopes,
-			EndpointParams: params,
-			AuthStyle:      style,
-		},
+	if len(o.Scopes) > 0 {
+		params.Set("scope", strings.Join(o.Scopes, " "))
 	}
+	params.Set("grant_type", "client_credentials")
+	c := &Client{host: u.Host, opts: o, params: params}
 	// The identity names everything that shapes a token request except the
 	// credentials, so that a cache can tell tokens apart.
-	c.identity = strings.Join([]string{o.URL, string(o.AuthMethod), strings.Join(o.Scopes, " "), params.Encode(), o.CredentialID}, "\x00")
+	c.identity = strings.Join([]string{o.URL, string(o.AuthMethod), params.Encode(), o.CredentialID, o.TrustID}, "\x00")
 	return c, nil
+}
+
+// withoutRedirects returns a copy of hc (a client with Go's default
+// transport when nil) that never follows a redirect: a token endpoint,
+// discovery document or JWKS that redirects is answered by its 3xx, so
+// that credentials are never re-sent elsewhere.
+func withoutRedirects(hc *http.Client) *http.Client {
+	c := &http.Client{Transport: NewTransport(nil)}
+	if hc != nil {
+		copied := *hc
+		c = &copied
+	}
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return c
 }
 
 // Identity describes the requests this client makes, credentials aside. Two
@@ -292,33 +301,52 @@ func (c *Client) backoff(n int) time.Duration {
 func (c *Client) attempt(ctx context.Context, creds Credentials) (*Token, *Error) {
 	actx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
-	actx = context.WithValue(actx, oauth2.HTTPClient, c.opts.HTTPClient)
-	cfg := c.base
-	cfg.ClientID, cfg.ClientSecret = creds.ID, creds.Secret.Reveal()
+	form := maps.Clone(c.params)
 	switch c.opts.AuthMethod {
+	case ClientSecretPost:
+		form.Set("client_id", creds.ID)
+		form.Set("client_secret", creds.Secret.Reveal())
+	case TLSClientAuth:
+		form.Set("client_id", creds.ID)
 	case PrivateKeyJWT:
 		assertion, err := c.assertion(creds.ID)
 		if err != nil {
 			return nil, &Error{Kind: KindRefused, Err: err}
 		}
-		cfg.EndpointParams = maps.Clone(c.base.EndpointParams)
-		cfg.EndpointParams.Set("client_assertion_type", AssertionType)
-		cfg.EndpointParams.Set("client_assertion", assertion)
-		cfg.ClientSecret = ""
-	case TLSClientAuth:
-		cfg.ClientSecret = ""
+		form.Set("client_id", creds.ID)
+		form.Set("client_assertion_type", AssertionType)
+		form.Set("client_assertion", assertion)
 	}
-	tok, err := cfg.Token(actx)
+	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.opts.URL, strings.NewReader(form.Encode()))
 	if err != nil {
-		return nil, c.classify(actx, err)
+		return nil, &Error{Kind: KindRefused, Err: err}
 	}
-	if !headerSafe(tok.AccessToken) {
-		return nil, &Error{Kind: KindBadResponse, Status: http.StatusOK, Err: errors.New("access_token holds characters a header cannot carry")}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if c.opts.AuthMethod == ClientSecretBasic {
+		// RFC 6749 §2.3.1: id and secret are form-urlencoded first.
+		req.SetBasicAuth(url.QueryEscape(creds.ID), url.QueryEscape(creds.Secret.Reveal()))
 	}
-	if tok.TokenType != "" && !strings.EqualFold(tok.TokenType, "bearer") {
-		return nil, &Error{Kind: KindBadResponse, Status: http.StatusOK, Err: fmt.Errorf("token_type %q is not Bearer", tok.TokenType)}
+	resp, err := c.opts.HTTPClient.Do(req)
+	if err != nil {
+		return nil, &Error{Kind: KindUnavailable, Err: redactURL(err)}
 	}
-	return &Token{AccessToken: secret.New(tok.AccessToken), Type: tok.TokenType, ExpiresIn: expiresIn(tok.Extra("expires_in"))}, nil
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
+	if err != nil {
+		return nil, &Error{Kind: KindUnavailable, Status: resp.StatusCode, Err: fmt.Errorf("reading the answer: %w", err)}
+	}
+	return c.answer(resp, body)
+}
+
+// redactURL keeps the *url.Error's operation and cause but not the URL,
+// which may carry query parameters.
+func redactURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	return err
 }
 
 // check reports an assertion configuration that cannot sign.
@@ -385,60 +413,6 @@ func headerSafe(tok string) bool {
 		}
 	}
 	return true
-}
-
-// expiresIn reads expires_in, which endpoints send as a number or a numeric
-// string. Anything else, or a lifetime that is not positive, counts as none.
-func expiresIn(v any) time.Duration {
-	var secs float64
-	switch v := v.(type) {
-	case float64:
-		secs = v
-	case string:
-		f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-		if err != nil {
-			return 0
-		}
-		secs = f
-	default:
-		return 0
-	}
-	if secs <= 0 || secs != secs {
-		return 0
-	}
-	return time.Duration(min(secs, float64(1<<31)) * float64(time.Second))
-}
-
-func (c *Client) classify(actx context.Context, err error) *Error {
-	var re *oauth2.RetrieveError
-	if !errors.As(err, &re) {
-		kind := KindBadResponse
-		var ue *url.Error
-		// x/oauth2 returns transport errors as they are, and a body that
-		// breaks off as "cannot fetch token"; everything else is the answer.
-		if errors.As(err, &ue) || actx.Err() != nil || strings.HasPrefix(err.Error(), "oauth2: cannot fetch token") {
-			kind = KindUnavailable
-		}
-		return &Error{Kind: kind, Err: err}
-	}
-	e := &Error{Status: re.Response.StatusCode, Code: re.ErrorCode, Description: re.ErrorDescription, Err: errors.New(http.StatusText(re.Response.StatusCode))}
-	switch {
-	case re.ErrorCode == "invalid_client" || re.ErrorCode == "unauthorized_client":
-		e.Kind = KindRejected
-	case re.ErrorCode == "invalid_scope" || re.ErrorCode == "invalid_target" || re.ErrorCode == "access_denied":
-		e.Kind = KindForbidden
-	case e.Status == http.StatusTooManyRequests || e.Status >= 500 ||
-		re.ErrorCode == "temporarily_unavailable" || re.ErrorCode == "server_error":
-		e.Kind = KindUnavailable
-		e.RetryAfter = retryAfter(re.Response.Header.Get("Retry-After"), c.opts.Now())
-	case e.Status == http.StatusUnauthorized:
-		e.Kind = KindRejected
-	case e.Status == http.StatusForbidden:
-		e.Kind = KindForbidden
-	default:
-		e.Kind = KindRefused
-	}
-	return e
 }
 
 // retryAfter reads a Retry-After header: seconds or an HTTP date.

@@ -5,8 +5,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -106,6 +109,7 @@ func TestErrors(t *testing.T) {
 		{"token_type mac", testidp.Behavior{Answer: testidp.AnswerMACTokenType}, app, 3, KindBadResponse, 1, 0},
 		{"unsafe token", testidp.Behavior{Answer: testidp.AnswerUnsafeToken}, app, 3, KindBadResponse, 1, 0},
 		{"error with status 200", testidp.Behavior{Answer: testidp.AnswerErrorIn200}, app, 3, KindRefused, 1, 0},
+		{"access_token not a string", testidp.Behavior{Answer: testidp.AnswerNumericToken}, app, 3, KindBadResponse, 1, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -145,6 +149,10 @@ func TestOddAnswers(t *testing.T) {
 		{testidp.AnswerNoExpiresIn, "Bearer", 0},
 		{testidp.AnswerNoTokenType, "", testidp.DefaultLifetime},
 		{testidp.AnswerOpaque, "Bearer", testidp.DefaultLifetime},
+		{testidp.AnswerForm, "bearer", time.Minute},
+		{testidp.AnswerFloatExpiresIn, "Bearer", testidp.DefaultLifetime},
+		{testidp.AnswerHugeExpiresIn, "Bearer", MaxLifetime},
+		{testidp.AnswerNegativeExpiresIn, "Bearer", 0},
 	}
 	for _, tt := range tests {
 		s := newIdP(t, testidp.Options{})
@@ -254,4 +262,49 @@ func TestIdentity(t *testing.T) {
 
 func tlsConfig(pool *x509.CertPool, insecure bool) *tls.Config {
 	return &tls.Config{RootCAs: pool, InsecureSkipVerify: insecure}
+}
+
+func TestLifetime(t *testing.T) {
+	c := newClient(t, Options{URL: "https://x/t"})
+	for _, tt := range []struct {
+		give string
+		want time.Duration
+	}{
+		{"", 0}, {"null", 0}, {"3600", time.Hour}, {"3600.0", time.Hour}, {" 60 ", time.Minute}, {"1.5", 1500 * time.Millisecond},
+		{"3.6e3", time.Hour}, {"1e30", MaxLifetime}, {"1e400", MaxLifetime}, {"Infinity", MaxLifetime},
+		{"-5", 0}, {"0", 0}, {"NaN", 0}, {"soon", 0}, {"true", 0}, {"{}", 0},
+	} {
+		if got := c.lifetime(tt.give); got != tt.want {
+			t.Errorf("lifetime(%q) = %v, want %v", tt.give, got, tt.want)
+		}
+	}
+}
+
+// TestNoRedirects: a token endpoint that redirects never gets the
+// credentials re-sent, by any auth method, and its answer is unusable.
+func TestNoRedirects(t *testing.T) {
+	var elsewhere atomic.Int64
+	thief := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, `{"access_token": "stolen", "token_type": "Bearer", "expires_in": 3600}`)
+	}))
+	defer thief.Close()
+	for _, method := range []AuthMethod{ClientSecretBasic, ClientSecretPost} {
+		t.Run(string(method), func(t *testing.T) {
+			s := newIdP(t, testidp.Options{})
+			s.SetBehavior(testidp.Behavior{RedirectTo: thief.URL + "/steal?x=1"})
+			_, err := newClient(t, Options{URL: s.TokenURL, AuthMethod: method}).Token(context.Background(), app)
+			var e *Error
+			if !errors.As(err, &e) || e.Kind != KindBadResponse || e.Status != 307 {
+				t.Fatalf("a redirect: %v, want an unusable answer", err)
+			}
+			if !strings.Contains(err.Error(), strings.TrimPrefix(thief.URL, "http://")) || strings.Contains(err.Error(), "steal") {
+				t.Errorf("error %q: want the Location's host only", err)
+			}
+			if n := elsewhere.Load(); n != 0 {
+				t.Errorf("the redirect target got %d requests", n)
+			}
+		})
+	}
 }

@@ -63,9 +63,7 @@ func NewVerifier(o VerifierOptions) (*Verifier, error) {
 	if o.JWKSURL == "" && o.Issuer == "" {
 		return nil, errors.New("idp: verification needs a JWKS URL or an issuer to discover it from")
 	}
-	if o.HTTPClient == nil {
-		o.HTTPClient = &http.Client{Transport: NewTransport(nil)}
-	}
+	o.HTTPClient = withoutRedirects(o.HTTPClient)
 	if o.UnknownKeyRefresh <= 0 {
 		o.UnknownKeyRefresh = time.Minute
 	}
@@ -169,7 +167,7 @@ func (v *Verifier) discover(ctx context.Context) (string, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("discovery %s: HTTP %d", u, resp.StatusCode)
+		return "", fmt.Errorf("discovery %s: HTTP %d (redirects are not followed)", u, resp.StatusCode)
 	}
 	var doc struct {
 		Issuer  string `json:"issuer"`

@@ -5,6 +5,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -120,5 +123,27 @@ func TestVerifyWithoutKeys(t *testing.T) {
 	wantKind(t, newVerifier(t, VerifierOptions{Issuer: s.Issuer + "/other"}).Verify(ctx, tok), KindUnavailable)
 	if _, err := NewVerifier(VerifierOptions{}); err == nil {
 		t.Error("a verifier without keys was accepted")
+	}
+}
+
+// TestVerifierFollowsNoRedirect: a JWKS or discovery document that
+// redirects is not fetched from elsewhere, so another server's keys never
+// vouch for tokens.
+func TestVerifierFollowsNoRedirect(t *testing.T) {
+	s := newIdP(t, testidp.Options{})
+	good := issued(t, s, "app")
+	redirector := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		target := s.JWKSURL
+		if strings.HasSuffix(r.URL.Path, "/openid-configuration") {
+			target = s.URL + "/.well-known/openid-configuration"
+		}
+		http.Redirect(w, r, target, http.StatusFound)
+	}))
+	defer redirector.Close()
+	ctx := context.Background()
+	wantKind(t, newVerifier(t, VerifierOptions{JWKSURL: redirector.URL + "/jwks"}).Verify(ctx, good), KindUnavailable)
+	wantKind(t, newVerifier(t, VerifierOptions{Issuer: redirector.URL}).Verify(ctx, good), KindUnavailable)
+	if n := s.JWKSRequests(); n != 0 {
+		t.Errorf("the JWKS behind the redirect was fetched %d times", n)
 	}
 }
