@@ -55,24 +55,24 @@ type Answer int
 
 // Answers.
 const (
-	AnswerNormal           Answer = iota
-	AnswerStringExpiresIn         // "expires_in": "300"
-	AnswerNoExpiresIn             // no expires_in: the lifetime is the JWT's exp
-	AnswerOpaque                  // a random token that is not a JWT
-	AnswerNoAccessToken           // no access_token at all
-	AnswerNoTokenType             // no token_type
-	AnswerMACTokenType            // "token_type": "mac"
-	AnswerBadJSON                 // a body that is not JSON
-	AnswerHuge                    // a body larger than 1 MiB
-	AnswerErrorIn200              // status 200 with an OAuth error body
-	AnswerOpaqueNoLifetime        // an opaque token without expires_in
-	AnswerUnsafeToken             // an access_token with a space and CRLF in it
-	AnswerForm                    // a form-encoded answer: access_token=…&expires_in=60
-	AnswerFloatExpiresIn          // "expires_in": 3600.0
-	AnswerHugeExpiresIn           // "expires_in": 1e30
-	AnswerNegativeExpiresIn       // "expires_in": -5
-	AnswerFarFutureExp            // a JWT whose exp is in the year 3000, and no expires_in
-	AnswerNumericToken            // "access_token": 12345
+	AnswerNormal            Answer = iota
+	AnswerStringExpiresIn          // "expires_in": "300"
+	AnswerNoExpiresIn              // no expires_in: the lifetime is the JWT's exp
+	AnswerOpaque                   // a random token that is not a JWT
+	AnswerNoAccessToken            // no access_token at all
+	AnswerNoTokenType              // no token_type
+	AnswerMACTokenType             // "token_type": "mac"
+	AnswerBadJSON                  // a body that is not JSON
+	AnswerHuge                     // a body larger than 1 MiB
+	AnswerErrorIn200               // status 200 with an OAuth error body
+	AnswerOpaqueNoLifetime         // an opaque token without expires_in
+	AnswerUnsafeToken              // an access_token with a space and CRLF in it
+	AnswerForm                     // a form-encoded answer: access_token=…&expires_in=60
+	AnswerFloatExpiresIn           // "expires_in": 3600.0
+	AnswerHugeExpiresIn            // "expires_in": 1e30
+	AnswerNegativeExpiresIn        // "expires_in": -5
+	AnswerFarFutureExp             // a JWT whose exp is in the year 3000, and no expires_in
+	AnswerNumericToken             // "access_token": 12345
 )
 
 // Behavior switches how the endpoint answers.

@@ -383,3 +383,68 @@ func tokenOf(t *testing.T, srv *Server, req *authv3.CheckRequest) string {
 	}
 	return resp.GetOkResponse().GetHeaders()[0].GetHeader().GetValue()
 }
+
+// TestRedisValuesCannotBeForgedOrSwapped: anyone who can write to Redis
+// copies an admin client's genuine value under a viewer's key, or writes a
+// forged one; replicas that read them answer the viewer as a viewer.
+func TestRedisValuesCannotBeForgedOrSwapped(t *testing.T) {
+	single := redistest.Single(t)
+	r := startReplicas(t, 3, "    endpoints: ["+single.Addr+"]", 1)
+	r.idp.AddClient("viewer", testidp.Client{Secret: "v1ewer", Claims: map[string]any{"grp": "viewer"}})
+	viewer := checkRequest("app", "h", "/", map[string]string{"authorization": basic("viewer", "v1ewer")})
+	rc := redis.NewClient(&redis.Options{Addr: single.Addr})
+	defer rc.Close()
+	ctx := context.Background()
+	values := func() map[string]bool {
+		keys, err := rc.Keys(ctx, "extauthz:*").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]bool{}
+		for _, k := range keys {
+			if !strings.Contains(k, "lock:") && !strings.HasSuffix(k, "generation") {
+				out[k] = true
+			}
+		}
+		return out
+	}
+	if ok, why := allowed(r.servers[0], clientCheck(0)); !ok {
+		t.Fatal(why)
+	}
+	adminKey := ""
+	for k := range values() {
+		adminKey = k
+	}
+	if ok, _ := allowed(r.servers[0], viewer); ok {
+		t.Fatal("the viewer was allowed")
+	}
+	viewerKey := ""
+	for k := range values() {
+		if k != adminKey {
+			viewerKey = k
+		}
+	}
+	if adminKey == "" || viewerKey == "" {
+		t.Fatalf("keys in Redis: %v", values())
+	}
+	adminValue, err := rc.Get(ctx, adminKey).Bytes()
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := append([]byte{1}, make([]byte, 17)...) // a plain value, as older versions wrote
+	forged = append(forged, "Bearer"...)
+	forged[17] = 6
+	forged = append(forged, "eyJhbGciOiJub25lIn0.eyJncnAiOiJhZG1pbiJ9.c2ln"...)
+	for i, value := range [][]byte{adminValue, forged} {
+		if err := rc.Set(ctx, viewerKey, value, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := r.servers[i+1].Check(ctx, viewer)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := read(t, resp); got.status != 403 || got.body["error"] != "insufficient_claims" {
+			t.Errorf("value %d under the viewer's key: %d %v, want 403 insufficient_claims", i, got.status, got.body)
+		}
+	}
+}

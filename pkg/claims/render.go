@@ -129,3 +129,19 @@ func (c *Claims) Expiry() (time.Time, bool) {
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)), true
 }
+
+// clientClaims name the client a token was issued to, in the order IdPs
+// use them: RFC 9068's client_id, OpenID Connect's azp, Okta's cid, Entra
+// ID v1's appid.
+var clientClaims = [...]string{"client_id", "azp", "cid", "appid"}
+
+// Client returns the client the token says it was issued to: the first of
+// client_id, azp, cid and appid it holds as a string.
+func (c *Claims) Client() (string, bool) {
+	for _, name := range clientClaims {
+		if v, ok := c.lookup([]string{name}); ok && v.kind == kindString {
+			return v.text, true
+		}
+	}
+	return "", false
+}

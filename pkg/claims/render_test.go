@@ -98,3 +98,26 @@ func TestExpiry(t *testing.T) {
 		}
 	}
 }
+
+func TestClient(t *testing.T) {
+	for _, tt := range []struct {
+		give string
+		want string
+		ok   bool
+	}{
+		{`{"client_id": "a", "azp": "b"}`, "a", true},
+		{`{"azp": "b", "sub": "b@clients"}`, "b", true},
+		{`{"cid": "c"}`, "c", true},
+		{`{"appid": "d"}`, "d", true},
+		{`{"client_id": 7, "azp": "e"}`, "e", true},
+		{`{"sub": "f"}`, "", false},
+	} {
+		c, err := Parse([]byte(tt.give))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got, ok := c.Client(); got != tt.want || ok != tt.ok {
+			t.Errorf("Client() of %s = %q, %v; want %q, %v", tt.give, got, ok, tt.want, tt.ok)
+		}
+	}
+}

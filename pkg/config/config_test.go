@@ -323,6 +323,8 @@ func TestProblems(t *testing.T) {
 		{"concurrency out of range", "policies:\n  o: {url: 'https://x/t', clientConfig: {maxConcurrentRequests: 0}}\n", "policies.o.clientConfig.maxConcurrentRequests: 0 is out of range: want 1 to 1024"},
 		{"one endpoint, two bounds", "policies:\n  a: {url: 'https://x/t', clientConfig: {maxConcurrentRequests: 8}}\n  b: {url: 'https://x/t'}\n",
 			"policies.b.clientConfig.maxConcurrentRequests: 32, but policy a sets 8 for the same token endpoint: policies that share an endpoint share one bound"},
+		{"redis without an encryption key", "store: {redis: {endpoints: ['a:1']}}\npolicies:\n  o: {url: 'https://x/t'}\n", "store.encryptionKey: is required with redis"},
+		{"a policy's redis without an encryption key", "policies:\n  o: {url: 'https://x/t', store: {redis: {endpoints: ['a:1']}}}\n", "policies.o.store.encryptionKey: is required with redis"},
 		{"redis password reference", "policies:\n  o: {url: 'https://x/t', store: {redis: {endpoints: ['a:1'], password: 'urn:k8s:secret:x'}}}\n", "policies.o.store.redis.password: malformed secret reference"},
 	}
 	for _, tt := range tests {

@@ -174,6 +174,9 @@ func (v *validator) store(path string, s *Store, top bool) {
 	if r == nil {
 		return
 	}
+	if s.EncryptionKey == "" {
+		v.addf(path+".encryptionKey", "is required with redis: Redis values are bearer tokens, and extauthz believes only what it sealed itself (`openssl rand -base64 32` makes a key; keep it in a Secret)")
+	}
 	path += ".redis"
 	rc := &RedisCompiled{Endpoints: r.Endpoints, Username: r.Username, Database: r.Database}
 	c.Redis = rc

@@ -212,7 +212,7 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 	// A recent failure answers without asking again.
 	if err := c.negative.get(key, now); err != nil {
 		c.m.NegativeHits.Inc()
-		if t != nil {
+		if t != nil && !revoked(err) {
 			c.counters.memoryStale.Inc()
 			return t, FromMemory, nil
 		}
@@ -246,8 +246,9 @@ func (c *Cache) wait(ctx context.Context, e *Endpoint, key Key, creds idp.Creden
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	// The endpoint could not give a new token: the old one serves until it expires.
-	if old != nil && c.exact().Before(old.Expiry) {
+	// The endpoint could not give a new token: the old one serves until it
+	// expires, unless the endpoint said the client may no longer have one.
+	if old != nil && !revoked(err) && c.exact().Before(old.Expiry) {
 		c.counters.memoryStale.Inc()
 		return old, FromMemory, nil
 	}
@@ -307,7 +308,7 @@ func (c *Cache) fill(ctx context.Context, r fillRequest) (filled, error) {
 		return filled{t, FromMemory}, nil
 	}
 	if e.Shared != nil {
-		t, unlock := c.fromShared(ctx, e, key, r.newerThan)
+		t, unlock := c.fromShared(ctx, e, key, r.creds.ID, r.newerThan)
 		if t != nil {
 			c.store.put(key, t, c.now())
 			c.negative.forget(key)
@@ -324,6 +325,14 @@ func (c *Cache) fill(ctx context.Context, r fillRequest) (filled, error) {
 		// Not the client's fault, nor the endpoint's answer: not remembered.
 		return filled{}, err
 	case err != nil:
+		if revoked(err) {
+			// The secret was revoked, or the client lost the scope: its
+			// token goes at once, from this replica and from Redis.
+			c.store.delete(key)
+			if e.Shared != nil {
+				_ = e.Shared.Delete(ctx, key)
+			}
+		}
 		c.negative.remember(key, err, negativeTTL(e, err), c.now())
 		c.log.Debug("token fetch failed", zap.Error(err))
 		return filled{}, err
@@ -369,6 +378,14 @@ func (c *Cache) guardedFetch(ctx context.Context, r fillRequest) (*Token, error)
 	return t, err
 }
 
+// revoked reports an endpoint's answer that the client may have no token
+// (any more): its credentials are rejected, or its scope or audience refused.
+// A cached token is not served after it.
+func revoked(err error) bool {
+	var ie *idp.Error
+	return errors.As(err, &ie) && (ie.Kind == idp.KindRejected || ie.Kind == idp.KindForbidden)
+}
+
 // negativeTTL is how long err is remembered: the endpoint's negative TTL, or
 // the Retry-After it sent if longer.
 func negativeTTL(e *Endpoint, err error) time.Duration {
@@ -398,14 +415,21 @@ func (c *Cache) fetch(ctx context.Context, e *Endpoint, creds idp.Credentials) (
 // newerThan and, when there is none, takes the fleet-wide lock. It returns
 // a token found there; or the unlock of a lock this replica now holds; or,
 // while another replica holds the lock, waits for its token. Both nil means
-// Redis failed: fetch without it.
-func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, newerThan time.Time) (*Token, func()) {
+// Redis failed: fetch without it. A token whose JWT names another client
+// than clientID is not taken, whatever Redis holds.
+func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, clientID string, newerThan time.Time) (*Token, func()) {
 	sh := e.Shared
 	lockTTL := e.Client.AttemptTimeout() + time.Second
 	usable := func() (*Token, error) {
 		t, err := sh.Get(ctx, key)
 		if t == nil || err != nil || !t.Fetched.After(newerThan) || !c.now().Before(t.serveUntil()) {
 			return nil, err
+		}
+		if t.Claims != nil {
+			if client, ok := t.Claims.Client(); ok && client != clientID {
+				c.log.Warn("token in redis was issued to another client; fetching a new one", zap.String("client_id", clientID))
+				return nil, nil
+			}
 		}
 		if e.Verifier != nil {
 			if err := e.Verifier.Verify(ctx, t.AccessToken.Reveal()); err != nil {
@@ -462,21 +486,19 @@ func (c *Cache) newToken(resp *idp.Token, defaultTTL time.Duration) (*Token, err
 	now := c.now()
 	t := &Token{AccessToken: resp.AccessToken, Type: resp.Type, Fetched: now}
 	t.decodeClaims()
-	var jwtExp time.Time
-	if t.Claims != nil {
-		jwtExp, _ = t.Claims.Expiry()
-	}
 	switch {
 	case resp.ExpiresIn > 0:
 		t.Expiry = now.Add(resp.ExpiresIn)
-		if !jwtExp.IsZero() && jwtExp.Before(t.Expiry) {
-			t.Expiry = jwtExp
+	case t.Claims != nil:
+		if exp, ok := t.Claims.Expiry(); ok {
+			t.Expiry = exp
+			break
 		}
-	case !jwtExp.IsZero():
-		t.Expiry = jwtExp
+		fallthrough
 	default:
 		t.Expiry = now.Add(defaultTTL)
 	}
+	t.clampExpiry(now)
 	if !t.Expiry.After(now) {
 		return nil, ErrExpired
 	}

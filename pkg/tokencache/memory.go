@@ -99,6 +99,14 @@ func (sh *shard) evict(now int64) {
 	delete(sh.m, victim)
 }
 
+// delete drops the entry under key.
+func (s *memoryStore) delete(key Key) {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	delete(sh.m, key)
+	sh.mu.Unlock()
+}
+
 // purge drops the entries whose key match selects, and counts them.
 func (s *memoryStore) purge(match func(Key) bool) int64 {
 	var n int64

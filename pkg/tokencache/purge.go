@@ -80,9 +80,15 @@ func (c *Cache) Purge(ctx context.Context, r PurgeRequest) (Purged, error) {
 // purgeChannel is the pub/sub channel of a tier's purges.
 func (s *Shared) purgeChannel() string { return s.prefix + "purge" }
 
-// purge deletes the tier's values sel selects, then publishes sel so that
-// every replica drops them from memory.
+// purge starts a new purge generation, so that a purged value written back
+// is refused, deletes the tier's values sel selects, then publishes sel so
+// that every replica drops them from memory.
 func (s *Shared) purge(ctx context.Context, sel purgeSelector) (int64, error) {
+	gen, err := s.redis.client.Incr(ctx, s.generationKey()).Result()
+	if err != nil {
+		return 0, fmt.Errorf("redis: starting a purge generation: %w", err)
+	}
+	s.observe(gen)
 	client := "*"
 	if sel.Client != "" {
 		client = s.hexTag(tagClient, sel.Client)

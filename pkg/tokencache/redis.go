@@ -148,34 +148,43 @@ func (r *Redis) call(ctx context.Context, fn func(ctx context.Context) error) er
 	return err
 }
 
-// Shared is a Redis tier as a policy sees it: a key prefix and, optionally,
-// an encryption key.
+// Shared is a Redis tier as a policy sees it: a key prefix and an
+// encryption key. Redis is not trusted: every value is sealed with
+// AES-256-GCM, bound to its key name and to the purge generation it was
+// written in, and key names are HMAC tags.
 type Shared struct {
 	redis  *Redis
 	prefix string
-	aead   cipher.AEAD // nil: values are stored in the clear
-	names  *sync.Pool  // of HMAC-SHA-256 hashes that tag key names; nil: plain hashes
+	aead   cipher.AEAD
+	names  *sync.Pool // of HMAC-SHA-256 hashes that tag key names
+	// generation is the highest purge generation seen: values written in
+	// an earlier one were purged, and are refused if they come back.
+	generation atomic.Int64
 }
 
 // namesInfo derives the key of the key names from the encryption key (HKDF).
 const namesInfo = "extauthz redis key names v1"
 
+// ErrNoEncryptionKey reports a Redis tier without an encryption key.
+var ErrNoEncryptionKey = errors.New("the Redis tier needs a 32-byte encryption key: Redis values are bearer tokens, and nothing read from Redis is believed unless sealed")
+
 func newShared(r *Redis, prefix string, encryptionKey []byte) (*Shared, error) {
-	s := &Shared{redis: r, prefix: prefix}
-	if len(encryptionKey) > 0 {
-		block, err := aes.NewCipher(encryptionKey)
-		if err != nil {
-			return nil, fmt.Errorf("encryption key: %w", err)
-		}
-		if s.aead, err = cipher.NewGCM(block); err != nil {
-			return nil, err
-		}
-		namesKey, err := hkdf.Key(sha256.New, encryptionKey, nil, namesInfo, sha256.Size)
-		if err != nil {
-			return nil, err
-		}
-		s.names = &sync.Pool{New: func() any { return hmac.New(sha256.New, namesKey) }}
+	if len(encryptionKey) != 32 {
+		return nil, ErrNoEncryptionKey
 	}
+	s := &Shared{redis: r, prefix: prefix}
+	block, err := aes.NewCipher(encryptionKey)
+	if err != nil {
+		return nil, fmt.Errorf("encryption key: %w", err)
+	}
+	if s.aead, err = cipher.NewGCM(block); err != nil {
+		return nil, err
+	}
+	namesKey, err := hkdf.Key(sha256.New, encryptionKey, nil, namesInfo, sha256.Size)
+	if err != nil {
+		return nil, err
+	}
+	s.names = &sync.Pool{New: func() any { return hmac.New(sha256.New, namesKey) }}
 	return s, nil
 }
 
@@ -186,13 +195,10 @@ const (
 	tagKey      = 'k'
 )
 
-// tag writes one part of a key name: its hash in hex without an
-// encryption key; with one, an HMAC of it, so that Redis holds nothing a
-// guessed client id or secret could be checked against offline.
+// tag writes one part of a key name: an HMAC of it, in hex, so that Redis
+// holds nothing a guessed client id or secret could be checked against
+// offline.
 func (s *Shared) tag(kind byte, b []byte) string {
-	if s.names == nil {
-		return hex.EncodeToString(b)
-	}
 	m := s.names.Get().(hash.Hash)
 	m.Reset()
 	k := [1]byte{kind}
@@ -215,15 +221,37 @@ func (s *Shared) valueKey(k Key) string {
 
 func (s *Shared) lockKey(k Key) string { return s.prefix + "lock:" + s.tag(tagKey, k.id[:]) }
 
+// generationKey holds the tier's purge generation, which every purge
+// increments (INCR): a plain counter, since a forged one can only make
+// replicas refuse values, never accept old ones.
+func (s *Shared) generationKey() string { return s.prefix + "generation" }
+
+// observe raises the generation this replica knows to g.
+func (s *Shared) observe(g int64) {
+	for cur := s.generation.Load(); g > cur && !s.generation.CompareAndSwap(cur, g); cur = s.generation.Load() {
+	}
+}
+
 // Get returns the token stored under k, or nil when there is none that has
 // not expired. A value that cannot be read (another format, another
-// encryption key) is a miss; it is overwritten by the next Set.
+// encryption key, another key name) or that was written before the latest
+// purge is a miss; it is overwritten by the next Set.
 func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 	var data []byte
 	rk := s.valueKey(k)
 	err := s.redis.call(ctx, func(ctx context.Context) error {
+		var value, gen *redis.StringCmd
+		if _, err := s.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
+			value, gen = p.Get(ctx, rk), p.Get(ctx, s.generationKey())
+			return nil
+		}); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		if g, err := gen.Int64(); err == nil {
+			s.observe(g)
+		}
 		var err error
-		data, err = s.redis.client.Get(ctx, rk).Bytes()
+		data, err = value.Bytes()
 		return err
 	})
 	if errors.Is(err, redis.Nil) {
@@ -256,6 +284,14 @@ func (s *Shared) Set(ctx context.Context, k Key, t *Token) error {
 	}
 	return s.redis.call(ctx, func(ctx context.Context) error {
 		return s.redis.client.Set(ctx, rk, data, ttl).Err()
+	})
+}
+
+// Delete removes the value under k, as when the endpoint revoked it.
+func (s *Shared) Delete(ctx context.Context, k Key) error {
+	rk := s.valueKey(k)
+	return s.redis.call(ctx, func(ctx context.Context) error {
+		return s.redis.client.Del(ctx, rk).Err()
 	})
 }
 
@@ -293,78 +329,75 @@ func (s *Shared) Lock(ctx context.Context, k Key, ttl time.Duration) (unlock fun
 	}, nil
 }
 
-// Value format. A value starts with its format byte, so that a reader
-// meeting a format it does not know treats it as a miss.
-const (
-	formatPlain     byte = 1
-	formatEncrypted byte = 2
-)
+// formatSealed starts every value, so that a reader meeting a format it
+// does not know (an older version's) treats it as a miss.
+const formatSealed byte = 3
 
-// encode lays a token out as: fetched and expiry in Unix milliseconds (8
-// bytes each), the type's length (1 byte), the type, the token. With an
-// encryption key the layout is sealed with AES-256-GCM, the Redis key as
-// associated data, so that a value cannot be moved to another key.
+// sealedHeader is the generation, fetched and expiry times (8 bytes each)
+// and the type's length (1 byte).
+const sealedHeader = 25
+
+// encode lays a token out as: the purge generation, fetched and expiry in
+// Unix milliseconds (8 bytes each), the type's length (1 byte), the type,
+// the token; and seals it with AES-256-GCM, the Redis key as associated
+// data, so that a value can be neither read, changed, nor moved to another
+// key.
 func (s *Shared) encode(t *Token, redisKey string) ([]byte, error) {
 	typ, tok := t.Type, t.AccessToken.Reveal()
 	if len(typ) > 255 {
 		typ = typ[:255]
 	}
-	body := make([]byte, 0, 17+len(typ)+len(tok))
+	body := make([]byte, 0, sealedHeader+len(typ)+len(tok))
+	body = binary.BigEndian.AppendUint64(body, uint64(s.generation.Load()))
 	body = binary.BigEndian.AppendUint64(body, uint64(t.Fetched.UnixMilli()))
 	body = binary.BigEndian.AppendUint64(body, uint64(t.Expiry.UnixMilli()))
 	body = append(body, byte(len(typ)))
 	body = append(body, typ...)
 	body = append(body, tok...)
-	if s.aead == nil {
-		return append([]byte{formatPlain}, body...), nil
-	}
 	out := make([]byte, 1+s.aead.NonceSize(), 1+s.aead.NonceSize()+len(body)+s.aead.Overhead())
-	out[0] = formatEncrypted
+	out[0] = formatSealed
 	if _, err := rand.Read(out[1:]); err != nil {
 		return nil, err
 	}
 	return s.aead.Seal(out, out[1:], body, []byte(redisKey)), nil
 }
 
+// decode opens a value and checks what it says: written in the current
+// purge generation, fetched before now, an expiry no later than the JWT's
+// exp nor a year away.
 func (s *Shared) decode(data []byte, redisKey string) (*Token, error) {
-	if len(data) == 0 {
-		return nil, errors.New("empty value")
-	}
-	body := data[1:]
+	n := s.aead.NonceSize()
 	switch {
-	case data[0] == formatPlain && s.aead == nil:
-	case data[0] == formatEncrypted && s.aead != nil:
-		n := s.aead.NonceSize()
-		if len(body) < n {
-			return nil, errors.New("short value")
-		}
-		var err error
-		if body, err = s.aead.Open(nil, body[:n], body[n:], []byte(redisKey)); err != nil {
-			return nil, errors.New("cannot decrypt value")
-		}
-	default:
-		return nil, fmt.Errorf("value format %d, want %d", data[0], s.format())
-	}
-	if len(body) < 17 || len(body) < 17+int(body[16]) {
+	case len(data) == 0:
+		return nil, errors.New("empty value")
+	case data[0] != formatSealed:
+		return nil, fmt.Errorf("value format %d, want %d", data[0], formatSealed)
+	case len(data) < 1+n:
 		return nil, errors.New("short value")
 	}
-	typeLen := int(body[16])
-	t := &Token{
-		Fetched:     time.UnixMilli(int64(binary.BigEndian.Uint64(body))),
-		Expiry:      time.UnixMilli(int64(binary.BigEndian.Uint64(body[8:]))),
-		Type:        string(body[17 : 17+typeLen]),
-		AccessToken: secret.New(string(body[17+typeLen:])),
+	body, err := s.aead.Open(nil, data[1:1+n], data[1+n:], []byte(redisKey))
+	if err != nil {
+		return nil, errors.New("cannot decrypt value: another key, another key name, or changed")
 	}
+	if len(body) < sealedHeader || len(body) < sealedHeader+int(body[sealedHeader-1]) {
+		return nil, errors.New("short value")
+	}
+	if gen := int64(binary.BigEndian.Uint64(body)); gen < s.generation.Load() {
+		return nil, fmt.Errorf("value from purge generation %d, before the latest purge (%d)", gen, s.generation.Load())
+	}
+	typeLen := int(body[sealedHeader-1])
+	now := s.redis.now()
+	t := &Token{
+		Fetched:     time.UnixMilli(int64(binary.BigEndian.Uint64(body[8:]))),
+		Expiry:      time.UnixMilli(int64(binary.BigEndian.Uint64(body[16:]))),
+		Type:        string(body[sealedHeader : sealedHeader+typeLen]),
+		AccessToken: secret.New(string(body[sealedHeader+typeLen:])),
+	}
+	t.Fetched = minTime(t.Fetched, now)
 	if t.AccessToken.Empty() || !t.Fetched.Before(t.Expiry) {
 		return nil, errors.New("value holds no usable token")
 	}
 	t.decodeClaims()
+	t.clampExpiry(now)
 	return t, nil
-}
-
-func (s *Shared) format() byte {
-	if s.aead != nil {
-		return formatEncrypted
-	}
-	return formatPlain
 }

@@ -3,8 +3,10 @@ package tokencache
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -84,10 +86,13 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// testEncryptionKey is the Redis tier's key in tests.
+var testEncryptionKey = []byte("0123456789abcdef0123456789abcdef")
+
 func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key []byte) Store, shared bool) {
 	ctx := context.Background()
 	prefix := "test:" + strings.ReplaceAll(t.Name(), "/", ":") + ":"
-	s := newStore(t, prefix, nil)
+	s := newStore(t, prefix, testEncryptionKey)
 
 	t.Run("miss", func(t *testing.T) {
 		if tok, err := s.Get(ctx, testKey("missing")); tok != nil || err != nil {
@@ -161,37 +166,40 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 		return
 	}
 	t.Run("prefixes keep tiers apart", func(t *testing.T) {
-		other := newStore(t, prefix+"other:", nil)
+		other := newStore(t, prefix+"other:", testEncryptionKey)
 		_ = s.Set(ctx, testKey("f"), newTestToken("mine", time.Hour))
 		if got, _ := other.Get(ctx, testKey("f")); got != nil {
 			t.Error("a tier read another prefix's value")
 		}
 	})
 	t.Run("encryption", func(t *testing.T) {
-		key1, key2 := make([]byte, 32), make([]byte, 32)
-		key2[0] = 1
-		sealed, other := newStore(t, prefix, key1), newStore(t, prefix, key2)
-		_ = sealed.Set(ctx, testKey("g"), newTestToken(jwtLike, time.Hour))
-		if got, _ := sealed.Get(ctx, testKey("g")); got == nil || got.AccessToken.Reveal() != jwtLike {
-			t.Fatalf("sealed value did not read back: %v", got)
-		}
+		key2 := append([]byte(nil), testEncryptionKey...)
+		key2[0] ^= 1
+		other := newStore(t, prefix, key2)
+		_ = s.Set(ctx, testKey("g"), newTestToken(jwtLike, time.Hour))
 		if got, err := other.Get(ctx, testKey("g")); got != nil || err != nil {
 			t.Errorf("another key read the value: %v, %v", got, err)
 		}
-		if got, err := s.Get(ctx, testKey("g")); got != nil || err != nil {
-			t.Errorf("a plain tier read a sealed value: %v, %v", got, err)
-		}
-		raw := rawGet(t, sealed.(*Shared), testKey("g"))
-		if strings.Contains(raw, jwtLike) || strings.Contains(raw, "eyJ") || raw[0] != formatEncrypted {
+		sh := s.(*Shared)
+		raw := rawGet(t, sh, testKey("g"))
+		if strings.Contains(raw, jwtLike) || strings.Contains(raw, "eyJ") || raw[0] != formatSealed {
 			t.Errorf("sealed value shows the token: %q", raw)
 		}
-		// A value sealed for one key does not open under another key name.
-		sh := sealed.(*Shared)
+		// A value sealed for one key does not open under another key name,
+		// nor with a byte changed.
 		if err := sh.redis.client.Set(ctx, sh.valueKey(testKey("h")), raw, time.Hour).Err(); err != nil {
 			t.Fatal(err)
 		}
-		if got, _ := sealed.Get(ctx, testKey("h")); got != nil {
+		if got, _ := s.Get(ctx, testKey("h")); got != nil {
 			t.Error("a value moved to another key was accepted")
+		}
+		changed := []byte(raw)
+		changed[len(changed)-1] ^= 1
+		if err := sh.redis.client.Set(ctx, sh.valueKey(testKey("g")), changed, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got, _ := s.Get(ctx, testKey("g")); got != nil {
+			t.Error("a changed value was accepted")
 		}
 		// Key names hold no hash a guessed client id or secret could be
 		// checked against: an HMAC under a key derived from the encryption key.
@@ -202,13 +210,47 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 				t.Errorf("key names %q and %q show the hash %s", name, lock, part)
 			}
 		}
-		if plain := s.(*Shared).valueKey(k); name == plain || name == other.(*Shared).valueKey(k) || len(name) != len(plain) {
-			t.Errorf("sealed key name %q, plain %q: want another name of the same shape, and another per encryption key", name, plain)
+		if name == other.(*Shared).valueKey(k) {
+			t.Errorf("key name %q is the same under another encryption key", name)
+		}
+	})
+	t.Run("a purged value written back is refused", func(t *testing.T) {
+		sh := s.(*Shared)
+		k := testKey("replay")
+		_ = s.Set(ctx, k, newTestToken(jwtLike, time.Hour))
+		saved := rawGet(t, sh, k)
+		n, err := sh.purge(ctx, purgeSelector{Client: hex.EncodeToString(k.client[:])})
+		if err != nil || n != 1 {
+			t.Fatalf("purge: %d, %v", n, err)
+		}
+		if err := sh.redis.client.Set(ctx, sh.valueKey(k), saved, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := s.Get(ctx, k); got != nil || err != nil {
+			t.Errorf("the value from before the purge: %v, %v; want a miss", got, err)
+		}
+		// Another replica, which never saw the purge, learns of it from Redis.
+		fresh := newStore(t, prefix, testEncryptionKey)
+		if got, err := fresh.Get(ctx, k); got != nil || err != nil {
+			t.Errorf("another replica read the value from before the purge: %v, %v", got, err)
+		}
+		// A value written after the purge reads back.
+		_ = s.Set(ctx, k, newTestToken(jwtLike, time.Hour))
+		if got, _ := fresh.Get(ctx, k); got == nil {
+			t.Error("a value written after the purge is not read")
+		}
+	})
+	t.Run("a stored expiry past the token's exp is clamped", func(t *testing.T) {
+		tok := newTestToken(jwtExpiring(time.Now().Add(time.Minute)), time.Hour)
+		_ = s.Set(ctx, testKey("late"), tok)
+		got, _ := s.Get(ctx, testKey("late"))
+		if got == nil || got.Expiry.After(time.Now().Add(time.Minute+time.Second)) {
+			t.Errorf("expiry %v, want the JWT's exp, a minute away", got)
 		}
 	})
 	t.Run("unreadable values are misses", func(t *testing.T) {
 		sh := s.(*Shared)
-		for i, v := range []string{"", "\x09garbage", "\x01short", "\x02sealed-but-plain-tier"} {
+		for i, v := range []string{"", "\x09garbage", "\x01short", "\x02an-older-format", "\x03short"} {
 			k := testKey("bad" + string(rune('0'+i)))
 			if err := sh.redis.client.Set(ctx, sh.valueKey(k), v, time.Hour).Err(); err != nil {
 				t.Fatal(err)
@@ -232,6 +274,12 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 			t.Errorf("PTTL = %v, %v; want just under 90s", ttl, err)
 		}
 	})
+}
+
+// jwtExpiring is an unsigned JWT whose exp is at.
+func jwtExpiring(at time.Time) string {
+	payload := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"sub":"app","exp":%d}`, at.Unix())))
+	return "eyJhbGciOiJub25lIn0." + payload + ".c2ln"
 }
 
 func rawGet(t *testing.T, s *Shared, k Key) string {
@@ -276,7 +324,7 @@ func TestRedisTokensAreVerified(t *testing.T) {
 	defer verifier.Close()
 	cache := New(Options{MaxEntries: 10})
 	defer cache.Close()
-	shared, err := cache.Shared(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second, Identity: "x"}, "verify:", nil)
+	shared, err := cache.Shared(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second, Identity: "x"}, "verify:", testEncryptionKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -316,7 +364,7 @@ func TestAbandonedLock(t *testing.T) {
 	}
 	cache := New(Options{MaxEntries: 10})
 	defer cache.Close()
-	shared, err := cache.Shared(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second}, "abandoned:", nil)
+	shared, err := cache.Shared(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second}, "abandoned:", testEncryptionKey)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -331,5 +379,43 @@ func TestAbandonedLock(t *testing.T) {
 	tok, src, err := cache.Token(ctx, e, key, creds)
 	if err != nil || tok == nil || src != FromEndpoint {
 		t.Fatalf("behind an abandoned lock: %v, %v", src, err)
+	}
+}
+
+// TestRedisTokenOfAnotherClient stores, under one client's key, a token
+// whose JWT names another client (as a replica with the encryption key, or
+// a mix-up, could): the cache must refuse it and fetch the client's own.
+func TestRedisTokenOfAnotherClient(t *testing.T) {
+	server := redistest.Single(t)
+	s, err := testidp.New(testidp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	s.AddClient("viewer", testidp.Client{Secret: "s3cret"})
+	client, err := idp.NewClient(idp.Options{URL: s.TokenURL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := New(Options{MaxEntries: 10})
+	defer cache.Close()
+	shared, err := cache.Shared(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second, Identity: "y"}, "swap:", testEncryptionKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := NewEndpoint(EndpointOptions{Client: client, Shared: shared})
+	creds := idp.Credentials{ID: "viewer", Secret: secret.New("s3cret")}
+	key := e.Key(creds)
+	payload := base64.RawURLEncoding.EncodeToString([]byte(`{"client_id":"admin-app","grp":"admin"}`))
+	swapped := newTestToken("eyJhbGciOiJub25lIn0."+payload+".c2ln", time.Hour)
+	if err := shared.Set(context.Background(), key, swapped); err != nil {
+		t.Fatal(err)
+	}
+	tok, src, err := cache.Token(context.Background(), e, key, creds)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if client, _ := tok.Claims.Client(); client != "viewer" || src != FromEndpoint {
+		t.Errorf("got a token for %q from %v, want the viewer's own from the endpoint", client, src)
 	}
 }

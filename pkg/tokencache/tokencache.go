@@ -120,6 +120,25 @@ func (t *Token) decodeClaims() {
 	}
 }
 
+// clampExpiry ends the token no later than its JWT exp and idp.MaxLifetime
+// after now: whatever the endpoint or a stored value says, a token is
+// never served past its own exp, and its expiry fits every clock.
+func (t *Token) clampExpiry(now time.Time) {
+	if t.Claims != nil {
+		if exp, ok := t.Claims.Expiry(); ok && exp.Before(t.Expiry) {
+			t.Expiry = exp
+		}
+	}
+	t.Expiry = minTime(t.Expiry, now.Add(idp.MaxLifetime))
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
 // Memo returns the value stored under key, building and storing it on first
 // use. Callers keep per-token work there (rendered headers, responses) so
 // that it is done once per token, not per request. key must be comparable
