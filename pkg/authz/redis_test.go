@@ -448,3 +448,25 @@ func TestRedisValuesCannotBeForgedOrSwapped(t *testing.T) {
 		}
 	}
 }
+
+// TestRevocationReachesRedis: when one replica learns that a client's
+// secret was revoked, the token goes from Redis too, so that another
+// replica does not serve it from there.
+func TestRevocationReachesRedis(t *testing.T) {
+	single := redistest.Single(t)
+	r := startReplicas(t, 2, "    endpoints: ["+single.Addr+"]", 1)
+	r.idp.SetBehavior(testidp.Behavior{Lifetime: 4 * time.Second})
+	if ok, why := allowed(r.servers[0], clientCheck(0)); !ok {
+		t.Fatal(why)
+	}
+	r.idp.AddClient("client-0", testidp.Client{Secret: "rotated"})
+	// The first replica's refresh-ahead, in the token's last 20%, learns it.
+	waitFor(t, func() bool { ok, _ := allowed(r.servers[0], clientCheck(0)); return !ok })
+	resp, err := r.servers[1].Check(context.Background(), clientCheck(0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := read(t, resp); got.status != 401 || got.body["error"] != "invalid_client" {
+		t.Errorf("the other replica: %d %v, want 401 invalid_client", got.status, got.body)
+	}
+}

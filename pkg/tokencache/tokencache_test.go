@@ -100,6 +100,11 @@ func TestLifetime(t *testing.T) {
 		{"JWT exp earlier than expires_in", testidp.Behavior{Lifetime: 100 * time.Second}, -40 * time.Second, 60 * time.Second, true},
 		{"default TTL", testidp.Behavior{Answer: testidp.AnswerOpaqueNoLifetime}, 0, 5 * time.Minute, false},
 		{"expires_in as a string", testidp.Behavior{Lifetime: 100 * time.Second, Answer: testidp.AnswerStringExpiresIn}, 0, 100 * time.Second, true},
+		{"expires_in as a float", testidp.Behavior{Lifetime: 100 * time.Second, Answer: testidp.AnswerFloatExpiresIn}, 0, 100 * time.Second, true},
+		{"expires_in 1e30: the JWT's exp", testidp.Behavior{Lifetime: 100 * time.Second, Answer: testidp.AnswerHugeExpiresIn}, 0, 100 * time.Second, true},
+		{"negative expires_in: the JWT's exp", testidp.Behavior{Lifetime: 100 * time.Second, Answer: testidp.AnswerNegativeExpiresIn}, 0, 100 * time.Second, true},
+		{"a form-encoded answer", testidp.Behavior{Answer: testidp.AnswerForm}, 0, time.Minute, false},
+		{"an exp in the year 3000: a year", testidp.Behavior{Answer: testidp.AnswerFarFutureExp}, 0, idp.MaxLifetime, true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -321,5 +326,58 @@ func TestMemo(t *testing.T) {
 	build := func(v string) func() any { return func() any { builds++; return v } }
 	if tok.Memo(a, build("a")) != "a" || tok.Memo(a, build("x")) != "a" || tok.Memo(b, build("b")) != "b" || builds != 2 {
 		t.Errorf("memo built %d times", builds)
+	}
+}
+
+// TestFarFutureExpIsCached: a JWT exp past the year 2262 (where UnixNano
+// overflows) is taken for a year, and the token is cached.
+func TestFarFutureExpIsCached(t *testing.T) {
+	f := newFixture(t, nil, 100)
+	f.idp.SetBehavior(testidp.Behavior{Answer: testidp.AnswerFarFutureExp})
+	for range 5 {
+		f.get(t, 0)
+	}
+	if n := f.idp.Requests(); n != 1 {
+		t.Errorf("5 lookups made %d token requests, want 1", n)
+	}
+}
+
+// TestRevokedSecretDropsTheToken: once the endpoint rejects a client's
+// secret, its cached token is no longer served, whether a background
+// refresh or a Check's own fetch learns it.
+func TestRevokedSecretDropsTheToken(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		at   time.Duration // when the revocation is learnt
+	}{
+		{"by a background refresh", 85 * time.Second},
+		{"by a Check's own fetch", 95 * time.Second},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, nil, 100)
+			f.idp.SetBehavior(testidp.Behavior{Lifetime: 100 * time.Second})
+			start := f.clock.Now()
+			f.get(t, 0)
+			f.idp.AddClient("app0", testidp.Client{Secret: "rotated"}) // the old secret is revoked
+			f.clock.Set(start, tt.at)
+			deadline := time.Now().Add(10 * time.Second)
+			for {
+				tok, _, err := f.token(0)
+				var ie *idp.Error
+				if err != nil {
+					if tok != nil || !errors.As(err, &ie) || ie.Kind != idp.KindRejected {
+						t.Fatalf("after the revocation: %v, %v; want the rejection", tok, err)
+					}
+					break
+				}
+				if tt.at >= 90*time.Second || time.Now().After(deadline) {
+					t.Fatal("the token was served after the endpoint revoked the secret")
+				}
+				time.Sleep(time.Millisecond) // the background refresh runs
+			}
+			if _, _, err := f.token(0); err == nil {
+				t.Error("a later lookup was served")
+			}
+		})
 	}
 }
