@@ -97,7 +97,7 @@ func validate(m proto.Message) error {
 }
 
 // checkPathNormalization requires every HTTP connection manager to
-// normalize paths as extauthz does before its routes match them.
+// normalize paths and hosts as extauthz does before its routes match them.
 func checkPathNormalization(t *testing.T, b *bootstrapv3.Bootstrap) {
 	t.Helper()
 	n := 0
@@ -110,9 +110,9 @@ func checkPathNormalization(t *testing.T, b *bootstrapv3.Bootstrap) {
 				}
 				n++
 				if !hcm.GetNormalizePath().GetValue() || !hcm.GetMergeSlashes() ||
-					hcm.GetPathWithEscapedSlashesAction() != hcmv3.HttpConnectionManager_REJECT_REQUEST {
-					t.Errorf("listener %s: normalize_path %v, merge_slashes %v, path_with_escaped_slashes_action %v; want true, true, REJECT_REQUEST",
-						l.GetName(), hcm.GetNormalizePath().GetValue(), hcm.GetMergeSlashes(), hcm.GetPathWithEscapedSlashesAction())
+					hcm.GetPathWithEscapedSlashesAction() != hcmv3.HttpConnectionManager_REJECT_REQUEST || !hcm.GetStripTrailingHostDot() {
+					t.Errorf("listener %s: normalize_path %v, merge_slashes %v, path_with_escaped_slashes_action %v, strip_trailing_host_dot %v; want true, true, REJECT_REQUEST, true",
+						l.GetName(), hcm.GetNormalizePath().GetValue(), hcm.GetMergeSlashes(), hcm.GetPathWithEscapedSlashesAction(), hcm.GetStripTrailingHostDot())
 				}
 			}
 		}

@@ -41,7 +41,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	ctx, span := s.startSpan(r.Context(), in)
 	var d decision
 	if d.cause = in.parse(st.policyHeader); d.cause != nil {
-		d.outcome = denyInvalidPath
+		d.outcome = denyAmbiguous
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, HTTPCheckTimeout)
 		d = s.decide(ctx, st, in)

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/claims"
 	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/hostname"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
@@ -43,9 +45,9 @@ type policy struct {
 
 // route is a compiled config.Route.
 type route struct {
-	host       string // lower case, without "*."
+	host       string // normalized (hostname.Normalize); ".example.com" for "*.example.com"
 	hostSuffix bool   // host matches as a suffix: "*.example.com"
-	hostPort   bool   // host carries a port, so it is compared with the request's port
+	port       string // compared when set
 	pathPrefix string
 	header     map[string]string // lower-case names
 	policy     *policy
@@ -59,6 +61,7 @@ type state struct {
 	defaultPolicy *policy
 	selector      string // context extension key
 	policyHeader  string // HTTP mode: the header that names a policy; none when empty
+	hostRoutes    bool   // a route matches on the host, so requests' hosts are read
 	transports    []*http.Transport
 	verifiers     []*idp.Verifier
 }
@@ -152,14 +155,12 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 		st.policies[name] = p
 	}
 	for _, r := range cfg.Routes {
-		rt := route{pathPrefix: r.PathPrefix, policy: st.policies[r.Policy]}
-		if h := strings.ToLower(r.Host); h != "" {
-			rt.host, rt.hostSuffix = strings.CutPrefix(h, "*.")
-			if rt.hostSuffix {
-				rt.host = "." + rt.host
-			}
-			rt.hostPort = strings.Contains(rt.host, ":")
+		c := r.Compiled
+		rt := route{host: c.Host, hostSuffix: c.HostSuffix, port: c.Port, pathPrefix: r.PathPrefix, policy: st.policies[r.Policy]}
+		if rt.hostSuffix {
+			rt.host = "." + rt.host
 		}
+		st.hostRoutes = st.hostRoutes || rt.host != ""
 		if len(r.Header) > 0 {
 			rt.header = make(map[string]string, len(r.Header))
 			for k, v := range r.Header {
@@ -201,9 +202,15 @@ func (st *state) selectPolicy(in input) (*policy, error) {
 		return nil, fmt.Errorf("context extension %s names no policy: %q", st.selector, name)
 	}
 	if len(st.routes) > 0 {
-		host, path := strings.ToLower(in.host()), in.path()
+		var host, port string
+		if st.hostRoutes {
+			var err error
+			if host, port, err = hostname.Normalize(in.host()); err != nil {
+				return nil, fmt.Errorf("%w: %w", errAmbiguousHost, err)
+			}
+		}
 		for i := range st.routes {
-			if st.routes[i].matches(host, path, in) {
+			if st.routes[i].matches(host, port, in.path(), in) {
 				return st.routes[i].policy, nil
 			}
 		}
@@ -214,15 +221,19 @@ func (st *state) selectPolicy(in input) (*policy, error) {
 	return nil, errNoMatch
 }
 
-var errNoMatch = fmt.Errorf("no context extension, route or default policy selects the request")
+var (
+	errNoMatch       = errors.New("no context extension, route or default policy selects the request")
+	errAmbiguousHost = errors.New("the request's host cannot be read as one name")
+)
 
-func (r *route) matches(host, path string, in input) bool {
+// matches reports whether the request (its normalized host, port and
+// path) meets every condition of the route.
+func (r *route) matches(host, port, path string, in input) bool {
 	if r.host != "" {
-		h := host
-		if !r.hostPort {
-			h = stripPort(h)
+		if r.hostSuffix && !strings.HasSuffix(host, r.host) || !r.hostSuffix && host != r.host {
+			return false
 		}
-		if r.hostSuffix && !strings.HasSuffix(h, r.host) || !r.hostSuffix && h != r.host {
+		if r.port != "" && port != r.port {
 			return false
 		}
 	}
@@ -235,13 +246,4 @@ func (r *route) matches(host, path string, in input) bool {
 		}
 	}
 	return true
-}
-
-// stripPort removes a port from a host, minding IPv6 brackets.
-func stripPort(h string) string {
-	i := strings.LastIndexByte(h, ':')
-	if i < 0 || strings.LastIndexByte(h, ']') > i {
-		return h
-	}
-	return h[:i]
 }

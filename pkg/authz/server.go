@@ -122,7 +122,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	// The path is the caller's: it is normalized before anything reads it,
 	// and one whose meaning depends on who decodes it selects nothing.
 	if in.normPath, d.cause = urlpath.Normalize(httpReq.GetPath()); d.cause != nil {
-		d.outcome = denyInvalidPath
+		d.outcome = denyAmbiguous
 	} else {
 		d = s.decide(ctx, s.state.Load(), &in)
 	}
@@ -157,7 +157,10 @@ type decision struct {
 
 func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 	p, err := st.selectPolicy(in)
-	if err != nil {
+	switch {
+	case errors.Is(err, errAmbiguousHost):
+		return decision{outcome: denyAmbiguous, cause: err}
+	case err != nil:
 		return decision{outcome: denyNoPolicy, cause: err}
 	}
 	creds, key := p.creds, p.key

@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -523,4 +524,80 @@ policies:
 			}
 		}
 	})
+}
+
+// hostYAML routes api.example.com to application mode and everything else
+// to the gateway's own token: a host that missed the route would get the
+// gateway's token without credentials.
+const hostYAML = `
+secrets: {dir: "{{secrets}}"}
+routes:
+  - {host: "API.example.com", policy: strict}
+  - {host: "*.bücher.example", policy: strict}
+  - {host: "admin.example.com:8443", policy: strict}
+defaultPolicy: partner
+policies:
+  partner:
+    url: {{url}}
+    clientID: gw-client
+    clientSecret: urn:k8s:secret:gw:secret
+    forwardHeaders: {X-Client: client_id}
+  strict:
+    url: {{url}}
+`
+
+var hostileHosts = []struct{ host, want string }{
+	{"api.example.com", gotStrict},
+	{"api.example.com.", gotStrict},
+	{"API.Example.COM", gotStrict},
+	{"api.example.com.:443", gotStrict},
+	{"api.example.com:443", gotStrict},
+	{"shop.bücher.example", gotStrict},
+	{"shop.xn--bcher-kva.example", gotStrict},
+	{"SHOP.BÜCHER.EXAMPLE.", gotStrict},
+	{"admin.example.com:8443", gotStrict},
+	{"admin.example.com.:8443", gotStrict},
+	{"admin.example.com", gotPartner},
+	{"admin.example.com:443", gotPartner},
+	{"other.example.com", gotPartner},
+	{"api.example.com..", gotInvalid},
+	{"api.example.com, other.example.com", gotInvalid},
+	{"api.example.com:https", gotInvalid},
+	{"api example.com", gotInvalid},
+}
+
+func TestHostileHostsGRPC(t *testing.T) {
+	f := newFixtureFrom(t, hostYAML, tokencache.Options{})
+	for _, tt := range hostileHosts {
+		t.Run(tt.host, func(t *testing.T) {
+			r := read(t, f.check(checkRequest("", tt.host, "/", nil)))
+			if got := wantOf(r.status, r.body["error"], r.headers["x-client"]); got != tt.want {
+				t.Errorf("got %s (%d %v), want %s", got, r.status, r.body, tt.want)
+			}
+		})
+	}
+}
+
+// TestHostileHostsHTTP sends each host as X-Forwarded-Host, and as the
+// check's own Host.
+func TestHostileHostsHTTP(t *testing.T) {
+	f := newFixtureFrom(t, hostYAML, tokencache.Options{})
+	srv := httptest.NewServer(f.srv)
+	defer srv.Close()
+	for _, tt := range hostileHosts {
+		t.Run(tt.host, func(t *testing.T) {
+			status, h, body := rawHTTP(t, srv.Listener.Addr().String(), "/", map[string]string{"X-Forwarded-Host": tt.host})
+			if got := wantOf(status, body["error"], h.Get("X-Client")); got != tt.want {
+				t.Errorf("X-Forwarded-Host: got %s (%d %v), want %s", got, status, body, tt.want)
+			}
+			req := &http.Request{Method: "GET", RequestURI: "/", URL: &url.URL{Path: "/"}, Host: tt.host, Header: http.Header{}}
+			rec := httptest.NewRecorder()
+			f.srv.ServeHTTP(rec, req)
+			var b map[string]string
+			_ = json.Unmarshal(rec.Body.Bytes(), &b)
+			if got := wantOf(rec.Code, b["error"], rec.Header().Get("X-Client")); got != tt.want {
+				t.Errorf("Host: got %s (%d %v), want %s", got, rec.Code, b, tt.want)
+			}
+		})
+	}
 }

@@ -175,6 +175,17 @@ type Route struct {
 	PathPrefix string            `yaml:"pathPrefix"`
 	Header     map[string]string `yaml:"header"`
 	Policy     string            `yaml:"policy"`
+
+	// Compiled is filled in by Load.
+	Compiled RouteCompiled `yaml:"-"`
+}
+
+// RouteCompiled is a route's host, normalized as requests' hosts are
+// (hostname.Normalize).
+type RouteCompiled struct {
+	Host       string // without "*."; empty for any host
+	HostSuffix bool   // "*.example.com": any subdomain
+	Port       string // compared only when the route names one
 }
 
 // Store configures the token cache: the in-process tier always, and a

@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/extauthz/extauthz/pkg/claims"
+	"github.com/extauthz/extauthz/pkg/hostname"
 	"github.com/extauthz/extauthz/pkg/secret"
 	"github.com/extauthz/extauthz/pkg/urlpath"
 )
@@ -138,8 +139,8 @@ func (v *validator) validate(c *Config) {
 		}
 	}
 	v.sharedEndpoints(names, c.Policies)
-	for i, r := range c.Routes {
-		v.route(fmt.Sprintf("routes[%d]", i), r, c.Policies)
+	for i := range c.Routes {
+		v.route(fmt.Sprintf("routes[%d]", i), &c.Routes[i], c.Policies)
 	}
 	if c.DefaultPolicy != "" {
 		if _, ok := c.Policies[c.DefaultPolicy]; !ok {
@@ -313,17 +314,19 @@ func headerToken(s string) bool {
 	return true
 }
 
-func (v *validator) route(path string, r Route, policies map[string]*Policy) {
+func (v *validator) route(path string, r *Route, policies map[string]*Policy) {
 	if r.Policy == "" {
 		v.addf(path+".policy", "a route needs a policy")
 	} else if _, ok := policies[r.Policy]; !ok {
 		v.addf(path+".policy", "no policy is named %q%s", r.Policy, known(policies))
 	}
 	if h := r.Host; h != "" {
-		pattern := strings.TrimPrefix(h, "*.")
-		if strings.ContainsAny(pattern, "*/ ") || pattern == "" {
+		pattern, suffix := strings.CutPrefix(h, "*.")
+		host, port, err := hostname.Normalize(pattern)
+		if err != nil || host == "" || suffix && strings.HasPrefix(host, "[") {
 			v.addf(path+".host", "%q is not a host: want a name such as api.example.com, or *.example.com for every subdomain", h)
 		}
+		r.Compiled = RouteCompiled{Host: host, HostSuffix: suffix, Port: port}
 	}
 	if r.PathPrefix != "" {
 		// Requests are matched on their normalized path, so a prefix
