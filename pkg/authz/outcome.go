@@ -40,7 +40,7 @@ var outcomes = [...]struct {
 	denyTemporarilyUnavailable:      {http.StatusServiceUnavailable, codes.Unavailable, "temporarily_unavailable", "the authorization server is unavailable; try again later"},
 	denyInvalidTokenResponse:        {http.StatusBadGateway, codes.Unavailable, "invalid_token_response", "the authorization server's answer could not be used"},
 	denyInsufficientClaims:          {http.StatusForbidden, codes.PermissionDenied, "insufficient_claims", "the access token's claims do not allow this request"},
-	denyAmbiguous:                 {http.StatusBadRequest, codes.InvalidArgument, "invalid_request", "the request's path, host or routing headers are ambiguous: servers would not agree on what they name"},
+	denyAmbiguous:                   {http.StatusBadRequest, codes.InvalidArgument, "invalid_request", "the request's path, host or routing headers are ambiguous: servers would not agree on what they name"},
 	denyTooManyRejections:           {http.StatusUnauthorized, codes.Unauthenticated, "invalid_client", "the authorization server rejected this client id's credentials too often; try again later"},
 	denyInternal:                    {http.StatusInternalServerError, codes.Internal, "server_error", "the authorization service failed to decide this request"},
 }
