@@ -60,6 +60,13 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 		for _, hd := range d.answer().headers {
 			h[http.CanonicalHeaderKey(hd.name)] = []string{hd.value}
 		}
+		if d.policy.removeAuthorization {
+			// The token travels in another header: the caller's Basic
+			// credentials must not reach the upstream. Envoy's http_service
+			// (and Istio's envoyExtAuthzHttp) remove what this header
+			// names; nginx, Caddy and Traefik are configured to (README).
+			h.Set("X-Envoy-Auth-Headers-To-Remove", "authorization")
+		}
 		w.WriteHeader(http.StatusOK)
 		return
 	}

@@ -110,3 +110,26 @@ func TestHTTPMode(t *testing.T) {
 		})
 	}
 }
+
+// TestHTTPModeRemovesTheCallersCredentials: when the token travels in
+// another header, the answer asks Envoy to remove the caller's
+// Authorization, which holds its client secret.
+func TestHTTPModeRemovesTheCallersCredentials(t *testing.T) {
+	f := newFixture(t, "")
+	srv := httptest.NewServer(f.srv)
+	defer srv.Close()
+	for _, tt := range []struct {
+		policy, wantRemove string
+	}{{"custom-header", "authorization"}, {"orders", ""}} {
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/policy/"+tt.policy, nil)
+		req.Header.Set("Authorization", basic("orders-app", "s3cret"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("X-Envoy-Auth-Headers-To-Remove") != tt.wantRemove {
+			t.Errorf("%s: %d, X-Envoy-Auth-Headers-To-Remove %q, want %q", tt.policy, resp.StatusCode, resp.Header.Get("X-Envoy-Auth-Headers-To-Remove"), tt.wantRemove)
+		}
+	}
+}
