@@ -40,7 +40,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in := &httpInput{r: r}
 	ctx, span := s.startSpan(r.Context(), in)
 	var d decision
-	if d.cause = in.parse(st.policyHeader); d.cause != nil {
+	if d.cause = in.parse(st.policyPath, st.policyHeader); d.cause != nil {
 		d.outcome = denyAmbiguous
 	} else {
 		ctx, cancel := context.WithTimeout(ctx, HTTPCheckTimeout)
@@ -85,11 +85,12 @@ type httpInput struct {
 	normPath string // the original request's path, normalized
 }
 
-// parse reads what selects the policy: the path, normalized, and the
-// policy header when policyHeader names one. A path whose dot segments
-// lead into or out of /policy/<name> is refused, since who resolves them
-// decides which policy it names; so are two differing original paths.
-func (h *httpInput) parse(policyHeader string) error {
+// parse reads what selects the policy: the path, normalized, when
+// policyPath lets it name one, and the policy header when policyHeader
+// names one. A path whose dot segments lead into or out of /policy/<name>
+// is refused, since who resolves them decides which policy it names; so are
+// two differing original paths.
+func (h *httpInput) parse(policyPath bool, policyHeader string) error {
 	own := h.r.RequestURI
 	if !strings.HasPrefix(own, "/") { // absolute form, or a request built in-process
 		own = h.r.URL.EscapedPath()
@@ -104,9 +105,10 @@ func (h *httpInput) parse(policyHeader string) error {
 	}
 	rawName, rawNamed := policyInPath(raw)
 	name, named := policyInPath(norm)
-	if rawNamed != named || rawName != name {
+	if policyPath && (rawNamed != named || rawName != name) {
 		return errPolicyPathChanged
 	}
+	named = named && policyPath
 	switch {
 	case named:
 		h.policy = name

@@ -61,6 +61,7 @@ type state struct {
 	defaultPolicy *policy
 	selector      string // context extension key
 	policyHeader  string // HTTP mode: the header that names a policy; none when empty
+	policyPath    bool   // HTTP mode: a path /policy/<name> names the policy
 	hostRoutes    bool   // a route matches on the host, so requests' hosts are read
 	transports    []*http.Transport
 	verifiers     []*idp.Verifier
@@ -69,7 +70,7 @@ type state struct {
 // compile builds the state for cfg.
 func compile(cfg *config.Config, o *Options) (*state, error) {
 	st := &state{policies: map[string]*policy{}, selector: cfg.PolicySelector.ContextExtension,
-		policyHeader: cfg.Server.HTTP.PolicyHeader}
+		policyHeader: cfg.Server.HTTP.PolicyHeader, policyPath: *cfg.Server.HTTP.PolicyFromPath}
 	for name, cp := range cfg.Policies {
 		c := &cp.Compiled
 		transport := idp.NewTransport(c.TLS)

@@ -197,6 +197,7 @@ func rawHTTP(t *testing.T, addr, target string, headers map[string]string) (int,
 func TestHTTPModePolicySelection(t *testing.T) {
 	plain := newFixtureFrom(t, trustYAML, tokencache.Options{})
 	withHeader := newFixtureFrom(t, trustYAML+"server: {http: {policyHeader: X-Extauthz-Policy}}\n", tokencache.Options{})
+	noPath := newFixtureFrom(t, trustYAML+"server: {http: {policyFromPath: false}}\n", tokencache.Options{})
 	tests := []struct {
 		name    string
 		f       *fixture
@@ -226,6 +227,8 @@ func TestHTTPModePolicySelection(t *testing.T) {
 			headers: map[string]string{"X-Original-URI": "/public/x", "X-Forwarded-Uri": "/public/./x?y"}, want: gotPartner},
 		{name: "original paths that disagree", f: plain, target: "/check",
 			headers: map[string]string{"X-Original-URI": "/admin/users", "X-Forwarded-Uri": "/public/x"}, want: gotInvalid},
+		{name: "policyFromPath off: the path is a path", f: noPath, target: "/policy/partner/x", want: gotStrict},
+		{name: "policyFromPath off: the path routes", f: noPath, target: "/public/x", want: gotPartner},
 		{name: "an original path given twice", f: plain, target: "/check",
 			multi: [][2]string{{"X-Forwarded-Uri", "/admin/users"}, {"X-Forwarded-Uri", "/public/x"}}, want: gotInvalid},
 	}
@@ -508,7 +511,7 @@ policies:
 				continue
 			}
 			in := &httpInput{r: r}
-			if in.parse("") != nil {
+			if in.parse(true, "") != nil {
 				continue
 			}
 			p, err := st.selectPolicy(in)

@@ -109,10 +109,14 @@ type GRPCServer struct {
 	MaxConcurrentStreams int `yaml:"maxConcurrentStreams"`
 }
 
-// HTTPServer configures HTTP mode. PolicyHeader, when set, names the
-// request header that selects a policy (after the path, before routes):
+// HTTPServer configures HTTP mode. PolicyFromPath lets a check's path
+// /policy/<name> select a policy: right behind proxies that write that path
+// (nginx, Caddy, Traefik), wrong behind those that pass the caller's path
+// (Envoy's http_service without path_prefix). PolicyHeader, when set, names
+// the request header that selects a policy (after the path, before routes):
 // the proxy in front must set it, overwriting what a caller sent.
 type HTTPServer struct {
+	PolicyFromPath *bool  `yaml:"policyFromPath"`
 	PolicyHeader   string `yaml:"policyHeader"`
 	MaxHeaderBytes int    `yaml:"maxHeaderBytes"`
 }
@@ -406,6 +410,9 @@ func (c *Config) applyDefaults() {
 	}
 	if c.Server.GRPC.MaxConcurrentStreams == 0 {
 		c.Server.GRPC.MaxConcurrentStreams = DefaultMaxConcurrentStreams
+	}
+	if c.Server.HTTP.PolicyFromPath == nil {
+		c.Server.HTTP.PolicyFromPath = ptr(true)
 	}
 	if c.Server.HTTP.MaxHeaderBytes == 0 {
 		c.Server.HTTP.MaxHeaderBytes = DefaultMaxHeaderBytes
