@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/extauthz/extauthz/pkg/tokencache"
 )
 
 func b64(s string) string { return base64.StdEncoding.EncodeToString([]byte(s)) }
@@ -88,8 +90,13 @@ func TestCredentialCache(t *testing.T) {
 	if err != nil || first.creds.ID != "app" || first.creds.Secret.Reveal() != "s3cret" || first.key != p.endpoint.Key(first.creds) {
 		t.Fatalf("first: %+v %v", first, err)
 	}
-	if again, _ := p.callers.get(h, p.endpoint); again != first {
-		t.Error("the same header was parsed again")
+	if n := p.callers.len(); n != 0 {
+		t.Errorf("%d headers remembered before their credentials got a token", n)
+	}
+	p.callers.remember(first)
+	again, _ := p.callers.get(h, p.endpoint)
+	if again.key != first.key || again.header != "" {
+		t.Error("the remembered header was parsed again")
 	}
 	if other, _ := p.callers.get("Basic "+b64("app:other"), p.endpoint); other.key == first.key {
 		t.Error("another secret got the same key")
@@ -97,15 +104,42 @@ func TestCredentialCache(t *testing.T) {
 	if _, err := p.callers.get("Basic !!!", p.endpoint); err == nil {
 		t.Fatal("a malformed header was accepted")
 	}
-	for i := range credentialCacheSize + 10 {
-		_, _ = p.callers.get("Basic "+b64(fmt.Sprintf("app%d:s", i)), p.endpoint)
+	// Respellings of the same credentials are parsed, but never remembered.
+	for _, h := range []string{"basic " + b64("app:s3cret"), "Basic  " + b64("app:s3cret"), "Basic " + strings.TrimRight(b64("app:s3cret"), "="), "BASIC " + b64("app:s3cret")} {
+		cr, err := p.callers.get(h, p.endpoint)
+		if err != nil || cr.key != first.key || cr.header != "" {
+			t.Errorf("%q: %+v %v; want the same key, not to be remembered", h, cr, err)
+		}
 	}
-	p.callers.mu.RLock()
-	defer p.callers.mu.RUnlock()
-	if n := len(p.callers.m); n > credentialCacheSize {
+	for i := range credentialCacheSize + 10 {
+		cr, _ := p.callers.get("Basic "+b64(fmt.Sprintf("app%d:s", i)), p.endpoint)
+		p.callers.remember(cr)
+	}
+	if n := p.callers.len(); n > credentialCacheSize {
 		t.Errorf("%d remembered headers, want at most %d", n, credentialCacheSize)
 	}
-	if _, ok := p.callers.m["Basic !!!"]; ok {
-		t.Error("a malformed header was remembered")
+}
+
+// TestWrongCredentialsCostNoMemory floods a policy with large, well-formed
+// headers whose secrets the IdP rejects: none is remembered. The client
+// with the right secret is.
+func TestWrongCredentialsCostNoMemory(t *testing.T) {
+	f := newFixtureFrom(t, policiesYAML, tokencache.Options{})
+	p := f.srv.state.Load().policies["orders"]
+	big := strings.Repeat("x", 2900) // a 4 KiB header once in base64
+	for i := range 200 {
+		h := "Basic " + b64(fmt.Sprintf("app-%d:%s", i, big))
+		if r := read(t, f.check(checkRequest("orders", "h", "/", map[string]string{"authorization": h}))); r.status != 401 {
+			t.Fatalf("a wrong secret: %d", r.status)
+		}
+	}
+	if n := p.callers.len(); n != 0 {
+		t.Errorf("%d rejected headers remembered", n)
+	}
+	if r := read(t, f.check(checkRequest("orders", "h", "/", map[string]string{"authorization": basic("orders-app", "s3cret")}))); r.status != 200 {
+		t.Fatalf("the right secret: %d %v", r.status, r.body)
+	}
+	if n := p.callers.len(); n != 1 {
+		t.Errorf("%d headers remembered, want the accepted one", n)
 	}
 }

@@ -164,16 +164,19 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 		return decision{outcome: denyNoPolicy, cause: err}
 	}
 	creds, key := p.creds, p.key
+	var caller *credentials
 	if !p.gateway {
 		h, _ := in.header("authorization")
-		cr, err := p.callers.get(h, p.endpoint)
-		if err != nil {
+		if caller, err = p.callers.get(h, p.endpoint); err != nil {
 			return decision{outcome: denyInvalidRequest, policy: p, cause: err}
 		}
-		creds, key = cr.creds, cr.key
+		creds, key = caller.creds, caller.key
 	}
 	d := decision{policy: p, clientID: creds.ID}
 	d.token, d.source, err = s.tokens.Token(ctx, p.endpoint, key, creds)
+	if err == nil && caller != nil && caller.header != "" {
+		p.callers.remember(caller) // proven: these credentials got a token
+	}
 	switch {
 	case err != nil:
 		d.outcome, d.retryAfter = p.failure(err)
