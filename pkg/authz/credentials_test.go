@@ -120,26 +120,26 @@ func TestCredentialCache(t *testing.T) {
 	}
 }
 
-// TestWrongCredentialsCostNoMemory floods a policy with large, well-formed
-// headers whose secrets the IdP rejects: none is remembered. The client
-// with the right secret is.
+// TestWrongCredentialsCostNoMemory floods a policy with 10,000 large,
+// well-formed headers whose secrets the IdP never accepted: none is
+// remembered, while the client with the right secret is.
 func TestWrongCredentialsCostNoMemory(t *testing.T) {
 	f := newFixtureFrom(t, policiesYAML, tokencache.Options{})
 	p := f.srv.state.Load().policies["orders"]
+	if r := read(t, f.check(checkRequest("orders", "h", "/", map[string]string{"authorization": basic("orders-app", "s3cret")}))); r.status != 200 {
+		t.Fatalf("the right secret: %d %v", r.status, r.body)
+	}
 	big := strings.Repeat("x", 2900) // a 4 KiB header once in base64
-	for i := range 200 {
-		h := "Basic " + b64(fmt.Sprintf("app-%d:%s", i, big))
+	for i := range 10_000 {
+		h := "Basic " + b64(fmt.Sprintf("orders-app:%s%d", big, i))
 		if r := read(t, f.check(checkRequest("orders", "h", "/", map[string]string{"authorization": h}))); r.status != 401 {
 			t.Fatalf("a wrong secret: %d", r.status)
 		}
 	}
-	if n := p.callers.len(); n != 0 {
-		t.Errorf("%d rejected headers remembered", n)
-	}
-	if r := read(t, f.check(checkRequest("orders", "h", "/", map[string]string{"authorization": basic("orders-app", "s3cret")}))); r.status != 200 {
-		t.Fatalf("the right secret: %d %v", r.status, r.body)
-	}
 	if n := p.callers.len(); n != 1 {
-		t.Errorf("%d headers remembered, want the accepted one", n)
+		t.Errorf("%d headers remembered, want only the accepted one", n)
+	}
+	if n := f.idp.Requests(); n != 1+5 {
+		t.Errorf("%d token requests, want the accepted one and the failure budget's 5", n)
 	}
 }

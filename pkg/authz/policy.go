@@ -92,6 +92,7 @@ func compile(cfg *config.Config, o *Options) (*state, error) {
 			Logger:       o.Logger.With(zap.String("policy", name)),
 			Assertion:    assertion,
 			CredentialID: c.CredentialID,
+			TrustID:      c.TrustID,
 			Name:         name,
 			Metrics:      o.Metrics,
 			Tracer:       o.Tracer,

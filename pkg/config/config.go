@@ -364,6 +364,10 @@ type Compiled struct {
 	// CredentialID fingerprints the signing key or client certificate the
 	// policy authenticates with; it holds no secret.
 	CredentialID string
+	// TrustID fingerprints how the token endpoint's certificate is checked
+	// (the CA, insecureSkipVerify), so that policies that trust different
+	// servers never share tokens.
+	TrustID string
 }
 
 // GatewayMode reports whether the policy carries its own client credentials

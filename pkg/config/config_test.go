@@ -254,7 +254,8 @@ func TestProblems(t *testing.T) {
 		{"clientID without clientSecret", "policies:\n  o: {url: 'https://x/t', clientID: app}\n", "line 2: policies.o.clientSecret: clientID is set, so clientSecret must be too"},
 		{"clientSecret without clientID", "policies:\n  o: {url: 'https://x/t', clientSecret: s}\n", "policies.o.clientID: clientSecret is set, so clientID must be too"},
 		{"malformed secret reference", "policies:\n  o: {url: 'https://x/t', clientID: app, clientSecret: 'urn:k8s:my-secret:my-secret:clientSecret'}\n",
-			`policies.o.clientSecret: malformed secret reference "urn:k8s:my-secret:my-secret:clientSecret": want urn:k8s:secret:<name>:<key> (did you mean urn:k8s:secret:my-secret:clientSecret?)`},
+			`policies.o.clientSecret: malformed secret reference: want urn:k8s:secret:<name>:<key>; it reads urn:k8s:<a>:<b>:<c>, like the Traefik Hub document's example: write urn:k8s:secret:<b>:<c>`},
+		{"a literal secret that starts with urn: is never printed", "policies:\n  o: {url: 'https://x/t', clientID: app, clientSecret: 'urn:Sup3r-S3cret!'}\n", "policies.o.clientSecret: malformed secret reference: want"},
 		{"unreadable secret", "secrets: {dir: '" + dir + "'}\npolicies:\n  o: {url: 'https://x/t', clientID: app, clientSecret: 'urn:k8s:secret:nope:key'}\n", "policies.o.clientSecret: secret urn:k8s:secret:nope:key: open "},
 		{"empty secret", "secrets: {dir: '" + dir + "'}\npolicies:\n  o: {url: 'https://x/t', clientID: app, clientSecret: 'urn:k8s:secret:empty:key'}\n", "policies.o.clientSecret: resolves to an empty value"},
 		{"unknown auth method", "policies:\n  o: {url: 'https://x/t', authMethod: mtls}\n", `policies.o.authMethod: "mtls" is not supported`},
@@ -325,6 +326,16 @@ func TestProblems(t *testing.T) {
 			"policies.b.clientConfig.maxConcurrentRequests: 32, but policy a sets 8 for the same token endpoint: policies that share an endpoint share one bound"},
 		{"redis without an encryption key", "store: {redis: {endpoints: ['a:1']}}\npolicies:\n  o: {url: 'https://x/t'}\n", "store.encryptionKey: is required with redis"},
 		{"a policy's redis without an encryption key", "policies:\n  o: {url: 'https://x/t', store: {redis: {endpoints: ['a:1']}}}\n", "policies.o.store.encryptionKey: is required with redis"},
+		{"forward header x-envoy-*", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {X-Envoy-Original-Path: grp}}\n", `"X-Envoy-Original-Path" cannot be forwarded`},
+		{"forward header x-forwarded-for", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {X-Forwarded-For: grp}}\n", `"X-Forwarded-For" cannot be forwarded`},
+		{"forward header cookie", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {Cookie: grp}}\n", `"Cookie" cannot be forwarded`},
+		{"forward header set-cookie", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {Set-Cookie: grp}}\n", `"Set-Cookie" cannot be forwarded`},
+		{"forward header x-request-id", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {X-Request-Id: grp}}\n", `"X-Request-Id" cannot be forwarded`},
+		{"forward header x-extauthz-policy", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {X-Extauthz-Policy: grp}}\n", `"X-Extauthz-Policy" cannot be forwarded`},
+		{"forward header pseudo-header", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {':authority': grp}}\n", `":authority" cannot be forwarded`},
+		{"forward header the configured policy header", "server: {http: {policyHeader: X-Tenant-Policy}}\npolicies:\n  o: {url: 'https://x/t', forwardHeaders: {x-tenant-policy: grp}}\n", `"x-tenant-policy" cannot be forwarded`},
+		{"token header cookie", "policies:\n  o: {url: 'https://x/t', tokenHeader: Cookie}\n", `policies.o.tokenHeader: "Cookie" cannot carry the token`},
+		{"token header x-forwarded-host", "policies:\n  o: {url: 'https://x/t', tokenHeader: X-Forwarded-Host}\n", `policies.o.tokenHeader: "X-Forwarded-Host" cannot carry the token`},
 		{"redis password reference", "policies:\n  o: {url: 'https://x/t', store: {redis: {endpoints: ['a:1'], password: 'urn:k8s:secret:x'}}}\n", "policies.o.store.redis.password: malformed secret reference"},
 	}
 	for _, tt := range tests {
@@ -341,6 +352,81 @@ func TestProblems(t *testing.T) {
 				t.Errorf("problems:\n%v\nwant one containing\n%s", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestWarnings: what loads but should not go unsaid.
+func TestWarnings(t *testing.T) {
+	cfg, err := Parse([]byte(`
+store:
+  encryptionKey: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+  redis: {endpoints: ["10.0.0.1:6379"], tls: {insecureSkipVerify: true}}
+policies:
+  plain: {url: "http://idp.example.com/token", jwksURL: "http://idp.example.com/jwks"}
+  local: {url: "http://127.0.0.1:8080/token", issuer: "http://localhost:8080"}
+  skip: {url: "https://idp.example.com/token", clientConfig: {tls: {insecureSkipVerify: true}}}
+`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []string{
+		"policies.plain.url: is plain HTTP",
+		"policies.plain.jwksURL: is plain HTTP",
+		"policies.skip.clientConfig.tls.insecureSkipVerify: the token endpoint's certificate is not checked",
+		"store.redis.tls.insecureSkipVerify: Redis's certificate is not checked",
+	} {
+		if !slices.ContainsFunc(cfg.Warnings, func(got string) bool { return strings.Contains(got, w) }) {
+			t.Errorf("warnings %q lack %q", cfg.Warnings, w)
+		}
+	}
+	for _, got := range cfg.Warnings {
+		if strings.Contains(got, "policies.local") {
+			t.Errorf("a loopback IdP is warned about: %s", got)
+		}
+	}
+}
+
+// TestTrustID: policies whose token endpoints are trusted differently
+// never share tokens.
+func TestTrustID(t *testing.T) {
+	certPEM, _ := selfSigned(t)
+	otherPEM, _ := selfSigned(t)
+	cfg, err := Parse([]byte(`
+policies:
+  system: {url: "https://idp.example.com/token"}
+  ca:
+    url: https://idp.example.com/token
+    clientConfig:
+      tls:
+        ca: |
+`+indent(certPEM, "          ")+`
+  other-ca:
+    url: https://idp.example.com/token
+    clientConfig:
+      tls:
+        ca: |
+`+indent(otherPEM, "          ")+`
+  skip: {url: "https://idp.example.com/token", clientConfig: {tls: {insecureSkipVerify: true}}}
+`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]string{}
+	for _, name := range []string{"system", "ca", "other-ca", "skip"} {
+		id := cfg.Policies[name].Compiled.TrustID
+		if other, ok := seen[id]; ok {
+			t.Errorf("%s and %s share the trust id %q", name, other, id)
+		}
+		seen[id] = name
+	}
+}
+
+// TestProblemsShowNoSecret: a literal secret that happens to start with
+// "urn:" is refused as a malformed reference, and never printed.
+func TestProblemsShowNoSecret(t *testing.T) {
+	_, err := Parse([]byte("policies:\n  o: {url: 'https://x/t', clientID: app, clientSecret: 'urn:Sup3r-S3cret!'}\n"), "")
+	if err == nil || strings.Contains(err.Error(), "Sup3r") {
+		t.Errorf("problems: %v", err)
 	}
 }
 

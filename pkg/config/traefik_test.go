@@ -25,7 +25,7 @@ func TestTraefikReferenceExample(t *testing.T) {
 
 	// As written, the references have a typo: the error names the fix.
 	_, err = Load(cfgPath)
-	want := filepath.Join(dir, "middleware.yaml") + `: line 10: policies.test-client-creds.clientID: malformed secret reference "urn:k8s:my-secret:my-secret:clientID": want urn:k8s:secret:<name>:<key> (did you mean urn:k8s:secret:my-secret:clientID?)`
+	want := filepath.Join(dir, "middleware.yaml") + `: line 10: policies.test-client-creds.clientID: malformed secret reference: want urn:k8s:secret:<name>:<key>; it reads urn:k8s:<a>:<b>:<c>, like the Traefik Hub document's example: write urn:k8s:secret:<b>:<c>`
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Fatalf("error:\n%v\nwant:\n%s", err, want)
 	}

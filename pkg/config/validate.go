@@ -49,11 +49,22 @@ const (
 
 var policyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
-// reservedHeaders may not be set from claims or carry the token: they belong
-// to the HTTP connection or to Envoy.
+// reservedHeaders may not be set from claims or carry the token: they
+// belong to the HTTP connection, to Envoy, to the proxies' own bookkeeping
+// (client address, request id, routing), or to the browser session.
 var reservedHeaders = map[string]bool{
 	"host": true, "content-length": true, "transfer-encoding": true, "connection": true, "te": true,
 	"upgrade": true, "keep-alive": true, "proxy-connection": true, "trailer": true,
+	"proxy-authorization": true, "forwarded": true, "x-real-ip": true, "x-request-id": true,
+	"x-original-uri": true, "cookie": true, "set-cookie": true, "x-extauthz-policy": true,
+}
+
+// reservedHeader reports a header name, in lower case, that no claim may
+// set and no token may travel in: the list above, HTTP/2 pseudo-headers,
+// x-envoy-* and x-forwarded-*, and HTTP mode's policy header.
+func (v *validator) reservedHeader(lower string) bool {
+	return reservedHeaders[lower] || lower == v.policyHeader || strings.HasPrefix(lower, ":") ||
+		strings.HasPrefix(lower, "x-envoy-") || strings.HasPrefix(lower, "x-forwarded-")
 }
 
 // reservedParams are form parameters extauthz sets itself.
@@ -63,7 +74,8 @@ var reservedParams = map[string]bool{
 }
 
 type validator struct {
-	lines    map[string]position
+	lines        map[string]position
+	policyHeader string // server.http.policyHeader, lower case
 	problems []error
 	warnings []string
 	secrets  *secret.Resolver
@@ -96,6 +108,7 @@ func (v *validator) problem(path, format string, args ...any) *Problem {
 
 func (v *validator) validate(c *Config) {
 	v.secrets = &secret.Resolver{Dir: c.Secrets.Dir}
+	v.policyHeader = strings.ToLower(c.Server.HTTP.PolicyHeader)
 	v.server(&c.Server)
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
@@ -227,6 +240,9 @@ func (v *validator) store(path string, s *Store, top bool) {
 	if r.TLS != (RedisTLS{}) {
 		rc.TLS = v.tlsConfig(path+".tls", "caBundle", r.TLS.CABundle, r.TLS.Cert, r.TLS.Key, r.TLS.InsecureSkipVerify)
 	}
+	if r.TLS.InsecureSkipVerify {
+		v.warnf(path+".tls.insecureSkipVerify", "Redis's certificate is not checked: anyone on the way can read and drop the (sealed) tokens")
+	}
 	// Stores whose connections are configured alike share one client and pool.
 	h := sha256.New()
 	for _, f := range []string{
@@ -268,8 +284,8 @@ func (v *validator) server(s *Server) {
 	}
 	if h := s.HTTP.PolicyHeader; h != "" {
 		lower := strings.ToLower(h)
-		if !validHeaderName(h) || len(h) > maxPolicyHeaderNameBytes || reservedHeaders[lower] || lower == "authorization" ||
-			strings.HasPrefix(lower, "x-forwarded-") || lower == "x-original-uri" {
+		if !validHeaderName(h) || len(h) > maxPolicyHeaderNameBytes || lower != "x-extauthz-policy" && reservedHeaders[lower] ||
+			lower == "authorization" || strings.HasPrefix(lower, "x-forwarded-") || strings.HasPrefix(lower, "x-envoy-") {
 			v.addf("server.http.policyHeader", "%q cannot name the policy: want a header of its own, such as X-Extauthz-Policy, that the proxy sets", h)
 		}
 	}
@@ -389,8 +405,13 @@ func (v *validator) policy(name string, p *Policy) {
 		c.Username = &u
 	}
 	for _, f := range []struct{ name, value string }{{"jwksURL", p.JWKSURL}, {"issuer", p.Issuer}} {
-		if u, err := url.Parse(f.value); f.value != "" && (err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "") {
+		u, err := url.Parse(f.value)
+		switch {
+		case f.value == "":
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
 			v.addf(path+"."+f.name, "%q is not an http or https URL", f.value)
+		case u.Scheme == "http" && !loopback(u):
+			v.warnf(path+"."+f.name, "is plain HTTP: anyone on the way can swap the keys tokens are verified with; use https")
 		}
 	}
 	if p.ExpectedAudience != "" && p.JWKSURL == "" && p.Issuer == "" {
@@ -402,7 +423,7 @@ func (v *validator) policy(name string, p *Policy) {
 	if n := time.Duration(p.NegativeTTL); n < 100*time.Millisecond || n > maxNegativeTTL {
 		v.addf(path+".negativeTTL", "%s is out of range: want 100ms to %s", p.NegativeTTL, maxNegativeTTL)
 	}
-	if !validHeaderName(p.TokenHeader) || reservedHeaders[strings.ToLower(p.TokenHeader)] {
+	if !validHeaderName(p.TokenHeader) || v.reservedHeader(strings.ToLower(p.TokenHeader)) {
 		v.addf(path+".tokenHeader", "%q cannot carry the token", p.TokenHeader)
 	}
 	c.TokenPrefix = *p.TokenPrefix
@@ -424,7 +445,13 @@ func (v *validator) policy(name string, p *Policy) {
 	}
 	c.MaxConcurrentRequests = *cc.MaxConcurrentRequests
 	v.failureBudget(path+".failureBudget", p)
-	c.TLS = v.tls(path+".clientConfig.tls", cc.TLS, c.TokenURL)
+	c.TLS, c.TrustID = v.tls(path+".clientConfig.tls", cc.TLS, c.TokenURL)
+	if cc.TLS.InsecureSkipVerify {
+		v.warnf(path+".clientConfig.tls.insecureSkipVerify", "the token endpoint's certificate is not checked: anyone on the way can take the client secrets and hand out tokens")
+	}
+	if u := c.TokenURL; u != nil && u.Scheme == "http" && !loopback(u) {
+		v.warnf(path+".url", "is plain HTTP: client secrets and tokens cross the network unencrypted; use https")
+	}
 	if p.AuthMethod == AuthTLSClientAuth {
 		if c.TLS == nil || len(c.TLS.Certificates) == 0 {
 			v.addf(path+".clientConfig.tls", "tls_client_auth needs the client certificate: set cert and key")
@@ -637,7 +664,7 @@ func (v *validator) forwardHeaders(path string, p *Policy) {
 		hp := path + ".forwardHeaders." + name
 		lower := strings.ToLower(name)
 		switch {
-		case !validHeaderName(name) || reservedHeaders[lower]:
+		case !validHeaderName(name) || v.reservedHeader(lower):
 			v.addf(hp, "%q cannot be forwarded: want a header name such as X-Group", name)
 			continue
 		case strings.EqualFold(name, p.TokenHeader):
@@ -659,14 +686,32 @@ func (v *validator) forwardHeaders(path string, p *Policy) {
 	sort.Slice(p.Compiled.Forward, func(i, j int) bool { return p.Compiled.Forward[i].Name < p.Compiled.Forward[j].Name })
 }
 
-func (v *validator) tls(path string, t TLS, u *url.URL) *tls.Config {
+// tls builds the token endpoint's TLS configuration (nil for Go's
+// defaults), and a fingerprint of how it checks the server's certificate:
+// the CA's content (system roots when none) and insecureSkipVerify.
+func (v *validator) tls(path string, t TLS, u *url.URL) (*tls.Config, string) {
 	if t == (TLS{}) {
-		return nil
+		return nil, ""
 	}
 	if u != nil && u.Scheme != "https" {
 		v.addf(path, "TLS settings are given but the url is not https")
 	}
-	return v.tlsConfig(path, "ca", t.CA, t.Cert, t.Key, t.InsecureSkipVerify)
+	ca := t.CA
+	if ca != "" {
+		ca = v.resolve(path+".ca", ca).Reveal() // the content, not the reference
+	}
+	sum := sha256.Sum256([]byte(ca))
+	return v.tlsConfig(path, "ca", ca, t.Cert, t.Key, t.InsecureSkipVerify), fmt.Sprintf("ca=%x,insecure=%t", sum[:8], t.InsecureSkipVerify)
+}
+
+// loopback reports a URL on this host, where plain HTTP crosses no network.
+func loopback(u *url.URL) bool {
+	h := u.Hostname()
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }
 
 // tlsConfig builds a client TLS configuration from PEM material, inline or

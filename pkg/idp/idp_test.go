@@ -250,6 +250,7 @@ func TestIdentity(t *testing.T) {
 		{URL: "https://x/t", Audience: "a", Scopes: []string{"s", "t"}},
 		{URL: "https://x/t", Audience: "a", Scopes: []string{"s"}, AuthMethod: ClientSecretPost},
 		{URL: "https://x/t", Audience: "a", Scopes: []string{"s"}, ExtraParams: map[string]string{"resource": "r"}},
+		{URL: "https://x/t", Audience: "a", Scopes: []string{"s"}, TrustID: "ca=1"},
 	} {
 		if newClient(t, o).Identity() == id {
 			t.Errorf("%+v has the identity of %+v", o, base)

@@ -128,8 +128,9 @@ func (r *Resolver) Files() []string { return r.files }
 func (r *Resolver) Digest() []byte { return r.digest }
 
 // ParseRef splits a reference urn:k8s:secret:<name>:<key>. A malformed one
-// gets an error that shows the expected form, and the corrected reference when
-// the mistake is plain.
+// gets an error that shows the expected form and, when the mistake is
+// plain, how to mend it. The error never repeats the value: a literal
+// secret may start with "urn:" too.
 func ParseRef(ref string) (name, key string, err error) {
 	rest, ok := strings.CutPrefix(ref, RefPrefix)
 	parts := strings.Split(rest, ":")
@@ -137,15 +138,14 @@ func ParseRef(ref string) (name, key string, err error) {
 		return parts[0], parts[1], nil
 	}
 	hint := ""
-	// The Traefik Hub document's own example reads urn:k8s:<name>:<name>:<key>.
-	if all := strings.Split(ref, ":"); !ok && len(all) == 5 && all[0] == "urn" && all[1] == "k8s" &&
-		nameRE.MatchString(all[3]) && keyRE.MatchString(all[4]) {
-		hint = fmt.Sprintf(" (did you mean %s%s:%s?)", RefPrefix, all[3], all[4])
-	}
-	if ok && len(parts) == 2 {
+	switch all := strings.Split(ref, ":"); {
+	case ok && len(parts) == 2:
 		hint = `; a name is a DNS subdomain (lower-case letters, digits, "-" and "."), a key is letters, digits, "-", "_" and "."`
+	case !ok && len(all) == 5 && all[0] == "urn" && all[1] == "k8s" && nameRE.MatchString(all[3]) && keyRE.MatchString(all[4]):
+		// The Traefik Hub document's own example reads urn:k8s:<name>:<name>:<key>.
+		hint = "; it reads urn:k8s:<a>:<b>:<c>, like the Traefik Hub document's example: write urn:k8s:secret:<b>:<c>"
 	}
-	return "", "", fmt.Errorf("%w %q: want urn:k8s:secret:<name>:<key>%s", ErrMalformedRef, ref, hint)
+	return "", "", fmt.Errorf(`%w: want urn:k8s:secret:<name>:<key>%s (the value is not repeated: a secret may start with "urn:" too)`, ErrMalformedRef, hint)
 }
 
 // ReadFile reads a file of at most limit bytes, refusing a larger one

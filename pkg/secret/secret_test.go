@@ -61,10 +61,10 @@ func TestResolve(t *testing.T) {
 		{"missing file", "urn:k8s:secret:orders-idp:nope", "", "secret urn:k8s:secret:orders-idp:nope: open "},
 		{"too big", "urn:k8s:secret:orders-idp:big", "", "more than 1048576 bytes"},
 		{"reference typo", "urn:k8s:my-secret:my-secret:clientID", "",
-			`malformed secret reference "urn:k8s:my-secret:my-secret:clientID": want urn:k8s:secret:<name>:<key> (did you mean urn:k8s:secret:my-secret:clientID?)`},
+			`malformed secret reference: want urn:k8s:secret:<name>:<key>; it reads urn:k8s:<a>:<b>:<c>, like the Traefik Hub document's example: write urn:k8s:secret:<b>:<c>`},
 		{"missing key", "urn:k8s:secret:orders-idp", "", "want urn:k8s:secret:<name>:<key>"},
 		{"extra part", "urn:k8s:secret:a:b:c", "", "want urn:k8s:secret:<name>:<key>"},
-		{"other urn", "urn:vault:x", "", `malformed secret reference "urn:vault:x"`},
+		{"other urn", "urn:vault:x", "", `malformed secret reference: want urn:k8s:secret:<name>:<key> (the value is not repeated`},
 		{"path traversal in name", "urn:k8s:secret:..:passwd", "", "a name is a DNS subdomain"},
 		{"path traversal in key", "urn:k8s:secret:orders-idp:..", "", "a name is a DNS subdomain"},
 		{"slash in key", "urn:k8s:secret:orders-idp:a/b", "", "a name is a DNS subdomain"},
@@ -77,6 +77,9 @@ func TestResolve(t *testing.T) {
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("error %v, want %q", err, tt.wantErr)
+				}
+				if errors.Is(err, ErrMalformedRef) && strings.Contains(err.Error(), strings.TrimPrefix(tt.give, "urn:")) {
+					t.Errorf("error %v repeats the value, which may be a secret", err)
 				}
 				if IsRef(tt.give) && strings.HasPrefix(tt.wantErr, "malformed") && !errors.Is(err, ErrMalformedRef) {
 					t.Errorf("error %v is not ErrMalformedRef", err)
