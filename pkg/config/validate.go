@@ -76,10 +76,10 @@ var reservedParams = map[string]bool{
 type validator struct {
 	lines        map[string]position
 	policyHeader string // server.http.policyHeader, lower case
-	problems []error
-	warnings []string
-	secrets  *secret.Resolver
-	digest   []byte // of the secret files read
+	problems     []error
+	warnings     []string
+	secrets      *secret.Resolver
+	digest       []byte // of the secret files read
 }
 
 func (v *validator) warnf(path, format string, args ...any) {
