@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -354,7 +355,8 @@ func TestLiveReload(t *testing.T) {
 
 	// An invalid change is refused and the last good configuration serves.
 	write(base + "  extra:\n    url: " + idp.TokenURL + "\n  broken:\n    url: ftp://nowhere\n")
-	waitFor("the refusal", func() bool { return strings.Contains(proc.Logs(), `"refused_total":1`) })
+	refused := `extauthz_config_reloads_total{result="refused"}`
+	waitFor("the refusal", func() bool { return metric(t, proc.AdminAddress, refused) == 1 })
 	if resp, err := check("extra", basic); err != nil || resp.GetOkResponse() == nil {
 		t.Errorf("after a refused change the previous configuration must serve: %v %v", resp, err)
 	}
@@ -366,11 +368,11 @@ func TestLiveReload(t *testing.T) {
 	if err := proc.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("the SIGHUP reload", func() bool { return strings.Contains(proc.Logs(), `"refused_total":2`) })
+	waitFor("the SIGHUP reload", func() bool { return metric(t, proc.AdminAddress, refused) == 2 })
 
 	// Putting the file back as it serves changes nothing.
 	write(base + "  extra:\n    url: " + idp.TokenURL + "\n")
-	waitFor("the unchanged reload", func() bool { return strings.Contains(proc.Logs(), "configuration unchanged") })
+	waitFor("the unchanged reload", func() bool { return metric(t, proc.AdminAddress, `extauthz_config_reloads_total{result="unchanged"}`) >= 1 })
 
 	close(stop)
 	n := <-loadDone
@@ -382,6 +384,30 @@ func TestLiveReload(t *testing.T) {
 	if err := proc.Stop(); err != nil {
 		t.Errorf("exit: %v", err)
 	}
+}
+
+// metric returns the value of one series on /metrics, 0 when absent.
+func metric(t *testing.T, adminAddress, series string) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + adminAddress + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(body), "\n") {
+		if v, ok := strings.CutPrefix(line, series+" "); ok {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			return f
+		}
+	}
+	return 0
 }
 
 // TestMetrics scrapes /metrics after traffic.

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -31,14 +32,11 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/admin"
 	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/builder"
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
-
-// shutdownTimeout bounds how long in-flight Checks may take to finish after
-// SIGTERM before the servers stop hard.
-const shutdownTimeout = 15 * time.Second
 
 // configFlag adds --config, defaulting to $EXTAUTHZ_CONFIG.
 func configFlag(fs *flag.FlagSet) *string {
@@ -120,35 +118,55 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 	defer stopTracing()
-	srv, err := authz.New(authz.Options{Config: cfg, Tokens: cache, Logger: log, Metrics: m, Tracer: tracer})
+	srv, err := authz.New(authz.Options{Tokens: cache, Logger: log, Metrics: m, Tracer: tracer})
 	if err != nil {
+		return err
+	}
+	parts := builder.New(builder.Deps{Serve: srv.Update, Cache: cache, Logger: log, Metrics: m, Tracer: tracer})
+	defer parts.Close()
+	if err := parts.Apply(cfg); err != nil {
 		return err
 	}
 
 	var ready atomic.Bool
-	adminSrv := admin.NewServer(admin.Options{Authz: srv, Registry: registry, Ready: ready.Load, Logger: log, Auth: adminAuth(cfg)})
+	adminSrv := admin.NewServer(admin.Options{Backend: parts, Registry: registry, Ready: ready.Load, Logger: log, Auth: adminAuth(cfg)})
 	if a := adminAuth(cfg); a.Open() {
 		log.Warn("the admin API has no server.admin.token or server.admin.tls.clientCA: it answers only callers on loopback")
 	}
 
-	var refused atomic.Int64 // configurations that failed to load or apply
+	inForce := cfg // the configuration last applied; the watcher's goroutine alone uses it
 	watcher, err := config.NewWatcher(config.WatcherOptions{
 		Path:    *path,
 		Current: cfg,
 		Apply: func(next *config.Config) error {
-			if err := reload(log, level, cfg, next, srv, adminSrv); err != nil {
+			if err := parts.Apply(next); err != nil {
 				return err
 			}
+			if l, err := zapcore.ParseLevel(next.Log.Level); err == nil {
+				level.SetLevel(l)
+			}
+			adminSrv.Update(adminAuth(next))
+			if fields := config.RestartOnly(inForce, next); len(fields) > 0 {
+				log.Warn("configuration changes that take effect only after a restart", zap.Strings("fields", fields))
+			}
+			for _, w := range next.Warnings {
+				log.Warn("configuration", zap.String("warning", w))
+			}
+			inForce = next
 			m.ConfigReloads.WithLabelValues("applied").Inc()
+			log.Info("configuration reloaded", zap.Int("policies", len(next.Policies)))
 			return nil
 		},
 		Refused: func(err error) {
 			m.ConfigReloads.WithLabelValues("refused").Inc()
-			log.Error("configuration refused; the previous one keeps serving", zap.Error(err), zap.Int64("refused_total", refused.Add(1)))
+			log.Error("configuration refused; the previous one keeps serving", zap.Error(err))
 		},
 		Unchanged: func() {
 			m.ConfigReloads.WithLabelValues("unchanged").Inc()
 			log.Info("configuration unchanged")
+		},
+		WatchFailed: func(err error) {
+			log.Warn("watching the configuration's files failed; looking at them again (SIGHUP reloads too)", zap.Error(err))
 		},
 	})
 	if err != nil {
@@ -178,7 +196,11 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		// Envoy keeps its connections for long: pings no more often than
 		// every 5 s are welcome, and a peer that stops answering ours is dropped.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		// A connection is closed after MaxConnectionAge (the calls under way
+		// get the grace): Envoy reconnects, and spreads its connections
+		// over replicas that started since.
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second,
+			MaxConnectionAge: time.Duration(cfg.Server.GRPC.MaxConnectionAge), MaxConnectionAgeGrace: time.Duration(cfg.Server.GRPC.MaxConnectionAgeGrace)}),
 		grpc.ChainUnaryInterceptor(srv.UnaryInterceptor),
 		grpc.ChainStreamInterceptor(srv.StreamInterceptor),
 	)
@@ -240,56 +262,40 @@ wait:
 	}
 
 	// Drain: report NOT_SERVING so that health checks route new traffic
-	// elsewhere, let in-flight Checks finish, then stop.
-	log.Info("shutting down")
+	// elsewhere, let in-flight Checks finish, then stop; one deadline for
+	// every listener, fixed at start like the listeners themselves.
+	timeout := time.Duration(cfg.Server.ShutdownTimeout)
+	log.Info("shutting down", zap.Duration("timeout", timeout))
 	ready.Store(false)
 	hs.Shutdown()
-	stopped := make(chan struct{})
-	go func() {
-		gs.GracefulStop()
-		close(stopped)
-	}()
-	hctx, hcancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer hcancel()
-	if err := httpSrv.Shutdown(hctx); err != nil {
-		log.Warn("in-flight HTTP checks did not finish in time", zap.Error(err))
-	}
-	select {
-	case <-stopped:
-	case <-time.After(shutdownTimeout):
-		log.Warn("in-flight checks did not finish in time", zap.Duration("timeout", shutdownTimeout))
-		gs.Stop()
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	_ = adminSrv.Shutdown(sctx)
+	var drained sync.WaitGroup
+	drained.Go(func() {
+		stopped := make(chan struct{})
+		go func() {
+			gs.GracefulStop()
+			close(stopped)
+		}()
+		select {
+		case <-stopped:
+		case <-sctx.Done():
+			log.Warn("in-flight gRPC checks did not finish in time")
+			gs.Stop()
+		}
+	})
+	drained.Go(func() {
+		if err := httpSrv.Shutdown(sctx); err != nil {
+			log.Warn("in-flight HTTP checks did not finish in time", zap.Error(err))
+			_ = httpSrv.Close()
+		}
+	})
+	drained.Wait()
+	// The admin address answers probes and scrapes until the checks are done.
+	if err := adminSrv.Shutdown(sctx); err != nil {
+		_ = adminSrv.Close()
+	}
 	log.Info("stopped")
-	return nil
-}
-
-// reload puts a new configuration into service. What only a restart can
-// change (listening addresses and server limits, whether the admin address
-// serves TLS, the in-process tier's size, the log format) is reported and
-// kept as it was.
-func reload(log *zap.Logger, level zap.AtomicLevel, started, next *config.Config, srv *authz.Server, adminSrv *admin.Server) error {
-	if err := srv.Update(next); err != nil {
-		return err
-	}
-	if l, err := zapcore.ParseLevel(next.Log.Level); err == nil {
-		level.SetLevel(l)
-	}
-	adminTLS := adminSrv.Update(adminAuth(next))
-	a, b := started.Server, next.Server
-	if *a.HTTPAddress != *b.HTTPAddress || a.GRPCAddress != b.GRPCAddress || a.AdminAddress != b.AdminAddress ||
-		a.GRPC != b.GRPC || a.HTTP.MaxHeaderBytes != b.HTTP.MaxHeaderBytes || !adminTLS ||
-		started.Store.MaxEntries != next.Store.MaxEntries ||
-		started.Log.Format != next.Log.Format || started.Tracing.Endpoint != next.Tracing.Endpoint {
-		log.Warn("server addresses and limits, TLS on the admin address, store.maxEntries, log.format and tracing change only with a restart")
-	}
-	for _, w := range next.Warnings {
-		log.Warn("configuration", zap.String("warning", w))
-	}
-	log.Info("configuration reloaded", zap.Int("policies", len(next.Policies)))
 	return nil
 }
 

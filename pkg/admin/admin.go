@@ -10,22 +10,33 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/extauthz/extauthz/pkg/authz"
+	"github.com/extauthz/extauthz/pkg/builder"
+	"github.com/extauthz/extauthz/pkg/tokencache"
 	adminv1 "github.com/extauthz/extauthz/proto/extauthz/admin/v1"
 )
 
-// Service implements adminv1.AdminServer over an authz.Server.
+// Backend is what the admin API serves: the policies in service, and
+// purging their tokens.
+type Backend interface {
+	Policies() []builder.PolicyInfo
+	// Purge drops the cached tokens of a policy (all when empty), of a
+	// client (all when empty), or of a client under a policy, everywhere
+	// they are kept; an unknown policy is builder.ErrUnknownPolicy.
+	Purge(ctx context.Context, policy, clientID string) (tokencache.Purged, error)
+}
+
+// Service implements adminv1.AdminServer over a Backend.
 type Service struct {
 	adminv1.UnimplementedAdminServer
-	srv *authz.Server
+	srv Backend
 	log *zap.Logger
 }
 
 var _ adminv1.AdminServer = (*Service)(nil)
 
-// New returns the admin service for srv.
-func New(srv *authz.Server, log *zap.Logger) *Service {
-	return &Service{srv: srv, log: log}
+// New returns the admin service for b.
+func New(b Backend, log *zap.Logger) *Service {
+	return &Service{srv: b, log: log}
 }
 
 // ListPolicies describes the policies in service.
@@ -53,7 +64,7 @@ func (s *Service) PurgeTokens(ctx context.Context, req *adminv1.PurgeTokensReque
 	purged, err := s.srv.Purge(ctx, req.GetPolicy(), req.GetClientId())
 	resp := &adminv1.PurgeTokensResponse{Memory: purged.Memory, Redis: purged.Redis}
 	switch {
-	case errors.Is(err, authz.ErrUnknownPolicy):
+	case errors.Is(err, builder.ErrUnknownPolicy):
 		return nil, status.Error(codes.NotFound, err.Error())
 	case err != nil:
 		s.log.Warn("purge incomplete", zap.Error(err), zap.String("policy", req.GetPolicy()))

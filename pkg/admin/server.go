@@ -24,7 +24,6 @@ import (
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
-	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/secret"
 	adminv1 "github.com/extauthz/extauthz/proto/extauthz/admin/v1"
 )
@@ -55,7 +54,7 @@ func (a *Auth) Open() bool { return a.Token.Empty() && !a.ClientCA }
 
 // Options configure a Server.
 type Options struct {
-	Authz    *authz.Server
+	Backend  Backend
 	Registry *prometheus.Registry
 	// Ready reports whether the process takes traffic (/readyz).
 	Ready  func() bool
@@ -82,10 +81,10 @@ func NewServer(o Options) *Server {
 	s := &Server{log: o.Logger, tls: o.Auth.TLS != nil}
 	s.auth.Store(&o.Auth)
 	gs := grpc.NewServer(
-		grpc.ChainUnaryInterceptor(o.Authz.UnaryInterceptor, s.unaryAuth),
-		grpc.ChainStreamInterceptor(o.Authz.StreamInterceptor, s.streamAuth),
+		grpc.ChainUnaryInterceptor(s.unaryRecover, s.unaryAuth),
+		grpc.ChainStreamInterceptor(s.streamRecover, s.streamAuth),
 	)
-	adminv1.RegisterAdminServer(gs, New(o.Authz, o.Logger))
+	adminv1.RegisterAdminServer(gs, New(o.Backend, o.Logger))
 	reflection.Register(gs)
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(o.Registry, promhttp.HandlerOpts{Registry: o.Registry}))
@@ -156,6 +155,25 @@ func (s *Server) Shutdown(ctx context.Context) error { return s.http.Shutdown(ct
 
 // Close stops the server at once.
 func (s *Server) Close() error { return s.http.Close() }
+
+// unaryRecover and streamRecover keep the admin address serving through a
+// panic in a call: the call fails with INTERNAL and the panic is logged.
+func (s *Server) unaryRecover(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (resp any, err error) {
+	defer s.recover(info.FullMethod, &err)
+	return handler(ctx, req)
+}
+
+func (s *Server) streamRecover(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) (err error) {
+	defer s.recover(info.FullMethod, &err)
+	return handler(srv, ss)
+}
+
+func (s *Server) recover(method string, err *error) {
+	if v := recover(); v != nil {
+		s.log.Error("panic in an admin call", zap.String("method", method), zap.Any("panic", v), zap.Stack("stack"))
+		*err = status.Error(codes.Internal, "internal error")
+	}
+}
 
 func (s *Server) unaryAuth(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
 	if err := s.authorize(ctx, info.FullMethod); err != nil {

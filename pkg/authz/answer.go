@@ -39,7 +39,7 @@ type answer struct {
 // answer returns the decision's answer, building it on first use.
 func (d *decision) answer() *answer {
 	p, tok := d.policy, d.token
-	return tok.Memo(p, func() any {
+	return tok.Memo(p.answerKey, func() any {
 		a := &answer{headers: []header{{p.tokenHeader, p.tokenPrefix + tok.AccessToken.Reveal()}}}
 		for _, f := range p.forward {
 			v, _ := tok.Claims.Text(f.Claim)

@@ -79,10 +79,8 @@ policies:
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Options{Config: cfg, Tokens: tokencache.New(tokencache.Options{MaxEntries: 10}), Logger: zap.NewNop()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cache := tokencache.New(tokencache.Options{MaxEntries: 10})
+	srv, _ := serve(t, cfg, cache, Options{Tokens: cache, Logger: zap.NewNop()})
 	for policy, wantGroup := range map[string]string{"signed": "signed", "mtls": "mtls"} {
 		resp, err := srv.Check(t.Context(), checkRequest(policy, "h", "/", nil))
 		if err != nil {

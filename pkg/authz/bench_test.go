@@ -38,10 +38,8 @@ func benchServer(b *testing.B) *Server {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv, err := New(Options{Config: cfg, Tokens: tokencache.New(tokencache.Options{MaxEntries: 1000}), Logger: zap.NewNop()})
-	if err != nil {
-		b.Fatal(err)
-	}
+	cache := tokencache.New(tokencache.Options{MaxEntries: 1000})
+	srv, _ := serve(b, cfg, cache, Options{Tokens: cache, Logger: zap.NewNop()})
 	return srv
 }
 

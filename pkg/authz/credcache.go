@@ -3,8 +3,9 @@ package authz
 import (
 	"encoding/base64"
 	"strings"
-	"sync"
+	"time"
 
+	"github.com/extauthz/extauthz/internal/bounded"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/secret"
 	"github.com/extauthz/extauthz/pkg/tokencache"
@@ -25,8 +26,11 @@ const credentialCacheSize = 10_000
 // canonical spelling, so that neither wrong secrets nor respellings of a
 // right one (extra spaces, missing padding) fill it.
 type credentialCache struct {
-	mu sync.RWMutex
-	m  map[string]*credentials
+	m *bounded.Map[string, *credentials]
+}
+
+func newCredentialCache() *credentialCache {
+	return &credentialCache{bounded.New[string, *credentials](credentialCacheSize, nil)}
 }
 
 type credentials struct {
@@ -39,17 +43,14 @@ type credentials struct {
 
 // get returns the credentials of header: remembered ones, or parsed anew.
 func (c *credentialCache) get(header string, e *tokencache.Endpoint) (*credentials, error) {
-	c.mu.RLock()
-	cr := c.m[header]
-	c.mu.RUnlock()
-	if cr != nil {
+	if cr, ok := c.m.Get(header, 0); ok {
 		return cr, nil
 	}
 	id, sec, err := parseBasic(header)
 	if err != nil {
 		return nil, err
 	}
-	cr = &credentials{creds: idp.Credentials{ID: id, Secret: secret.New(sec)}}
+	cr := &credentials{creds: idp.Credentials{ID: id, Secret: secret.New(sec)}}
 	cr.key = e.Key(cr.creds)
 	if canonicalBasic(header) {
 		cr.header = header
@@ -62,18 +63,7 @@ func (c *credentialCache) remember(cr *credentials) {
 	if cr.header == "" {
 		return
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.m == nil {
-		c.m = make(map[string]*credentials)
-	}
-	if len(c.m) >= credentialCacheSize {
-		for k := range c.m { // drop an arbitrary entry: Go's map order is random
-			delete(c.m, k)
-			break
-		}
-	}
-	c.m[cr.header] = &credentials{creds: cr.creds, key: cr.key}
+	c.m.Put(cr.header, &credentials{creds: cr.creds, key: cr.key}, bounded.Never, time.Now().UnixNano())
 }
 
 // canonicalBasic reports a header spelt as RFC 7617 writes it: "Basic",
@@ -88,8 +78,4 @@ func canonicalBasic(header string) bool {
 }
 
 // len returns how many headers are remembered.
-func (c *credentialCache) len() int {
-	c.mu.RLock()
-	defer c.mu.RUnlock()
-	return len(c.m)
-}
+func (c *credentialCache) len() int { return c.m.Len() }

@@ -1,18 +1,17 @@
 package authz
 
 import (
+	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"fmt"
-	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.uber.org/zap"
 
+	"github.com/extauthz/extauthz/pkg/builder"
 	"github.com/extauthz/extauthz/pkg/claims"
-	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/hostname"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/tokencache"
@@ -21,20 +20,23 @@ import (
 // policy is a configured policy ready to serve requests.
 type policy struct {
 	name     string
-	config   *config.Policy
 	endpoint *tokencache.Endpoint
 	gateway  bool
 	creds    idp.Credentials // gateway mode: the policy's own
 	key      tokencache.Key  // gateway mode: the key of creds
 
 	program     *claims.Program
-	forward     []config.ForwardHeader
+	forward     []builder.ForwardHeader
 	username    *claims.Path
 	needsClaims bool
 	tokenHeader string
 	tokenPrefix string
+	// answerKey names everything that shapes an allow answer, so that a
+	// token's memo keeps one answer per distinct shape, however often the
+	// configuration is reloaded.
+	answerKey tokencache.MemoKey
 	// callers remembers application-mode Authorization headers.
-	callers credentialCache
+	callers *credentialCache
 	// checks counts decisions by outcome, resolved once per policy.
 	checks [len(outcomes)]prometheus.Counter
 	// removeAuthorization drops the caller's Basic credentials when the token
@@ -43,7 +45,7 @@ type policy struct {
 	realm               string // WWW-Authenticate value for 401s
 }
 
-// route is a compiled config.Route.
+// route is a compiled builder.Route.
 type route struct {
 	host       string // normalized (hostname.Normalize); ".example.com" for "*.example.com"
 	hostSuffix bool   // host matches as a suffix: "*.example.com"
@@ -53,8 +55,11 @@ type route struct {
 	policy     *policy
 }
 
-// state is one configuration, compiled. Check reads it through an atomic
-// pointer, so a reload swaps it without stopping requests.
+// state is a builder.Runtime made ready to decide: policies with their
+// counters and answer keys, routes pointing at them. It is immutable; the
+// Server reads it through an atomic pointer, so that a reload swaps it
+// without stopping requests. It owns no resource: the builder that built
+// its endpoints closes what they hold.
 type state struct {
 	policies      map[string]*policy
 	routes        []route
@@ -63,134 +68,111 @@ type state struct {
 	policyHeader  string // HTTP mode: the header that names a policy; none when empty
 	policyPath    bool   // HTTP mode: a path /policy/<name> names the policy
 	hostRoutes    bool   // a route matches on the host, so requests' hosts are read
-	transports    []*http.Transport
-	verifiers     []*idp.Verifier
 }
 
-// compile builds the state for cfg.
-func compile(cfg *config.Config, o *Options) (*state, error) {
-	st := &state{policies: map[string]*policy{}, selector: cfg.PolicySelector.ContextExtension,
-		policyHeader: cfg.Server.HTTP.PolicyHeader, policyPath: *cfg.Server.HTTP.PolicyFromPath}
-	for name, cp := range cfg.Policies {
-		c := &cp.Compiled
-		transport := idp.NewTransport(c.TLS)
-		st.transports = append(st.transports, transport)
-		var assertion *idp.Assertion
-		if a := c.Assertion; a != nil {
-			assertion = &idp.Assertion{Key: a.Key, KeyID: a.KeyID, Algorithm: a.Algorithm, Audience: a.Audience}
-		}
-		client, err := idp.NewClient(idp.Options{
-			URL:          c.TokenURL.String(),
-			AuthMethod:   idp.AuthMethod(cp.AuthMethod),
-			Audience:     cp.Audience,
-			Scopes:       cp.Scopes,
-			ExtraParams:  cp.ExtraParams,
-			HTTPClient:   &http.Client{Transport: transport},
-			Timeout:      c.Timeout,
-			MaxRetries:   c.MaxRetries,
-			Backoff:      o.RetryBackoff,
-			Logger:       o.Logger.With(zap.String("policy", name)),
-			Assertion:    assertion,
-			CredentialID: c.CredentialID,
-			TrustID:      c.TrustID,
-			Name:         name,
-			Metrics:      o.Metrics,
-			Tracer:       o.Tracer,
-		})
-		if err != nil {
-			return nil, fmt.Errorf("policy %s: %w", name, err)
-		}
-		shared, err := sharedTier(c.Store, o.Tokens)
-		if err != nil {
-			return nil, fmt.Errorf("policy %s: store: %w", name, err)
-		}
-		var verifier tokencache.Verifier
-		if cp.JWKSURL != "" || cp.Issuer != "" {
-			v, err := idp.NewVerifier(idp.VerifierOptions{
-				JWKSURL: cp.JWKSURL, Issuer: cp.Issuer, Audience: cp.ExpectedAudience,
-				HTTPClient: &http.Client{Transport: transport},
-				Logger:     o.Logger.With(zap.String("policy", name)),
-			})
-			if err != nil {
-				return nil, fmt.Errorf("policy %s: %w", name, err)
-			}
-			st.verifiers = append(st.verifiers, v)
-			verifier = v
+// Update puts rt into service: Checks that start from now on decide with
+// it, Checks in flight finish with what they started with. The remembered
+// credentials of a policy whose endpoint stays are kept.
+func (s *Server) Update(rt *builder.Runtime) error {
+	st, err := s.compile(rt, s.state.Load())
+	if err != nil {
+		return err
+	}
+	s.state.Store(st)
+	return nil
+}
+
+// compile makes rt ready to decide.
+func (s *Server) compile(o *builder.Runtime, prev *state) (*state, error) {
+	rt := &state{policies: map[string]*policy{}, selector: o.ContextExtension,
+		policyHeader: o.PolicyHeader, policyPath: o.PolicyFromPath}
+	for _, po := range o.Policies {
+		if po.Endpoint == nil {
+			return nil, fmt.Errorf("policy %s: no token endpoint", po.Name)
 		}
 		p := &policy{
-			name:   name,
-			config: cp,
-			endpoint: tokencache.NewEndpoint(tokencache.EndpointOptions{
-				Client:      client,
-				DefaultTTL:  time.Duration(cp.DefaultTTL),
-				NegativeTTL: time.Duration(cp.NegativeTTL),
-				Shared:      shared,
-				Verifier:    verifier,
-				// The failure budget protects callers' client ids: a
-				// gateway-mode policy has none (config leaves it zero).
-				MaxRejections:   c.MaxRejections,
-				RejectionWindow: c.RejectionWindow,
-				MaxConcurrent:   c.MaxConcurrentRequests,
-			}),
-			gateway:     c.GatewayMode(),
-			program:     c.Program,
-			forward:     c.Forward,
-			username:    c.Username,
-			needsClaims: cp.NeedsClaims(),
-			tokenHeader: cp.TokenHeader,
-			tokenPrefix: c.TokenPrefix,
-			realm:       "Basic realm=" + strconv.Quote(name),
+			name:        po.Name,
+			endpoint:    po.Endpoint,
+			gateway:     po.Credentials.ID != "",
+			program:     po.Program,
+			forward:     po.Forward,
+			username:    po.Username,
+			needsClaims: po.Program != nil || len(po.Forward) > 0 || po.Username != nil,
+			tokenHeader: po.TokenHeader,
+			tokenPrefix: po.TokenPrefix,
+			realm:       "Basic realm=" + strconv.Quote(po.Name),
+			callers:     newCredentialCache(),
+		}
+		if prev != nil {
+			if old := prev.policies[po.Name]; old != nil && old.endpoint == po.Endpoint {
+				p.callers = old.callers // their keys are this endpoint's
+			}
 		}
 		for i, out := range outcomes {
 			decision := "deny"
 			if outcome(i) == allow {
 				decision = "allow"
 			}
-			p.checks[i] = o.Metrics.Checks.WithLabelValues(name, decision, out.code)
+			p.checks[i] = s.metrics.Checks.WithLabelValues(po.Name, decision, out.code)
 		}
 		if p.gateway {
-			p.creds = idp.Credentials{ID: c.ClientID, Secret: c.ClientSecret}
+			p.creds = po.Credentials
 			p.key = p.endpoint.Key(p.creds)
 		} else {
 			p.removeAuthorization = !strings.EqualFold(p.tokenHeader, "authorization")
 		}
-		st.policies[name] = p
+		p.answerKey = p.answerShape()
+		rt.policies[po.Name] = p
 	}
-	for _, r := range cfg.Routes {
-		c := r.Compiled
-		rt := route{host: c.Host, hostSuffix: c.HostSuffix, port: c.Port, pathPrefix: r.PathPrefix, policy: st.policies[r.Policy]}
-		if rt.hostSuffix {
-			rt.host = "." + rt.host
+	for _, r := range o.Routes {
+		rp := rt.policies[r.Policy]
+		if rp == nil {
+			return nil, fmt.Errorf("a route names no policy: %q", r.Policy)
 		}
-		st.hostRoutes = st.hostRoutes || rt.host != ""
+		rte := route{host: r.Host, hostSuffix: r.HostSuffix, port: r.Port, pathPrefix: r.PathPrefix, policy: rp}
+		if rte.hostSuffix {
+			rte.host = "." + rte.host
+		}
+		rt.hostRoutes = rt.hostRoutes || rte.host != ""
 		if len(r.Header) > 0 {
-			rt.header = make(map[string]string, len(r.Header))
+			rte.header = make(map[string]string, len(r.Header))
 			for k, v := range r.Header {
-				rt.header[strings.ToLower(k)] = v
+				rte.header[strings.ToLower(k)] = v
 			}
 		}
-		st.routes = append(st.routes, rt)
+		rt.routes = append(rt.routes, rte)
 	}
-	st.defaultPolicy = st.policies[cfg.DefaultPolicy]
-	return st, nil
+	if o.DefaultPolicy != "" {
+		if rt.defaultPolicy = rt.policies[o.DefaultPolicy]; rt.defaultPolicy == nil {
+			return nil, fmt.Errorf("the default policy does not exist: %q", o.DefaultPolicy)
+		}
+	}
+	return rt, nil
 }
 
-// sharedTier returns the Redis tier of a store, or nil for the in-process tier alone.
-func sharedTier(s *config.StoreCompiled, tokens Tokens) (*tokencache.Shared, error) {
-	if s == nil || s.Redis == nil {
-		return nil, nil
+// answerShape hashes what shapes the policy's allow answers: its name (in
+// the metadata), where the token goes, the forwarded headers and their
+// claims, the username claim, and whether the caller's Authorization goes.
+func (p *policy) answerShape() tokencache.MemoKey {
+	h := sha256.New()
+	field := func(s string) {
+		var n [8]byte
+		binary.BigEndian.PutUint64(n[:], uint64(len(s)))
+		h.Write(n[:])
+		h.Write([]byte(s))
 	}
-	return tokens.Shared(s.Redis, s.KeyPrefix, []byte(s.EncryptionKey.Reveal()))
-}
-
-// close releases what the state holds once no request uses it any more.
-func (st *state) close() {
-	for _, v := range st.verifiers {
-		v.Close()
+	field(p.name)
+	field(p.tokenHeader)
+	field(p.tokenPrefix)
+	for _, f := range p.forward {
+		field(f.Name)
+		field(f.Claim.String())
 	}
-	for _, t := range st.transports {
-		t.CloseIdleConnections()
+	if p.username != nil {
+		field("username:" + p.username.String())
 	}
+	field(strconv.FormatBool(p.removeAuthorization))
+	return tokencache.MemoKey(h.Sum(nil))
 }
 
 // selectPolicy picks the request's policy: the one its context extension

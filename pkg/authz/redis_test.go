@@ -19,6 +19,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/pkg/builder"
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
@@ -31,9 +32,10 @@ func TestMain(m *testing.M) {
 // replicas are extauthz servers that share a Redis tier, each with its own
 // in-process tier, as replicas of one deployment are.
 type replicas struct {
-	idp     *testidp.Server
-	servers []*Server
-	logs    []*observer.ObservedLogs
+	idp      *testidp.Server
+	servers  []*Server
+	builders []*builder.Builder
+	logs     []*observer.ObservedLogs
 }
 
 const replicaYAML = `
@@ -67,10 +69,8 @@ func startReplicas(t *testing.T, n int, redisYAML string, clients int) *replicas
 		core, logs := observer.New(zap.InfoLevel)
 		cache := tokencache.New(tokencache.Options{MaxEntries: 10_000, Logger: zap.New(core)})
 		t.Cleanup(func() { cache.Close() })
-		srv, err := New(Options{Config: cfg, Tokens: cache, Logger: zap.New(core), RetryBackoff: time.Millisecond})
-		if err != nil {
-			t.Fatal(err)
-		}
+		srv, b := serve(t, cfg, cache, Options{Tokens: cache, Logger: zap.New(core)})
+		r.builders = append(r.builders, b)
 		r.servers = append(r.servers, srv)
 		r.logs = append(r.logs, logs)
 	}
@@ -274,7 +274,7 @@ func TestClusterReshardDuringLoad(t *testing.T) {
 		t.Errorf("a fresh replica made %d token requests, want none", got-requests)
 	}
 	// A purge finds the policy's tokens on every master.
-	purged, err := r.servers[2].Purge(context.Background(), "app", "")
+	purged, err := r.builders[2].Purge(context.Background(), "app", "")
 	if err != nil || purged.Redis != int64(n) {
 		t.Errorf("purging a cluster: %+v, %v; want %d tokens from Redis", purged, err, n)
 	}
@@ -350,7 +350,7 @@ func TestPurgeAcrossReplicas(t *testing.T) {
 		}
 	}
 	before := tokenOf(t, r.servers[1], clientCheck(0))
-	purged, err := r.servers[0].Purge(context.Background(), "app", "client-0")
+	purged, err := r.builders[0].Purge(context.Background(), "app", "client-0")
 	if err != nil || purged.Memory != 1 || purged.Redis != 1 {
 		t.Fatalf("purge: %+v, %v; want 1 token from memory and 1 from Redis", purged, err)
 	}
@@ -366,10 +366,10 @@ func TestPurgeAcrossReplicas(t *testing.T) {
 			t.Errorf("another client's token was purged: %s", src)
 		}
 	}
-	if _, err := r.servers[0].Purge(context.Background(), "nope", ""); !errors.Is(err, ErrUnknownPolicy) {
+	if _, err := r.builders[0].Purge(context.Background(), "nope", ""); !errors.Is(err, builder.ErrUnknownPolicy) {
 		t.Errorf("unknown policy: %v", err)
 	}
-	all, err := r.servers[1].Purge(context.Background(), "app", "")
+	all, err := r.builders[1].Purge(context.Background(), "app", "")
 	if err != nil || all.Memory != 2 || all.Redis != 2 {
 		t.Errorf("purging the policy: %+v, %v; want both clients from memory and Redis", all, err)
 	}

@@ -23,7 +23,6 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
@@ -33,22 +32,16 @@ import (
 // Tokens is what the server needs of a token cache.
 type Tokens interface {
 	Token(ctx context.Context, e *tokencache.Endpoint, key tokencache.Key, creds idp.Credentials) (*tokencache.Token, tokencache.Source, error)
-	Shared(r *config.RedisCompiled, prefix string, encryptionKey []byte) (*tokencache.Shared, error)
-	Purge(ctx context.Context, r tokencache.PurgeRequest) (tokencache.Purged, error)
 }
 
 // Options configure a Server.
 type Options struct {
-	Config *config.Config
 	Tokens Tokens
 	Logger *zap.Logger
-	// RetryBackoff is the first wait between token endpoint retries; the
-	// idp package's default when zero.
-	RetryBackoff time.Duration
 	// Metrics counts checks; metrics.Nop() when nil.
 	Metrics *metrics.Metrics
-	// Tracer traces checks and token requests; none when nil. Checks join
-	// the trace of the request headers Envoy forwards (traceparent).
+	// Tracer traces checks; none when nil. Checks join the trace of the
+	// request headers Envoy forwards (traceparent).
 	Tracer trace.Tracer
 }
 
@@ -57,7 +50,8 @@ type Server struct {
 	state   atomic.Pointer[state]
 	tokens  Tokens
 	log     *zap.Logger
-	opts    Options
+	metrics *metrics.Metrics
+	tracer  trace.Tracer
 	tracing bool // a tracer was given
 	// unselected counts denials before a policy was selected, by outcome.
 	unselected [len(outcomes)]prometheus.Counter
@@ -66,7 +60,8 @@ type Server struct {
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
 
-// New returns a Server for o.Config.
+// New returns a Server, which denies every Check no_policy until a
+// Runtime is put into service with Update.
 func New(o Options) (*Server, error) {
 	if o.Logger == nil {
 		o.Logger = zap.NewNop()
@@ -81,7 +76,7 @@ func New(o Options) (*Server, error) {
 	if o.Tracer == nil {
 		o.Tracer = noop.NewTracerProvider().Tracer("")
 	}
-	s := &Server{tokens: o.Tokens, log: o.Logger, opts: o, tracing: tracing,
+	s := &Server{tokens: o.Tokens, log: o.Logger, metrics: o.Metrics, tracer: o.Tracer, tracing: tracing,
 		duration: [2]prometheus.Observer{o.Metrics.CheckDuration.WithLabelValues("deny"), o.Metrics.CheckDuration.WithLabelValues("allow")},
 	}
 	for i, out := range outcomes {
@@ -89,22 +84,8 @@ func New(o Options) (*Server, error) {
 			s.unselected[i] = o.Metrics.Checks.WithLabelValues("", "deny", out.code)
 		}
 	}
-	if err := s.Update(o.Config); err != nil {
-		return nil, err
-	}
+	s.state.Store(&state{policies: map[string]*policy{}})
 	return s, nil
-}
-
-// Update swaps in a new configuration. Checks in flight finish with the old one.
-func (s *Server) Update(cfg *config.Config) error {
-	st, err := compile(cfg, &s.opts)
-	if err != nil {
-		return err
-	}
-	if old := s.state.Swap(st); old != nil {
-		old.close()
-	}
-	return nil
 }
 
 // Check decides one request. It returns an error only for a CheckRequest
@@ -236,7 +217,7 @@ func (s *Server) startSpan(ctx context.Context, in input) (context.Context, trac
 		return ctx, nil
 	}
 	ctx = propagation.TraceContext{}.Extract(ctx, carrier{in})
-	return s.opts.Tracer.Start(ctx, "extauthz.Check", serverSpan...)
+	return s.tracer.Start(ctx, "extauthz.Check", serverSpan...)
 }
 
 func endSpan(span trace.Span, d *decision) {

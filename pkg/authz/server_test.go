@@ -19,18 +19,20 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/pkg/builder"
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
 
 // fixture is a Server wired to a real test IdP and a real token cache.
 type fixture struct {
-	t     *testing.T
-	idp   *testidp.Server
-	srv   *Server
-	cfg   *config.Config
-	logs  *observer.ObservedLogs
-	cache *tokencache.Cache
+	t       *testing.T
+	idp     *testidp.Server
+	srv     *Server
+	cfg     *config.Config
+	logs    *observer.ObservedLogs
+	cache   *tokencache.Cache
+	builder *builder.Builder
 }
 
 const policiesYAML = `
@@ -114,16 +116,24 @@ func newFixtureFrom(t *testing.T, yaml string, opts tokencache.Options) *fixture
 	}
 	cache := tokencache.New(opts)
 	t.Cleanup(func() { _ = cache.Close() })
-	srv, err := New(Options{
-		Config:       cfg,
-		Tokens:       cache,
-		Logger:       log,
-		RetryBackoff: time.Millisecond,
-	})
+	srv, b := serve(t, cfg, cache, Options{Tokens: cache, Logger: log})
+	return &fixture{t: t, idp: idp, srv: srv, cfg: cfg, logs: logs, cache: cache, builder: b}
+}
+
+// serve starts a Server with o and puts cfg, built over cache, into
+// service, as extauthz serve does.
+func serve(t testing.TB, cfg *config.Config, cache *tokencache.Cache, o Options) (*Server, *builder.Builder) {
+	t.Helper()
+	srv, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &fixture{t: t, idp: idp, srv: srv, cfg: cfg, logs: logs, cache: cache}
+	b := builder.New(builder.Deps{Serve: srv.Update, Cache: cache, Logger: o.Logger, Metrics: o.Metrics, Tracer: o.Tracer, RetryBackoff: time.Millisecond})
+	t.Cleanup(func() { _ = b.Close() })
+	if err := b.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	return srv, b
 }
 
 func basic(id, secret string) string {

@@ -16,10 +16,8 @@ func TestTracing(t *testing.T) {
 	f := newFixture(t, "")
 	rec := tracetest.NewSpanRecorder()
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
-	srv, err := New(Options{Config: f.cfg, Tokens: tokencache.New(tokencache.Options{MaxEntries: 10}), Tracer: tp.Tracer("test")})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cache := tokencache.New(tokencache.Options{MaxEntries: 10})
+	srv, _ := serve(t, f.cfg, cache, Options{Tokens: cache, Tracer: tp.Tracer("test")})
 	f.srv = srv
 
 	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -338,7 +338,7 @@ func TestFailureBudget(t *testing.T) {
 	if r := check("orders-app", "s3cret"); r.status != 200 || r.meta["token_cache"] != "hit" {
 		t.Errorf("the legitimate client during the flood: %d %v %q", r.status, r.body, r.meta["token_cache"])
 	}
-	if _, err := f.srv.Purge(context.Background(), "strict", "orders-app"); err != nil {
+	if _, err := f.builder.Purge(context.Background(), "strict", "orders-app"); err != nil {
 		t.Fatal(err)
 	}
 	if r := check("orders-app", "s3cret"); r.status != 200 || r.meta["token_cache"] != "miss" {
@@ -404,7 +404,7 @@ func TestBulkhead(t *testing.T) {
 
 // panicTokens is a token source that panics: a fault no real part can be
 // made to cause.
-type panicTokens struct{ Tokens }
+type panicTokens struct{ *tokencache.Cache }
 
 func (panicTokens) Token(context.Context, *tokencache.Endpoint, tokencache.Key, idp.Credentials) (*tokencache.Token, tokencache.Source, error) {
 	panic("token source failed")
@@ -415,10 +415,7 @@ func (panicTokens) Token(context.Context, *tokencache.Endpoint, tokencache.Key, 
 // both keep serving.
 func TestPanicIsDenied(t *testing.T) {
 	f := newFixtureFrom(t, trustYAML, tokencache.Options{})
-	srv, err := New(Options{Config: f.cfg, Tokens: panicTokens{f.cache}, Logger: f.srv.log})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv, _ := serve(t, f.cfg, f.cache, Options{Tokens: panicTokens{f.cache}, Logger: f.srv.log})
 	gs := grpc.NewServer(grpc.ChainUnaryInterceptor(srv.UnaryInterceptor), grpc.ChainStreamInterceptor(srv.StreamInterceptor))
 	authv3.RegisterAuthorizationServer(gs, srv)
 	healthpb.RegisterHealthServer(gs, health.NewServer())
@@ -481,10 +478,8 @@ policies:
 	if err != nil {
 		f.Fatal(err)
 	}
-	srv, err := New(Options{Config: cfg, Tokens: tokencache.New(tokencache.Options{MaxEntries: 10})})
-	if err != nil {
-		f.Fatal(err)
-	}
+	cache := tokencache.New(tokencache.Options{MaxEntries: 10})
+	srv, _ := serve(f, cfg, cache, Options{Tokens: cache})
 	st := srv.state.Load()
 	want := func(norm string) *policy {
 		for _, r := range st.routes {

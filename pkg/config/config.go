@@ -6,7 +6,6 @@
 package config
 
 import (
-	"crypto"
 	"crypto/tls"
 	"fmt"
 	"net/url"
@@ -16,7 +15,9 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/extauthz/extauthz/pkg/claims"
+	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/secret"
+	"github.com/extauthz/extauthz/pkg/tokencache"
 )
 
 // Defaults, all in one place.
@@ -30,20 +31,23 @@ const (
 	DefaultContextExtension = "policy"
 	DefaultMaxEntries       = 100_000
 	DefaultKeyPrefix        = "extauthz:"
-	DefaultRedisTimeout     = 50 * time.Millisecond
-	DefaultAuthMethod       = AuthClientSecretBasic
+	DefaultRedisTimeout     = tokencache.DefaultRedisTimeout
+	DefaultAuthMethod       = idp.ClientSecretBasic
 	DefaultTTL              = 300 * time.Second
-	DefaultNegativeTTL      = 5 * time.Second
+	DefaultNegativeTTL      = tokencache.DefaultNegativeTTL
 	DefaultTokenHeader      = "Authorization"
 	DefaultTokenPrefix      = "Bearer "
-	DefaultTimeoutSeconds   = 5
+	DefaultTimeoutSeconds   = int(idp.DefaultTimeout / time.Second)
 	DefaultMaxRetries       = 3
 
 	// DefaultMaxRequestBytes bounds a CheckRequest: Envoy's largest default
 	// header block (60 KiB) with room for a forwarded body.
-	DefaultMaxRequestBytes      = 1 << 20
-	DefaultMaxConcurrentStreams = 1024
-	DefaultMaxHeaderBytes       = 64 << 10
+	DefaultMaxRequestBytes       = 1 << 20
+	DefaultMaxConcurrentStreams  = 1024
+	DefaultMaxConnectionAge      = 5 * time.Minute
+	DefaultMaxConnectionAgeGrace = 30 * time.Second
+	DefaultShutdownTimeout       = 15 * time.Second
+	DefaultMaxHeaderBytes        = 64 << 10
 	// A client id whose credentials the token endpoint rejected
 	// DefaultMaxRejections times within DefaultRejectionWindow is not sent
 	// there with unknown secrets until the window passes.
@@ -51,15 +55,7 @@ const (
 	DefaultRejectionWindow = time.Minute
 	// DefaultMaxConcurrentRequests bounds the token requests under way to
 	// one token endpoint.
-	DefaultMaxConcurrentRequests = 32
-)
-
-// Client authentication methods at the token endpoint.
-const (
-	AuthClientSecretBasic = "client_secret_basic"
-	AuthClientSecretPost  = "client_secret_post"
-	AuthPrivateKeyJWT     = "private_key_jwt"
-	AuthTLSClientAuth     = "tls_client_auth"
+	DefaultMaxConcurrentRequests = tokencache.DefaultMaxConcurrent
 )
 
 // Config is the whole configuration file.
@@ -98,15 +94,23 @@ type Server struct {
 	GRPC         GRPCServer `yaml:"grpc"`
 	HTTP         HTTPServer `yaml:"http"`
 	Admin        Admin      `yaml:"admin"`
+	// ShutdownTimeout bounds how long Checks in flight may take to finish
+	// after SIGTERM, for every listener together.
+	ShutdownTimeout Duration `yaml:"shutdownTimeout"`
 
 	// Compiled is filled in by Load.
 	Compiled ServerCompiled `yaml:"-"`
 }
 
 // GRPCServer bounds what one gRPC client may ask of the server.
+// MaxConnectionAge makes clients reconnect now and then (after
+// MaxConnectionAgeGrace for the calls under way), so that connections
+// spread over replicas that started after them.
 type GRPCServer struct {
-	MaxRequestBytes      int `yaml:"maxRequestBytes"`
-	MaxConcurrentStreams int `yaml:"maxConcurrentStreams"`
+	MaxRequestBytes       int      `yaml:"maxRequestBytes"`
+	MaxConcurrentStreams  int      `yaml:"maxConcurrentStreams"`
+	MaxConnectionAge      Duration `yaml:"maxConnectionAge"`
+	MaxConnectionAgeGrace Duration `yaml:"maxConnectionAgeGrace"`
 }
 
 // HTTPServer configures HTTP mode. PolicyFromPath lets a check's path
@@ -234,34 +238,11 @@ type Sentinel struct {
 	Password  string `yaml:"password"`
 }
 
-// Redis modes.
-const (
-	RedisSingle   = "single"
-	RedisCluster  = "cluster"
-	RedisSentinel = "sentinel"
-)
-
 // StoreCompiled is what Load derives from a Store.
 type StoreCompiled struct {
 	KeyPrefix     string
-	EncryptionKey secret.Value // 32 bytes, or empty for plain values
-	Redis         *RedisCompiled
-}
-
-// RedisCompiled is a validated Redis connection.
-type RedisCompiled struct {
-	Mode             string
-	Endpoints        []string
-	Username         string
-	Password         secret.Value
-	Database         int
-	TLS              *tls.Config
-	MasterSet        string
-	SentinelUsername string
-	SentinelPassword secret.Value
-	Timeout          time.Duration
-	// Identity is equal for connections configured alike; it holds no secret.
-	Identity string
+	EncryptionKey secret.Value // 32 bytes; empty without Redis
+	Redis         *tokencache.RedisOptions
 }
 
 // Policy is one OAuth 2.0 client-credentials configuration. Its field names
@@ -273,7 +254,7 @@ type Policy struct {
 	Audience        string            `yaml:"audience"`
 	Scopes          []string          `yaml:"scopes"`
 	ExtraParams     map[string]string `yaml:"extraParams"`
-	AuthMethod      string            `yaml:"authMethod"`
+	AuthMethod      idp.AuthMethod    `yaml:"authMethod"`
 	ClientAssertion *ClientAssertion  `yaml:"clientAssertion"`
 	ForwardHeaders  map[string]string `yaml:"forwardHeaders"`
 	Claims          string            `yaml:"claims"`
@@ -304,14 +285,6 @@ type ClientAssertion struct {
 	KeyID     string `yaml:"keyID"`     // the assertion's kid
 	Algorithm string `yaml:"algorithm"` // RS256 or ES256; from the key when empty
 	Audience  string `yaml:"audience"`  // the token URL when empty
-}
-
-// AssertionCompiled is a loaded ClientAssertion.
-type AssertionCompiled struct {
-	Key       crypto.Signer
-	KeyID     string
-	Algorithm string
-	Audience  string
 }
 
 // ClientConfig says how to reach the token endpoint.
@@ -354,8 +327,8 @@ type Compiled struct {
 	Timeout      time.Duration
 	MaxRetries   int
 	TokenPrefix  string
-	Store        *StoreCompiled     // the policy's own store, else the top-level one
-	Assertion    *AssertionCompiled // private_key_jwt only
+	Store        *StoreCompiled // the policy's own store, else the top-level one
+	Assertion    *idp.Assertion // private_key_jwt only
 	// MaxRejections and RejectionWindow are the failure budget; 0 for none.
 	MaxRejections   int
 	RejectionWindow time.Duration
@@ -415,6 +388,15 @@ func (c *Config) applyDefaults() {
 	if c.Server.GRPC.MaxConcurrentStreams == 0 {
 		c.Server.GRPC.MaxConcurrentStreams = DefaultMaxConcurrentStreams
 	}
+	if c.Server.GRPC.MaxConnectionAge == 0 {
+		c.Server.GRPC.MaxConnectionAge = Duration(DefaultMaxConnectionAge)
+	}
+	if c.Server.GRPC.MaxConnectionAgeGrace == 0 {
+		c.Server.GRPC.MaxConnectionAgeGrace = Duration(DefaultMaxConnectionAgeGrace)
+	}
+	if c.Server.ShutdownTimeout == 0 {
+		c.Server.ShutdownTimeout = Duration(DefaultShutdownTimeout)
+	}
 	if c.Server.HTTP.PolicyFromPath == nil {
 		c.Server.HTTP.PolicyFromPath = ptr(true)
 	}
@@ -440,7 +422,9 @@ func (c *Config) applyDefaults() {
 		if p.Store != nil {
 			p.Store.applyDefaults()
 		}
-		setDefault(&p.AuthMethod, DefaultAuthMethod)
+		if strings.TrimSpace(string(p.AuthMethod)) == "" {
+			p.AuthMethod = DefaultAuthMethod
+		}
 		if p.DefaultTTL == 0 {
 			p.DefaultTTL = Duration(DefaultTTL)
 		}

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/extauthz/extauthz/internal/testpki"
+	"github.com/extauthz/extauthz/pkg/idp"
+	"github.com/extauthz/extauthz/pkg/tokencache"
 )
 
 func TestDefaults(t *testing.T) {
@@ -31,7 +33,7 @@ func TestDefaults(t *testing.T) {
 		{"secrets.dir", cfg.Secrets.Dir, DefaultSecretsDir},
 		{"contextExtension", cfg.PolicySelector.ContextExtension, "policy"},
 		{"maxEntries", cfg.Store.MaxEntries, DefaultMaxEntries},
-		{"authMethod", p.AuthMethod, "client_secret_basic"},
+		{"authMethod", p.AuthMethod, idp.ClientSecretBasic},
 		{"defaultTTL", time.Duration(p.DefaultTTL), 300 * time.Second},
 		{"tokenHeader", p.TokenHeader, "Authorization"},
 		{"tokenPrefix", p.Compiled.TokenPrefix, "Bearer "},
@@ -531,10 +533,10 @@ policies:
 	if a != b || a.Redis == nil || a.KeyPrefix != "team-a:" || len(a.EncryptionKey.Reveal()) != 32 {
 		t.Fatalf("top-level store: %+v", a)
 	}
-	if r := a.Redis; r.Mode != RedisCluster || r.Database != 0 || r.Password.Reveal() != "pw" || r.Timeout != DefaultRedisTimeout {
+	if r := a.Redis; r.Mode != tokencache.RedisCluster || r.Database != 0 || r.Password.Reveal() != "pw" || r.Timeout != DefaultRedisTimeout {
 		t.Errorf("cluster: %+v", r)
 	}
-	if r := c.Redis; r.Mode != RedisSentinel || r.MasterSet != "main" || r.SentinelPassword.Reveal() != "sentinel-pw" || r.Timeout != 80*time.Millisecond || c.KeyPrefix != DefaultKeyPrefix {
+	if r := c.Redis; r.Mode != tokencache.RedisSentinel || r.MasterSet != "main" || r.SentinelPassword.Reveal() != "sentinel-pw" || r.Timeout != 80*time.Millisecond || c.KeyPrefix != DefaultKeyPrefix {
 		t.Errorf("sentinel: %+v", r)
 	}
 	if a.Redis.Identity == "" || a.Redis.Identity == c.Redis.Identity || strings.Contains(a.Redis.Identity, "pw") {

@@ -23,7 +23,9 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/claims"
 	"github.com/extauthz/extauthz/pkg/hostname"
+	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/secret"
+	"github.com/extauthz/extauthz/pkg/tokencache"
 	"github.com/extauthz/extauthz/pkg/urlpath"
 )
 
@@ -32,7 +34,7 @@ const (
 	maxTimeoutSeconds        = 300
 	maxRetries               = 10
 	minTTL                   = time.Second
-	maxNegativeTTL           = 5 * time.Minute
+	maxNegativeTTL           = tokencache.MaxNegativeTTL
 	minRequestBytes          = 4 << 10
 	maxRequestBytes          = 64 << 20
 	maxConcurrentStreams     = 1 << 16
@@ -192,7 +194,7 @@ func (v *validator) store(path string, s *Store, top bool) {
 		v.addf(path+".encryptionKey", "is required with redis: Redis values are bearer tokens, and extauthz believes only what it sealed itself (`openssl rand -base64 32` makes a key; keep it in a Secret)")
 	}
 	path += ".redis"
-	rc := &RedisCompiled{Endpoints: r.Endpoints, Username: r.Username, Database: r.Database}
+	rc := &tokencache.RedisOptions{Endpoints: r.Endpoints, Username: r.Username, Database: r.Database}
 	c.Redis = rc
 	if len(r.Endpoints) == 0 {
 		v.addf(path+".endpoints", "at least one host:port is needed")
@@ -206,13 +208,13 @@ func (v *validator) store(path string, s *Store, top bool) {
 	case r.Cluster && r.Sentinel != nil:
 		v.addf(path, "cluster and sentinel exclude each other: choose one mode")
 	case r.Cluster:
-		rc.Mode = RedisCluster
+		rc.Mode = tokencache.RedisCluster
 		if r.Database != 0 {
 			v.warnf(path+".database", "Redis Cluster has only database 0: database %d is ignored", r.Database)
 			rc.Database = 0
 		}
 	case r.Sentinel != nil:
-		rc.Mode = RedisSentinel
+		rc.Mode = tokencache.RedisSentinel
 		rc.MasterSet = r.Sentinel.MasterSet
 		rc.SentinelUsername = r.Sentinel.Username
 		if r.Sentinel.MasterSet == "" {
@@ -222,7 +224,7 @@ func (v *validator) store(path string, s *Store, top bool) {
 			rc.SentinelPassword = v.resolve(path+".sentinel.password", r.Sentinel.Password)
 		}
 	default:
-		rc.Mode = RedisSingle
+		rc.Mode = tokencache.RedisSingle
 		if len(r.Endpoints) > 1 {
 			v.addf(path+".endpoints", "a single Redis takes one endpoint; for several, set cluster: true or sentinel.masterSet")
 		}
@@ -246,7 +248,7 @@ func (v *validator) store(path string, s *Store, top bool) {
 	// Stores whose connections are configured alike share one client and pool.
 	h := sha256.New()
 	for _, f := range []string{
-		rc.Mode, strings.Join(rc.Endpoints, ","), rc.Username, rc.Password.Reveal(), strconv.Itoa(rc.Database),
+		string(rc.Mode), strings.Join(rc.Endpoints, ","), rc.Username, rc.Password.Reveal(), strconv.Itoa(rc.Database),
 		rc.MasterSet, rc.SentinelUsername, rc.SentinelPassword.Reveal(), rc.Timeout.String(),
 		r.TLS.CABundle, r.TLS.Cert, r.TLS.Key, strconv.FormatBool(r.TLS.InsecureSkipVerify),
 	} {
@@ -278,6 +280,15 @@ func (v *validator) server(s *Server) {
 	}
 	if n := s.GRPC.MaxConcurrentStreams; n < 1 || n > maxConcurrentStreams {
 		v.addf("server.grpc.maxConcurrentStreams", "%d is out of range: want 1 to %d", n, maxConcurrentStreams)
+	}
+	if d := time.Duration(s.GRPC.MaxConnectionAge); d < time.Second || d > 24*time.Hour {
+		v.addf("server.grpc.maxConnectionAge", "%s is out of range: want 1s to 24h", s.GRPC.MaxConnectionAge)
+	}
+	if d := time.Duration(s.GRPC.MaxConnectionAgeGrace); d < time.Second || d > time.Hour {
+		v.addf("server.grpc.maxConnectionAgeGrace", "%s is out of range: want 1s to 1h", s.GRPC.MaxConnectionAgeGrace)
+	}
+	if d := time.Duration(s.ShutdownTimeout); d < time.Second || d > 10*time.Minute {
+		v.addf("server.shutdownTimeout", "%s is out of range: want 1s to 10m", s.ShutdownTimeout)
 	}
 	if n := s.HTTP.MaxHeaderBytes; n < minHeaderBytes || n > maxHeaderBytes {
 		v.addf("server.http.maxHeaderBytes", "%d is out of range: want %d to %d", n, minHeaderBytes, maxHeaderBytes)
@@ -452,7 +463,7 @@ func (v *validator) policy(name string, p *Policy) {
 	if u := c.TokenURL; u != nil && u.Scheme == "http" && !loopback(u) {
 		v.warnf(path+".url", "is plain HTTP: client secrets and tokens cross the network unencrypted; use https")
 	}
-	if p.AuthMethod == AuthTLSClientAuth {
+	if p.AuthMethod == idp.TLSClientAuth {
 		if c.TLS == nil || len(c.TLS.Certificates) == 0 {
 			v.addf(path+".clientConfig.tls", "tls_client_auth needs the client certificate: set cert and key")
 		} else if len(c.TLS.Certificates[0].Certificate) > 0 {
@@ -514,11 +525,11 @@ func (v *validator) credentials(path string, p *Policy) {
 			v.addf(path+".clientID", "holds a control character or is not UTF-8")
 		}
 	}
-	if p.AuthMethod != AuthPrivateKeyJWT && p.ClientAssertion != nil {
-		v.addf(path+".clientAssertion", "is only for authMethod: %s", AuthPrivateKeyJWT)
+	if p.AuthMethod != idp.PrivateKeyJWT && p.ClientAssertion != nil {
+		v.addf(path+".clientAssertion", "is only for authMethod: %s", idp.PrivateKeyJWT)
 	}
 	switch p.AuthMethod {
-	case AuthClientSecretBasic, AuthClientSecretPost:
+	case idp.ClientSecretBasic, idp.ClientSecretPost:
 		switch {
 		case p.ClientID != "" && p.ClientSecret == "":
 			v.addf(path+".clientSecret", "clientID is set, so clientSecret must be too (or neither, for callers to send their own)")
@@ -527,19 +538,19 @@ func (v *validator) credentials(path string, p *Policy) {
 		case p.ClientID != "":
 			c.ClientSecret = v.resolve(path+".clientSecret", p.ClientSecret)
 		}
-	case AuthPrivateKeyJWT, AuthTLSClientAuth:
+	case idp.PrivateKeyJWT, idp.TLSClientAuth:
 		if p.ClientID == "" {
 			v.addf(path+".clientID", "%s authenticates the policy's own client: clientID is required", p.AuthMethod)
 		}
 		if p.ClientSecret != "" {
 			v.addf(path+".clientSecret", "%s uses no client secret", p.AuthMethod)
 		}
-		if p.AuthMethod == AuthPrivateKeyJWT {
+		if p.AuthMethod == idp.PrivateKeyJWT {
 			v.assertion(path+".clientAssertion", p)
 		}
 	default:
 		v.addf(path+".authMethod", "%q is not supported: want %s, %s, %s or %s", p.AuthMethod,
-			AuthClientSecretBasic, AuthClientSecretPost, AuthPrivateKeyJWT, AuthTLSClientAuth)
+			idp.ClientSecretBasic, idp.ClientSecretPost, idp.PrivateKeyJWT, idp.TLSClientAuth)
 	}
 }
 
@@ -580,7 +591,7 @@ func (v *validator) assertion(path string, p *Policy) {
 		v.addf(path+".key", "%v", err)
 		return
 	}
-	p.Compiled.Assertion = &AssertionCompiled{Key: key, KeyID: a.KeyID, Algorithm: alg, Audience: a.Audience}
+	p.Compiled.Assertion = &idp.Assertion{Key: key, KeyID: a.KeyID, Algorithm: alg, Audience: a.Audience}
 	p.Compiled.CredentialID = fingerprint(der)
 	if a.Audience != "" {
 		if u, err := url.Parse(a.Audience); err != nil || u.Scheme == "" {

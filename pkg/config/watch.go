@@ -2,7 +2,6 @@ package config
 
 import (
 	"context"
-	"errors"
 	"path/filepath"
 	"time"
 
@@ -26,6 +25,10 @@ type WatcherOptions struct {
 	Refused func(error)
 	// Unchanged, if set, learns of a reload that found every file as it was.
 	Unchanged func()
+	// WatchFailed, if set, learns that watching the files failed (the
+	// kernel dropped events, say): changes may go unseen until SIGHUP. No
+	// configuration was refused.
+	WatchFailed func(error)
 }
 
 // Watcher reloads a configuration when its file or any secret file it reads
@@ -81,7 +84,10 @@ func (w *Watcher) Run(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case err := <-w.fw.Errors:
-			w.opts.Refused(errors.Join(errors.New("watching the configuration"), err))
+			if w.opts.WatchFailed != nil {
+				w.opts.WatchFailed(err)
+			}
+			timer.Reset(debounce) // whatever was missed, look again
 		case <-w.fw.Events:
 			timer.Reset(debounce)
 		case <-w.trigger:

@@ -9,7 +9,6 @@ import (
 
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/testidp"
-	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
@@ -23,11 +22,12 @@ func BenchmarkTierGet(b *testing.B) {
 	tok := newTestToken(jwtLike, time.Hour)
 
 	b.Run("memory", func(b *testing.B) {
-		s := newMemoryStore(1000, time.Now)
-		_ = s.Set(ctx, key, tok)
+		s := newMemoryTier(1000)
+		now := time.Now()
+		s.put(key, tok, now)
 		b.ReportAllocs()
 		for b.Loop() {
-			if t, _ := s.Get(ctx, key); t == nil {
+			if t := s.get(key, now); t == nil {
 				b.Fatal("miss")
 			}
 		}
@@ -38,7 +38,7 @@ func BenchmarkTierGet(b *testing.B) {
 		key  []byte
 	}{{"redis", make([]byte, 32)}} {
 		b.Run(bc.name, func(b *testing.B) {
-			r, err := newRedis(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second}, zap.NewNop(), metrics.Nop(), time.Now)
+			r, err := NewRedis(RedisOptions{Mode: RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second}, zap.NewNop(), metrics.Nop())
 			if err != nil {
 				b.Fatal(err)
 			}

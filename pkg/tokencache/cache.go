@@ -3,17 +3,14 @@ package tokencache
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 	"golang.org/x/sync/singleflight"
 
-	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 )
@@ -30,8 +27,8 @@ type Options struct {
 // refresh-ahead and negative caching, in front of the Redis tiers endpoints
 // name. It is safe for concurrent use.
 type Cache struct {
-	store    *memoryStore
-	negative *negativeCache
+	store    memoryTier
+	negative negativeCache
 	flight   singleflight.Group
 	now      func() time.Time // coarse, for the hot path
 	exact    func() time.Time // for decisions at a token's expiry
@@ -44,10 +41,7 @@ type Cache struct {
 	budgets *budgets
 
 	mu        sync.Mutex
-	redises   map[string]*Redis        // by config.RedisCompiled.Identity
-	tiers     map[string]*Shared       // a tier per Redis pool and prefix, for purges
-	subs      map[string]*redis.PubSub // purge subscriptions, by the same
-	bulkheads map[string]*bulkhead     // by token endpoint URL
+	bulkheads map[string]*bulkhead // by token endpoint URL
 }
 
 // New returns an empty Cache.
@@ -64,7 +58,7 @@ func New(o Options) *Cache {
 		o.Metrics = metrics.Nop()
 	}
 	return &Cache{
-		store:     newMemoryStore(o.MaxEntries, o.Now),
+		store:     newMemoryTier(o.MaxEntries),
 		negative:  newNegativeCache(o.MaxEntries),
 		now:       o.Now,
 		exact:     exact,
@@ -72,9 +66,6 @@ func New(o Options) *Cache {
 		m:         o.Metrics,
 		counters:  newLookupCounters(o.Metrics),
 		budgets:   newBudgets(),
-		redises:   map[string]*Redis{},
-		tiers:     map[string]*Shared{},
-		subs:      map[string]*redis.PubSub{},
 		bulkheads: map[string]*bulkhead{},
 		stopClock: stop,
 	}
@@ -127,47 +118,11 @@ func newLookupCounters(m *metrics.Metrics) lookupCounters {
 	}
 }
 
-// Shared returns a Redis tier with the given key prefix and encryption key
-// (empty for none). Tiers whose connections have the same Identity share
-// one connection pool.
-func (c *Cache) Shared(o *config.RedisCompiled, prefix string, encryptionKey []byte) (*Shared, error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	r := c.redises[o.Identity]
-	if r == nil || o.Identity == "" {
-		var err error
-		if r, err = newRedis(o, c.log, c.m, c.now); err != nil {
-			return nil, err
-		}
-		c.redises[o.Identity] = r
-	}
-	s, err := newShared(r, prefix, encryptionKey)
-	if err != nil {
-		return nil, err
-	}
-	sub := fmt.Sprintf("%p\x00%s", r, prefix) // one per pool and prefix
-	c.tiers[sub] = s
-	if c.subs[sub] == nil {
-		c.subs[sub] = c.subscribe(s)
-	}
-	return s, nil
-}
-
-// Close closes every Redis connection pool and stops the clock.
+// Close stops the cache's clock. Redis pools and tiers are their
+// creators' to close.
 func (c *Cache) Close() error {
 	c.stopClock()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	var errs []error
-	for id, ps := range c.subs {
-		errs = append(errs, ps.Close())
-		delete(c.subs, id)
-	}
-	for id, r := range c.redises {
-		errs = append(errs, r.Close())
-		delete(c.redises, id)
-	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // Len returns the number of cached tokens, expired ones included until evicted.
@@ -392,7 +347,7 @@ func negativeTTL(e *Endpoint, err error) time.Duration {
 	ttl := e.NegativeTTL
 	var ie *idp.Error
 	if errors.As(err, &ie) && ie.RetryAfter > ttl {
-		ttl = min(ie.RetryAfter, maxNegativeTTL)
+		ttl = min(ie.RetryAfter, MaxNegativeTTL)
 	}
 	return ttl
 }

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"sync"
 	"time"
+
+	"github.com/extauthz/extauthz/internal/bounded"
 )
 
 // Reasons a token request is refused before it reaches the endpoint; they
@@ -54,20 +56,19 @@ const (
 // attacker who floods one id with wrong secrets locks out nobody who has
 // the right one.
 type budgets struct {
-	mu      sync.Mutex
-	clients map[[sha256.Size]byte]*budgetRecord
+	mu      sync.Mutex // guards the records' fields
+	clients *bounded.Map[[sha256.Size]byte, *budgetRecord]
 }
 
 type budgetRecord struct {
 	rejected []time.Time // the latest rejections, oldest first
 	inflight int         // requests with unknown credentials under way
 	accepted [maxAcceptedKeys]Key
-	next     int       // where the next accepted key goes in accepted
-	seen     time.Time // last use, for eviction
+	next     int // where the next accepted key goes in accepted
 }
 
 func newBudgets() *budgets {
-	return &budgets{clients: map[[sha256.Size]byte]*budgetRecord{}}
+	return &budgets{clients: bounded.New[[sha256.Size]byte, *budgetRecord](maxBudgetClients, func(k [sha256.Size]byte) uint64 { return uint64(k[0]) })}
 }
 
 // budgetKey names a client id at a token endpoint: IdPs count failures per
@@ -93,15 +94,13 @@ func (b *budgets) admit(e *Endpoint, clientID string, key Key, known bool, now t
 	bk := budgetKey(e.Client.URL(), clientID)
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	r := b.clients[bk]
-	if r == nil {
-		if len(b.clients) >= maxBudgetClients {
-			b.evict()
-		}
+	r, ok := b.clients.Get(bk, now.UnixNano())
+	if !ok {
+		// A record that is evicted while a request of its client id is
+		// under way only forgets that request: the least recently used go.
 		r = &budgetRecord{}
-		b.clients[bk] = r
+		b.clients.Put(bk, r, bounded.Never, now.UnixNano())
 	}
-	r.seen = now
 	r.prune(now.Add(-window))
 	trusted := known || r.knows(key)
 	if !trusted {
@@ -161,25 +160,6 @@ func (r *budgetRecord) forget(key Key) {
 		if k == key {
 			r.accepted[i] = Key{}
 		}
-	}
-}
-
-// evict drops the least recently used of a few records with no request
-// under way (the map's iteration order is random), as the memory tier does.
-func (b *budgets) evict() {
-	var victim [sha256.Size]byte
-	var oldest time.Time
-	found, seen := false, 0
-	for k, r := range b.clients {
-		if r.inflight == 0 && (!found || r.seen.Before(oldest)) {
-			victim, oldest, found = k, r.seen, true
-		}
-		if seen++; seen == evictionSample && found {
-			break
-		}
-	}
-	if found {
-		delete(b.clients, victim)
 	}
 }
 

@@ -15,10 +15,12 @@ import (
 )
 
 // PurgeRequest selects tokens to drop: those of the given endpoints (all
-// when none), and of the given client (all when empty).
+// when none), and of the given client (all when empty). Tiers are the Redis
+// tiers to purge when no endpoint is given (when endpoints are, their own).
 type PurgeRequest struct {
 	Endpoints []*Endpoint
 	ClientID  string
+	Tiers     []*Shared
 }
 
 // Purged counts dropped tokens by tier.
@@ -58,11 +60,9 @@ func (c *Cache) Purge(ctx context.Context, r PurgeRequest) (Purged, error) {
 		}
 	}
 	if len(r.Endpoints) == 0 {
-		c.mu.Lock()
-		for _, t := range c.tiers {
+		for _, t := range r.Tiers {
 			tiers[t] = nil
 		}
-		c.mu.Unlock()
 	}
 	var out Purged
 	out.Memory = c.store.purge(sel.match)
@@ -168,23 +168,31 @@ func (s *Shared) scan(ctx context.Context, pattern string) ([]string, error) {
 	return keys, nil
 }
 
-// subscribe drops from memory what other replicas purge through this tier,
-// until the subscription is closed.
-func (c *Cache) subscribe(s *Shared) *redis.PubSub {
+// subscribe tells onPurge what every purge announced through this tier
+// selects, until the subscription is closed.
+func (s *Shared) subscribe(onPurge func(match func(Key) bool), log *zap.Logger) *redis.PubSub {
 	ps := s.redis.client.Subscribe(context.Background(), s.purgeChannel())
 	go func() {
 		for msg := range ps.Channel() {
 			var sel purgeSelector
 			if err := json.Unmarshal([]byte(msg.Payload), &sel); err != nil {
-				c.log.Warn("unreadable purge message", zap.String("channel", msg.Channel))
+				log.Warn("unreadable purge message", zap.String("channel", msg.Channel))
 				continue
 			}
-			if n := c.store.purge(sel.match); n > 0 {
-				c.log.Info("purged tokens at another replica's request", zap.Int64("tokens", n))
-			}
+			onPurge(sel.match)
 		}
 	}()
 	return ps
+}
+
+// Forget drops from the memory tier the tokens match selects, as another
+// replica's purge asks, and counts them.
+func (c *Cache) Forget(match func(Key) bool) int64 {
+	n := c.store.purge(match)
+	if n > 0 {
+		c.log.Info("purged tokens at another replica's request", zap.Int64("tokens", n))
+	}
+	return n
 }
 
 // globEscape quotes the characters Redis MATCH patterns treat specially.

@@ -8,6 +8,7 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -22,7 +23,6 @@ import (
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
-	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
@@ -67,14 +67,54 @@ type Redis struct {
 // ErrRedisDown reports a call skipped because Redis is marked down.
 var ErrRedisDown = errors.New("redis is marked down")
 
-func newRedis(o *config.RedisCompiled, log *zap.Logger, m *metrics.Metrics, now func() time.Time) (*Redis, error) {
+// RedisMode is how Redis is deployed. It is what the configuration says,
+// never guessed from the number of endpoints.
+type RedisMode string
+
+// Redis modes.
+const (
+	RedisSingle   RedisMode = "single"   // one instance: one endpoint
+	RedisCluster  RedisMode = "cluster"  // Redis Cluster: any of its nodes as endpoints
+	RedisSentinel RedisMode = "sentinel" // a master set found through sentinels
+)
+
+// DefaultRedisTimeout bounds every Redis call by default: short enough for
+// Checks to stay inside Envoy's default 200 ms deadline.
+const DefaultRedisTimeout = 50 * time.Millisecond
+
+// RedisOptions say how to reach one Redis deployment.
+type RedisOptions struct {
+	Mode             RedisMode
+	Endpoints        []string
+	Username         string
+	Password         secret.Value
+	Database         int
+	TLS              *tls.Config // nil for plaintext
+	MasterSet        string      // sentinel mode
+	SentinelUsername string
+	SentinelPassword secret.Value
+	Timeout          time.Duration // DefaultRedisTimeout when zero
+	// Identity is equal for deployments configured alike, so that a
+	// caller can share one pool between them; it holds no secret.
+	Identity string
+}
+
+// NewRedis returns a connection pool to o's deployment. It does no I/O:
+// Redis may be down at start. Its owner closes it.
+func NewRedis(o RedisOptions, log *zap.Logger, m *metrics.Metrics) (*Redis, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	if m == nil {
+		m = metrics.Nop()
+	}
 	timeout := o.Timeout
 	if timeout <= 0 {
-		timeout = 50 * time.Millisecond
+		timeout = DefaultRedisTimeout
 	}
 	var client redis.UniversalClient
 	switch o.Mode {
-	case config.RedisSingle:
+	case RedisSingle:
 		if len(o.Endpoints) != 1 {
 			return nil, fmt.Errorf("redis: single mode takes one endpoint, got %d", len(o.Endpoints))
 		}
@@ -83,13 +123,13 @@ func newRedis(o *config.RedisCompiled, log *zap.Logger, m *metrics.Metrics, now 
 			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, PoolTimeout: timeout,
 			MaxRetries: -1, ContextTimeoutEnabled: true, DisableIdentity: true,
 		})
-	case config.RedisCluster:
+	case RedisCluster:
 		client = redis.NewClusterClient(&redis.ClusterOptions{
 			Addrs: o.Endpoints, Username: o.Username, Password: o.Password.Reveal(), TLSConfig: o.TLS,
 			DialTimeout: timeout, ReadTimeout: timeout, WriteTimeout: timeout, PoolTimeout: timeout,
 			MaxRetries: -1, ContextTimeoutEnabled: true, DisableIdentity: true,
 		})
-	case config.RedisSentinel:
+	case RedisSentinel:
 		client = redis.NewFailoverClient(&redis.FailoverOptions{
 			MasterName: o.MasterSet, SentinelAddrs: o.Endpoints,
 			SentinelUsername: o.SentinelUsername, SentinelPassword: o.SentinelPassword.Reveal(),
@@ -100,10 +140,10 @@ func newRedis(o *config.RedisCompiled, log *zap.Logger, m *metrics.Metrics, now 
 	default:
 		return nil, fmt.Errorf("redis: unknown mode %q", o.Mode)
 	}
-	label := o.Mode + ":" + strings.Join(o.Endpoints, ",")
+	label := string(o.Mode) + ":" + strings.Join(o.Endpoints, ",")
 	r := &Redis{
-		client: client, timeout: timeout, now: now,
-		log: log.With(zap.String("redis_mode", o.Mode), zap.Strings("redis_endpoints", o.Endpoints)),
+		client: client, timeout: timeout, now: time.Now,
+		log: log.With(zap.String("redis_mode", string(o.Mode)), zap.Strings("redis_endpoints", o.Endpoints)),
 		up:  m.RedisUp.WithLabelValues(label), errors: m.RedisErrors.WithLabelValues(label),
 	}
 	r.up.Set(1)
@@ -160,6 +200,19 @@ type Shared struct {
 	// generation is the highest purge generation seen: values written in
 	// an earlier one were purged, and are refused if they come back.
 	generation atomic.Int64
+	sub        *redis.PubSub // purges announced by other replicas; nil without OnPurge
+}
+
+// SharedOptions configure NewShared.
+type SharedOptions struct {
+	Redis         *Redis
+	Prefix        string // of every key
+	EncryptionKey []byte // 32 bytes: values are sealed and key names tagged with it
+	// OnPurge, when set, is told what every purge through this tier,
+	// announced by any replica, selects: the caller drops those tokens from
+	// its memory tier. The tier subscribes to the announcements until Close.
+	OnPurge func(match func(Key) bool)
+	Logger  *zap.Logger
 }
 
 // namesInfo derives the key of the key names from the encryption key (HKDF).
@@ -167,6 +220,30 @@ const namesInfo = "extauthz redis key names v1"
 
 // ErrNoEncryptionKey reports a Redis tier without an encryption key.
 var ErrNoEncryptionKey = errors.New("the Redis tier needs a 32-byte encryption key: Redis values are bearer tokens, and nothing read from Redis is believed unless sealed")
+
+// NewShared returns the Redis tier of o. Its owner closes it (the
+// subscription; the pool is the Redis owner's).
+func NewShared(o SharedOptions) (*Shared, error) {
+	s, err := newShared(o.Redis, o.Prefix, o.EncryptionKey)
+	if err != nil {
+		return nil, err
+	}
+	if o.OnPurge != nil {
+		if o.Logger == nil {
+			o.Logger = zap.NewNop()
+		}
+		s.sub = s.subscribe(o.OnPurge, o.Logger)
+	}
+	return s, nil
+}
+
+// Close ends the tier's subscription to purge announcements.
+func (s *Shared) Close() error {
+	if s.sub == nil {
+		return nil
+	}
+	return s.sub.Close()
+}
 
 func newShared(r *Redis, prefix string, encryptionKey []byte) (*Shared, error) {
 	if len(encryptionKey) != 32 {

@@ -17,7 +17,6 @@ import (
 
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/testidp"
-	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
@@ -28,46 +27,40 @@ const jwtLike = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJhcHAifQ.c2ln"
 
 // topologies starts every Redis deployment the Redis tier supports and
 // returns options for each. Starting them takes about six seconds.
-func topologies(t *testing.T) map[string]*config.RedisCompiled {
+func topologies(t *testing.T) map[string]RedisOptions {
 	t.Helper()
 	single := redistest.Single(t)
 	acl := redistest.ACL(t)
 	tlsServer, tlsFiles := redistest.TLSServer(t)
 	cluster := redistest.StartCluster(t)
 	sentinels := redistest.StartSentinels(t)
-	return map[string]*config.RedisCompiled{
-		"single":   {Mode: config.RedisSingle, Endpoints: []string{single.Addr}},
-		"acl":      {Mode: config.RedisSingle, Endpoints: []string{acl.Addr}, Username: redistest.ACLUser, Password: secret.New(redistest.ACLPassword)},
-		"tls":      {Mode: config.RedisSingle, Endpoints: []string{tlsServer.Addr}, TLS: tlsFiles.ClientConfig(t)},
-		"cluster":  {Mode: config.RedisCluster, Endpoints: cluster.Addrs()},
-		"sentinel": {Mode: config.RedisSentinel, Endpoints: sentinels.Addrs(), MasterSet: redistest.MasterSet},
+	return map[string]RedisOptions{
+		"single":   {Mode: RedisSingle, Endpoints: []string{single.Addr}},
+		"acl":      {Mode: RedisSingle, Endpoints: []string{acl.Addr}, Username: redistest.ACLUser, Password: secret.New(redistest.ACLPassword)},
+		"tls":      {Mode: RedisSingle, Endpoints: []string{tlsServer.Addr}, TLS: tlsFiles.ClientConfig(t)},
+		"cluster":  {Mode: RedisCluster, Endpoints: cluster.Addrs()},
+		"sentinel": {Mode: RedisSentinel, Endpoints: sentinels.Addrs(), MasterSet: redistest.MasterSet},
 	}
 }
 
-// TestStoreContract runs one contract against the in-process tier and the
-// Redis tier in every topology.
-func TestStoreContract(t *testing.T) {
-	stores := map[string]func(t *testing.T, prefix string, key []byte) Store{
-		"memory": func(*testing.T, string, []byte) Store { return newMemoryStore(100, time.Now) },
-	}
+// TestSharedContract runs one contract against the Redis tier in every
+// topology.
+func TestSharedContract(t *testing.T) {
 	for name, o := range topologies(t) {
 		o.Timeout = time.Second // generous: the contract is about behaviour, not speed
-		stores[name] = func(t *testing.T, prefix string, key []byte) Store {
-			r, err := newRedis(o, zap.NewNop(), metrics.Nop(), time.Now)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { r.Close() })
-			s, err := newShared(r, prefix, key)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return s
-		}
-	}
-	for name, newStore := range stores {
 		t.Run(name, func(t *testing.T) {
-			testContract(t, newStore, name != "memory")
+			testContract(t, func(t *testing.T, prefix string, key []byte) *Shared {
+				r, err := NewRedis(o, zap.NewNop(), metrics.Nop())
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { r.Close() })
+				s, err := newShared(r, prefix, key)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s
+			})
 		})
 	}
 }
@@ -89,7 +82,7 @@ func TestMain(m *testing.M) {
 // testEncryptionKey is the Redis tier's key in tests.
 var testEncryptionKey = []byte("0123456789abcdef0123456789abcdef")
 
-func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key []byte) Store, shared bool) {
+func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key []byte) *Shared) {
 	ctx := context.Background()
 	prefix := "test:" + strings.ReplaceAll(t.Name(), "/", ":") + ":"
 	s := newStore(t, prefix, testEncryptionKey)
@@ -162,9 +155,6 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 			return err == nil
 		})
 	})
-	if !shared {
-		return
-	}
 	t.Run("prefixes keep tiers apart", func(t *testing.T) {
 		other := newStore(t, prefix+"other:", testEncryptionKey)
 		_ = s.Set(ctx, testKey("f"), newTestToken("mine", time.Hour))
@@ -180,7 +170,7 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 		if got, err := other.Get(ctx, testKey("g")); got != nil || err != nil {
 			t.Errorf("another key read the value: %v, %v", got, err)
 		}
-		sh := s.(*Shared)
+		sh := s
 		raw := rawGet(t, sh, testKey("g"))
 		if strings.Contains(raw, jwtLike) || strings.Contains(raw, "eyJ") || raw[0] != formatSealed {
 			t.Errorf("sealed value shows the token: %q", raw)
@@ -210,12 +200,12 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 				t.Errorf("key names %q and %q show the hash %s", name, lock, part)
 			}
 		}
-		if name == other.(*Shared).valueKey(k) {
+		if name == other.valueKey(k) {
 			t.Errorf("key name %q is the same under another encryption key", name)
 		}
 	})
 	t.Run("a purged value written back is refused", func(t *testing.T) {
-		sh := s.(*Shared)
+		sh := s
 		k := testKey("replay")
 		_ = s.Set(ctx, k, newTestToken(jwtLike, time.Hour))
 		saved := rawGet(t, sh, k)
@@ -249,7 +239,7 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 		}
 	})
 	t.Run("unreadable values are misses", func(t *testing.T) {
-		sh := s.(*Shared)
+		sh := s
 		for i, v := range []string{"", "\x09garbage", "\x01short", "\x02an-older-format", "\x03short"} {
 			k := testKey("bad" + string(rune('0'+i)))
 			if err := sh.redis.client.Set(ctx, sh.valueKey(k), v, time.Hour).Err(); err != nil {
@@ -267,7 +257,7 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 		}
 	})
 	t.Run("Redis TTL is the token's remaining lifetime", func(t *testing.T) {
-		sh := s.(*Shared)
+		sh := s
 		_ = s.Set(ctx, testKey("i"), newTestToken("ttl", 90*time.Second))
 		ttl, err := sh.redis.client.PTTL(ctx, sh.valueKey(testKey("i"))).Result()
 		if err != nil || ttl <= 80*time.Second || ttl > 90*time.Second {
@@ -324,7 +314,7 @@ func TestRedisTokensAreVerified(t *testing.T) {
 	defer verifier.Close()
 	cache := New(Options{MaxEntries: 10})
 	defer cache.Close()
-	shared, err := cache.Shared(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second, Identity: "x"}, "verify:", testEncryptionKey)
+	shared, err := newTestShared(t, server.Addr, "verify:")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +354,7 @@ func TestAbandonedLock(t *testing.T) {
 	}
 	cache := New(Options{MaxEntries: 10})
 	defer cache.Close()
-	shared, err := cache.Shared(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second}, "abandoned:", testEncryptionKey)
+	shared, err := newTestShared(t, server.Addr, "abandoned:")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +389,7 @@ func TestRedisTokenOfAnotherClient(t *testing.T) {
 	}
 	cache := New(Options{MaxEntries: 10})
 	defer cache.Close()
-	shared, err := cache.Shared(&config.RedisCompiled{Mode: config.RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second, Identity: "y"}, "swap:", testEncryptionKey)
+	shared, err := newTestShared(t, server.Addr, "swap:")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -418,4 +408,15 @@ func TestRedisTokenOfAnotherClient(t *testing.T) {
 	if client, _ := tok.Claims.Client(); client != "viewer" || src != FromEndpoint {
 		t.Errorf("got a token for %q from %v, want the viewer's own from the endpoint", client, src)
 	}
+}
+
+// newTestShared is a Redis tier on a single server, closed with the test.
+func newTestShared(t *testing.T, addr, prefix string) (*Shared, error) {
+	t.Helper()
+	r, err := NewRedis(RedisOptions{Mode: RedisSingle, Endpoints: []string{addr}, Timeout: time.Second}, zap.NewNop(), metrics.Nop())
+	if err != nil {
+		return nil, err
+	}
+	t.Cleanup(func() { r.Close() })
+	return newShared(r, prefix, testEncryptionKey)
 }

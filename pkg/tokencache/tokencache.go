@@ -139,11 +139,21 @@ func minTime(a, b time.Time) time.Time {
 	return a
 }
 
+// MemoKey names one use of a token in its memo: a hash of what shapes the
+// work kept there.
+type MemoKey [16]byte
+
+// maxMemo bounds a token's memo: one per shape of answer in service, and a
+// few a reload has just replaced.
+const maxMemo = 4
+
 // Memo returns the value stored under key, building and storing it on first
 // use. Callers keep per-token work there (rendered headers, responses) so
-// that it is done once per token, not per request. key must be comparable
-// and should be a pointer owned by the caller.
-func (t *Token) Memo(key any, build func() any) any {
+// that it is done once per token, not per request. At most maxMemo values
+// are kept, the newest first: keys must name the work's inputs, not the
+// caller's identity, so that a reload that changes nothing of them finds
+// its value, and one that does only replaces the oldest.
+func (t *Token) Memo(key MemoKey, build func() any) any {
 	head := t.memo.Load()
 	for e := head; e != nil; e = e.next {
 		if e.key == key {
@@ -151,36 +161,49 @@ func (t *Token) Memo(key any, build func() any) any {
 		}
 	}
 	// A short list beats a map: a token is usually used by one policy.
-	e := &memoEntry{key: key, value: build(), next: head}
-	for !t.memo.CompareAndSwap(head, e) {
+	value := build()
+	for {
+		e := &memoEntry{key: key, value: value, next: trimMemo(head, maxMemo-1)}
+		if t.memo.CompareAndSwap(head, e) {
+			return value
+		}
 		head = t.memo.Load()
 		for o := head; o != nil; o = o.next {
 			if o.key == key {
 				return o.value // built by another caller meanwhile
 			}
 		}
-		e.next = head
 	}
-	return e.value
+}
+
+// trimMemo returns the first n entries of a memo list, copying them when
+// the list is longer; entries are never changed once published.
+func trimMemo(head *memoEntry, n int) *memoEntry {
+	length := 0
+	for e := head; e != nil; e = e.next {
+		length++
+	}
+	if length <= n {
+		return head
+	}
+	var out, last *memoEntry
+	for e := head; n > 0; e, n = e.next, n-1 {
+		c := &memoEntry{key: e.key, value: e.value}
+		if out == nil {
+			out = c
+		} else {
+			last.next = c
+		}
+		last = c
+	}
+	return out
 }
 
 // memoEntry is one value of a token's memo.
 type memoEntry struct {
-	key, value any
-	next       *memoEntry
-}
-
-// Store is a tier tokens are kept in: the in-process tier and the Redis
-// tier keep the same contract.
-type Store interface {
-	// Get returns the token under k, or nil when there is none that has
-	// not expired.
-	Get(ctx context.Context, k Key) (*Token, error)
-	// Set stores t under k until t expires.
-	Set(ctx context.Context, k Key, t *Token) error
-	// Lock takes the lock for fetching k's token for at most ttl, or
-	// returns ErrLocked while another holder has it.
-	Lock(ctx context.Context, k Key, ttl time.Duration) (unlock func(), err error)
+	key   MemoKey
+	value any
+	next  *memoEntry
 }
 
 // Verifier checks a token before it is cached, whether it comes from the
@@ -239,8 +262,9 @@ const DefaultNegativeTTL = 5 * time.Second
 // DefaultMaxConcurrent bounds the requests under way to one token endpoint by default.
 const DefaultMaxConcurrent = 32
 
-// maxNegativeTTL bounds how long a Retry-After can make a failure last.
-const maxNegativeTTL = 5 * time.Minute
+// MaxNegativeTTL bounds how long a failure is remembered, a Retry-After
+// included.
+const MaxNegativeTTL = 5 * time.Minute
 
 // Endpoint is a token endpoint as a policy uses it.
 type Endpoint struct {

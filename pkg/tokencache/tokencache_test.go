@@ -320,12 +320,26 @@ func (f fakeVerifier) Identity() string                     { return string(f) }
 func TestMemo(t *testing.T) {
 	f := newFixture(t, nil, 10)
 	tok, _ := f.get(t, 0)
-	type owner struct{ int }
-	a, b := &owner{1}, &owner{2}
+	a, b := MemoKey{1}, MemoKey{2}
 	builds := 0
 	build := func(v string) func() any { return func() any { builds++; return v } }
 	if tok.Memo(a, build("a")) != "a" || tok.Memo(a, build("x")) != "a" || tok.Memo(b, build("b")) != "b" || builds != 2 {
 		t.Errorf("memo built %d times", builds)
+	}
+	// Reloads that change the answer's shape replace the oldest value: the
+	// memo never holds more than maxMemo.
+	for i := range 100 {
+		tok.Memo(MemoKey{3, byte(i)}, build("c"))
+	}
+	n := 0
+	for e := tok.memo.Load(); e != nil; e = e.next {
+		n++
+	}
+	if n != maxMemo {
+		t.Errorf("the memo holds %d values, want %d", n, maxMemo)
+	}
+	if before := builds; tok.Memo(MemoKey{3, 99}, build("x")) != "c" || builds != before {
+		t.Error("the newest value was not kept")
 	}
 }
 
