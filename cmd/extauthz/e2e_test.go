@@ -372,7 +372,9 @@ func TestLiveReload(t *testing.T) {
 
 	// Putting the file back as it serves changes nothing.
 	write(base + "  extra:\n    url: " + idp.TokenURL + "\n")
-	waitFor("the unchanged reload", func() bool { return metric(t, proc.AdminAddress, `extauthz_config_reloads_total{result="unchanged"}`) >= 1 })
+	waitFor("the unchanged reload", func() bool {
+		return metric(t, proc.AdminAddress, `extauthz_config_reloads_total{result="unchanged"}`) >= 1
+	})
 
 	close(stop)
 	n := <-loadDone
