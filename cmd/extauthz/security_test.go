@@ -97,6 +97,24 @@ func TestAdminAPIToken(t *testing.T) {
 			resp.Body.Close()
 		}
 	}
+	// Profiles are the admin API's: the token opens them.
+	for _, tt := range []struct {
+		bearer string
+		want   int
+	}{{"", 401}, {"wrong-admin-token-000000", 401}, {first, 200}} {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+proc.AdminAddress+"/debug/pprof/", nil)
+		if tt.bearer != "" {
+			req.Header.Set("Authorization", "Bearer "+tt.bearer)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Errorf("/debug/pprof/ with bearer %q: %d, want %d", tt.bearer, resp.StatusCode, tt.want)
+		}
+	}
 
 	// The kubelet rotates the Secret: the new token is in service, the old one is not.
 	if err := harness.MountSecret(filepath.Join(dir, "secrets", "extauthz-admin"), 2, map[string]string{"token": second + "\n"}); err != nil {
@@ -155,12 +173,14 @@ policies:
 	if err := call(host); status.Code(err) != codes.PermissionDenied {
 		t.Errorf("from %s: %v, want PermissionDenied", host, err)
 	}
-	resp, err := http.Get("http://" + net.JoinHostPort(host, port) + "/metrics")
-	if err != nil || resp.StatusCode != 200 {
-		t.Errorf("/metrics from %s: %v %v", host, resp, err)
-	}
-	if resp != nil {
-		resp.Body.Close()
+	for path, want := range map[string]int{"/metrics": 200, "/debug/pprof/": 403} {
+		resp, err := http.Get("http://" + net.JoinHostPort(host, port) + path)
+		if err != nil || resp.StatusCode != want {
+			t.Errorf("%s from %s: %v %v, want %d", path, host, resp, err, want)
+		}
+		if resp != nil {
+			resp.Body.Close()
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -91,6 +92,12 @@ func NewServer(o Options) *Server {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintln(w, "ok")
 	})
+	// Profiles reveal memory, and cost CPU: they are the admin API's.
+	mux.Handle("/debug/pprof/", s.requireAuth(http.HandlerFunc(pprof.Index)))
+	mux.Handle("/debug/pprof/cmdline", s.requireAuth(http.HandlerFunc(pprof.Cmdline)))
+	mux.Handle("/debug/pprof/profile", s.requireAuth(http.HandlerFunc(pprof.Profile)))
+	mux.Handle("/debug/pprof/symbol", s.requireAuth(http.HandlerFunc(pprof.Symbol)))
+	mux.Handle("/debug/pprof/trace", s.requireAuth(http.HandlerFunc(pprof.Trace)))
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if !o.Ready() {
 			http.Error(w, "not ready", http.StatusServiceUnavailable)
@@ -189,51 +196,78 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 	return handler(srv, ss)
 }
 
-// authorize lets a call through when its caller has what Auth asks for.
+// caller is what admin authentication reads of a request.
+type caller struct {
+	addr          string   // host:port
+	verified      bool     // a client certificate the TLS handshake verified
+	authorization []string // Authorization values
+}
+
+// authorize lets a gRPC call through when its caller has what Auth asks for.
 func (s *Server) authorize(ctx context.Context, method string) error {
-	a := s.auth.Load()
-	p, _ := peer.FromContext(ctx)
-	var err error
-	switch {
-	case a.ClientCA && verifiedClient(p):
-		return nil
-	case !a.Token.Empty():
-		if bearerMatches(ctx, a.Token) {
-			return nil
+	c := caller{}
+	if p, ok := peer.FromContext(ctx); ok {
+		if p.Addr != nil {
+			c.addr = p.Addr.String()
 		}
-		err = status.Error(codes.Unauthenticated, "the admin API needs authorization: Bearer <server.admin.token>, or a client certificate")
-	case a.ClientCA:
-		err = status.Error(codes.Unauthenticated, "the admin API needs a client certificate signed by server.admin.tls.clientCA")
-	case p != nil && loopback(p.Addr):
-		return nil
-	default:
-		err = status.Error(codes.PermissionDenied, "the admin API answers only on loopback: set server.admin.token or server.admin.tls.clientCA to call it from elsewhere")
+		ti, ok := p.AuthInfo.(credentials.TLSInfo)
+		c.verified = ok && len(ti.State.VerifiedChains) > 0
 	}
-	addr := ""
-	if p != nil && p.Addr != nil {
-		addr = p.Addr.String()
-	}
-	s.log.Warn("admin call refused", zap.String("method", method), zap.String("peer", addr), zap.String("code", status.Code(err).String()))
-	return err
-}
-
-// verifiedClient reports a caller whose certificate the TLS handshake
-// verified against the client CA.
-func verifiedClient(p *peer.Peer) bool {
-	if p == nil {
-		return false
-	}
-	ti, ok := p.AuthInfo.(credentials.TLSInfo)
-	return ok && len(ti.State.VerifiedChains) > 0
-}
-
-// bearerMatches compares the call's bearer token with want in constant
-// time (of digests, so that not even the length leaks).
-func bearerMatches(ctx context.Context, want secret.Value) bool {
 	md, _ := metadata.FromIncomingContext(ctx)
+	c.authorization = md.Get("authorization")
+	code, msg := s.check(c)
+	if code == codes.OK {
+		return nil
+	}
+	s.log.Warn("admin call refused", zap.String("method", method), zap.String("peer", c.addr), zap.String("code", code.String()))
+	return status.Error(code, msg)
+}
+
+// requireAuth guards an HTTP handler (pprof) as authorize guards calls.
+func (s *Server) requireAuth(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := caller{addr: r.RemoteAddr, authorization: r.Header.Values("Authorization")}
+		c.verified = r.TLS != nil && len(r.TLS.VerifiedChains) > 0
+		code, msg := s.check(c)
+		switch code {
+		case codes.OK:
+			h.ServeHTTP(w, r)
+			return
+		case codes.Unauthenticated:
+			w.Header().Set("WWW-Authenticate", `Bearer realm="extauthz-admin"`)
+			http.Error(w, msg, http.StatusUnauthorized)
+		default:
+			http.Error(w, msg, http.StatusForbidden)
+		}
+		s.log.Warn("admin request refused", zap.String("path", r.URL.Path), zap.String("peer", c.addr))
+	})
+}
+
+// check decides what Auth says of c.
+func (s *Server) check(c caller) (codes.Code, string) {
+	a := s.auth.Load()
+	switch {
+	case a.ClientCA && c.verified:
+		return codes.OK, ""
+	case !a.Token.Empty():
+		if bearerMatches(c.authorization, a.Token) {
+			return codes.OK, ""
+		}
+		return codes.Unauthenticated, "the admin API needs authorization: Bearer <server.admin.token>, or a client certificate"
+	case a.ClientCA:
+		return codes.Unauthenticated, "the admin API needs a client certificate signed by server.admin.tls.clientCA"
+	case loopback(c.addr):
+		return codes.OK, ""
+	}
+	return codes.PermissionDenied, "the admin API answers only on loopback: set server.admin.token or server.admin.tls.clientCA to call it from elsewhere"
+}
+
+// bearerMatches compares the bearer tokens among values with want in
+// constant time (of digests, so that not even the length leaks).
+func bearerMatches(values []string, want secret.Value) bool {
 	wantSum := sha256.Sum256([]byte(want.Reveal()))
 	ok := 0
-	for _, v := range md.Get("authorization") {
+	for _, v := range values {
 		scheme, tok, found := strings.Cut(v, " ")
 		if !found || !strings.EqualFold(scheme, "Bearer") {
 			continue
@@ -244,11 +278,8 @@ func bearerMatches(ctx context.Context, want secret.Value) bool {
 	return ok == 1
 }
 
-// loopback reports a peer on this host's loopback interface.
-func loopback(a net.Addr) bool {
-	if a == nil {
-		return false
-	}
-	ap, err := netip.ParseAddrPort(a.String())
+// loopback reports a peer (host:port) on this host's loopback interface.
+func loopback(addr string) bool {
+	ap, err := netip.ParseAddrPort(addr)
 	return err == nil && ap.Addr().Unmap().IsLoopback()
 }
