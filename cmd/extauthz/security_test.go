@@ -383,3 +383,98 @@ policies:
 		}
 	}
 }
+
+// TestShutdownDeadline: checks stuck on an IdP that never answers hold
+// neither listener past server.shutdownTimeout: the process exits within
+// that one deadline.
+func TestShutdownDeadline(t *testing.T) {
+	proc, _, idp := startConfig(t, `
+server: {grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", adminAddress: "127.0.0.1:0", shutdownTimeout: 2s}
+policies:
+  orders: {url: %[1]s}
+`, nil)
+	idp.SetBehavior(testidp.Behavior{Latency: time.Hour})
+	conn, err := grpc.NewClient(proc.GRPCAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	go func() { // a gRPC check and an HTTP-mode check, both waiting on the IdP
+		_, _ = authv3.NewAuthorizationClient(conn).Check(context.Background(), &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+			ContextExtensions: map[string]string{"policy": "orders"},
+			Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
+				Host: "h", Path: "/", Headers: map[string]string{"authorization": "Basic b3JkZXJzLWFwcDpzM2NyZXQ="},
+			}},
+		}})
+	}()
+	go func() {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+proc.HTTPAddress+"/policy/orders", nil)
+		req.SetBasicAuth("orders-app", "other")
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for idp.Requests() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatal("the checks never reached the IdP")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	start := time.Now()
+	if err := proc.Stop(); err != nil {
+		t.Errorf("exit: %v", err)
+	}
+	if d := time.Since(start); d < 1500*time.Millisecond || d > 6*time.Second {
+		t.Errorf("exited %v after SIGTERM, want about the 2 s shutdownTimeout", d)
+	}
+}
+
+// TestConnectionsAgeOut: a gRPC connection older than
+// server.grpc.maxConnectionAge is told to go (GOAWAY), so that clients
+// reconnect and spread over new replicas.
+func TestConnectionsAgeOut(t *testing.T) {
+	proc, _, _ := startConfig(t, `
+server: {grpcAddress: "127.0.0.1:0", httpAddress: "", adminAddress: "127.0.0.1:0", grpc: {maxConnectionAge: 1s, maxConnectionAgeGrace: 1s}}
+policies:
+  orders: {url: %[1]s}
+`, nil)
+	c, err := net.Dial("tcp", proc.GRPCAddress)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		f, err := fr.ReadFrame()
+		if err != nil {
+			t.Fatalf("no GOAWAY: %v", err)
+		}
+		switch f := f.(type) {
+		case *http2.SettingsFrame:
+			if !f.IsAck() {
+				_ = fr.WriteSettingsAck()
+			}
+		case *http2.PingFrame:
+			if !f.IsAck() {
+				_ = fr.WritePing(true, f.Data)
+			}
+		case *http2.GoAwayFrame:
+			if f.ErrCode != http2.ErrCodeNo {
+				t.Errorf("GOAWAY %v, want NO_ERROR", f.ErrCode)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("GOAWAY after %v, want about 1 s", d)
+			}
+			return
+		}
+	}
+}
