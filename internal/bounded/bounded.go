@@ -58,7 +58,7 @@ type entry[V any] struct {
 func New[K comparable, V any](maxEntries int, shardOf func(K) uint64) *Map[K, V] {
 	maxEntries = max(maxEntries, 1)
 	n := min(max(maxEntries/minShardEntries, 1), maxShards)
-	m := &Map[K, V]{shards: make([]shard[K, V], n), perShard: (maxEntries + n - 1) / n, shardOf: shardOf, seed: maphash.MakeSeed()}
+	m := &Map[K, V]{shards: make([]shard[K, V], n), perShard: max(maxEntries/n, 1), shardOf: shardOf, seed: maphash.MakeSeed()}
 	for i := range m.shards {
 		m.shards[i].m = make(map[K]*entry[V])
 	}

@@ -1,0 +1,65 @@
+package bounded
+
+import (
+	"testing"
+)
+
+func TestMap(t *testing.T) {
+	m := New[string, int](4, nil)
+	m.Put("a", 1, 100, 1)
+	if v, ok := m.Get("a", 50); !ok || v != 1 {
+		t.Errorf("Get before expiry = %v, %v", v, ok)
+	}
+	if _, ok := m.Get("a", 100); ok {
+		t.Error("an entry was returned at its expiry")
+	}
+	if v, ok := m.Get("a", 0); !ok || v != 1 {
+		t.Error("a now of 0 checks expiry")
+	}
+	m.Update("a", 50, func(v int, ok bool) (int, int64, bool) { return v + 1, Never, ok })
+	if v, _ := m.Get("a", 1000); v != 2 {
+		t.Errorf("after Update: %d", v)
+	}
+	m.Update("a", 50, func(int, bool) (int, int64, bool) { return 0, 0, false })
+	if _, ok := m.Get("a", 0); ok {
+		t.Error("Update that keeps nothing left the entry")
+	}
+	m.Put("b", 2, Never, 1)
+	m.Delete("b")
+	if m.Len() != 0 {
+		t.Errorf("Len = %d after Delete", m.Len())
+	}
+}
+
+// TestEviction: a full map drops an expired entry first, else the least
+// recently used; it never holds more than its bound.
+func TestEviction(t *testing.T) {
+	m := New[string, int](4, nil)
+	m.Put("old", 0, Never, 1)
+	m.Put("expired", 0, 5, 2)
+	m.Put("x", 0, Never, 3)
+	m.Put("y", 0, Never, 4)
+	m.Put("z", 0, Never, 10) // full: the expired one goes
+	if _, ok := m.Get("expired", 0); ok || m.Len() != 4 {
+		t.Errorf("the expired entry was kept (Len %d)", m.Len())
+	}
+	m.Get("old", 5_000_000_000) // used now: the least recent is x
+	m.Put("w", 0, Never, 5_000_000_001)
+	if _, ok := m.Get("x", 0); ok {
+		t.Error("the least recently used entry was kept")
+	}
+	if _, ok := m.Get("old", 0); !ok {
+		t.Error("a recently used entry was dropped")
+	}
+	big := New[int, int](1000, nil)
+	for i := range 5000 {
+		big.Put(i, i, Never, int64(i+1))
+	}
+	if n := big.Len(); n > 1000 {
+		t.Errorf("Len = %d, want at most 1000", n)
+	}
+	if n := big.DeleteFunc(func(k, _ int) bool { return k%2 == 0 }); n == 0 || big.Len() == 0 {
+		t.Errorf("DeleteFunc dropped %d, left %d", n, big.Len())
+	}
+
+}
