@@ -304,19 +304,7 @@ policies:
 	}
 
 	// Over HTTP/2 itself: the server's settings, and a ping flood.
-	c, err := net.Dial("tcp", proc.GRPCAddress)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	fr := h2c(t, proc.GRPCAddress)
 	streams, goAway := uint32(0), http2.ErrCode(0)
 	for i := 0; goAway == 0; i++ {
 		if i < 10 { // pings far closer than keepalive enforcement allows
@@ -439,19 +427,7 @@ server: {grpcAddress: "127.0.0.1:0", httpAddress: "", adminAddress: "127.0.0.1:0
 policies:
   orders: {url: %[1]s}
 `, nil)
-	c, err := net.Dial("tcp", proc.GRPCAddress)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
-	fr := http2.NewFramer(c, c)
-	if err := fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
+	fr := h2c(t, proc.GRPCAddress)
 	start := time.Now()
 	for {
 		f, err := fr.ReadFrame()
@@ -477,4 +453,24 @@ policies:
 			return
 		}
 	}
+}
+
+// h2c opens a raw HTTP/2 connection (prior knowledge) to addr and sends
+// the client preface and settings; the connection closes with the test.
+func h2c(t *testing.T, addr string) *http2.Framer {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	fr := http2.NewFramer(c, c)
+	if err := fr.WriteSettings(); err != nil {
+		t.Fatal(err)
+	}
+	return fr
 }

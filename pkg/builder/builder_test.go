@@ -41,11 +41,7 @@ policies:
 		}
 		return cfg
 	}
-	cache := tokencache.New(tokencache.Options{MaxEntries: 10})
-	defer cache.Close()
-	srv, _ := authz.New(authz.Options{Tokens: cache})
-	b := builder.New(builder.Deps{Serve: srv.Update, Cache: cache, Grace: time.Hour})
-	defer b.Close()
+	_, b := newBuilder(t, time.Hour)
 	if err := b.Apply(load("X-A", 100)); err != nil {
 		t.Fatal(err)
 	}
@@ -90,11 +86,7 @@ policies:
 		}
 		return cfg
 	}
-	cache := tokencache.New(tokencache.Options{MaxEntries: 10})
-	defer cache.Close()
-	srv, _ := authz.New(authz.Options{Tokens: cache})
-	b := builder.New(builder.Deps{Serve: srv.Update, Cache: cache}) // the default grace: the longest token request
-	defer b.Close()
+	srv, b := newBuilder(t, 0) // the default grace: the longest token request
 	if err := b.Apply(load(1000)); err != nil {
 		t.Fatal(err)
 	}
@@ -130,4 +122,19 @@ policies:
 	if values != 1 {
 		t.Errorf("Redis holds %d values (%v), want the token the replaced pool stored", values, keys)
 	}
+}
+
+// newBuilder is an authz.Server and a Builder that serves it, over a new
+// token cache, closed with the test.
+func newBuilder(t *testing.T, grace time.Duration) (*authz.Server, *builder.Builder) {
+	t.Helper()
+	cache := tokencache.New(tokencache.Options{MaxEntries: 1000})
+	t.Cleanup(func() { _ = cache.Close() })
+	srv, err := authz.New(authz.Options{Tokens: cache})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := builder.New(builder.Deps{Serve: srv.Update, Cache: cache, Grace: grace})
+	t.Cleanup(func() { _ = b.Close() })
+	return srv, b
 }

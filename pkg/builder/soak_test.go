@@ -19,8 +19,6 @@ import (
 
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/testidp"
-	"github.com/extauthz/extauthz/pkg/authz"
-	"github.com/extauthz/extauthz/pkg/builder"
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
@@ -87,14 +85,7 @@ func TestReloadSoak(t *testing.T) {
 		}
 		return cfg
 	}
-	cache := tokencache.New(tokencache.Options{MaxEntries: 1000})
-	defer cache.Close()
-	srv, err := authz.New(authz.Options{Tokens: cache})
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := builder.New(builder.Deps{Serve: srv.Update, Cache: cache, Grace: 50 * time.Millisecond})
-	defer b.Close()
+	srv, b := newBuilder(t, 50*time.Millisecond)
 	if err := b.Apply(load(0, 1000)); err != nil {
 		t.Fatal(err)
 	}
