@@ -388,8 +388,8 @@ func TestLiveReload(t *testing.T) {
 	}
 }
 
-// metric returns the value of one series on /metrics, 0 when absent.
-func metric(t *testing.T, adminAddress, series string) float64 {
+// scrape returns the text of /metrics.
+func scrape(t *testing.T, adminAddress string) string {
 	t.Helper()
 	resp, err := http.Get("http://" + adminAddress + "/metrics")
 	if err != nil {
@@ -400,7 +400,13 @@ func metric(t *testing.T, adminAddress, series string) float64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(body), "\n") {
+	return string(body)
+}
+
+// metric returns the value of one series on /metrics, 0 when absent.
+func metric(t *testing.T, adminAddress, series string) float64 {
+	t.Helper()
+	for _, line := range strings.Split(scrape(t, adminAddress), "\n") {
 		if v, ok := strings.CutPrefix(line, series+" "); ok {
 			f, err := strconv.ParseFloat(v, 64)
 			if err != nil {
@@ -440,16 +446,7 @@ func TestMetrics(t *testing.T) {
 	check("gateway", "", "")
 	check("nope", "", "")
 
-	resp, err := http.Get("http://" + e.proc.AdminAddress + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	text := string(body)
+	text := scrape(t, e.proc.AdminAddress)
 	for _, want := range []string{
 		`extauthz_checks_total{code="ok",decision="allow",policy="orders"} 2`,
 		`extauthz_checks_total{code="invalid_client",decision="deny",policy="orders"} 2`,
