@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/big"
 	"net/http"
@@ -48,6 +49,9 @@ type Client struct {
 	Claims map[string]any
 	// Scopes the client may ask for; nil allows any.
 	Scopes []string
+	// FederatedSubject, when set, makes the client authenticate with a JWT
+	// of Options.Federated's issuer whose sub is this (federated_jwt).
+	FederatedSubject string
 }
 
 // Answer selects an odd answer to successful requests.
@@ -95,6 +99,23 @@ type Behavior struct {
 	ForeignSignature bool
 	// RedirectTo, when set, answers token requests 307 to this URL.
 	RedirectTo string
+	// DPoPNonce, when set, is the nonce DPoP proofs must carry: a proof
+	// without it is answered use_dpop_nonce with a DPoP-Nonce header.
+	DPoPNonce string
+	// DPoPNonceAlways demands a new nonce of every proof: the nonce it
+	// hands out never satisfies it.
+	DPoPNonceAlways bool
+	// IgnoreDPoP issues Bearer tokens whatever proof comes, as an IdP that
+	// does not support DPoP does.
+	IgnoreDPoP bool
+}
+
+// Federated is an issuer whose JWTs clients may authenticate with
+// (federated_jwt), such as a Kubernetes cluster's service account issuer.
+type Federated struct {
+	Issuer   string
+	Key      crypto.PublicKey
+	Audience string
 }
 
 // DefaultLifetime of issued tokens.
@@ -103,9 +124,10 @@ const DefaultLifetime = time.Hour
 // Request is what the endpoint saw of one token request.
 type Request struct {
 	ClientID   string
-	AuthMethod string // client_secret_basic or client_secret_post
+	AuthMethod string // client_secret_basic, client_secret_post, private_key_jwt, client_secret_jwt, federated_jwt or tls_client_auth
 	Form       url.Values
 	Header     http.Header
+	DPoP       *Proof // the verified DPoP proof, if one came
 }
 
 // Server is a running test IdP.
@@ -123,7 +145,8 @@ type Server struct {
 	peak         atomic.Int64 // the most answered at once
 	jwksRequests atomic.Int64
 	failed       atomic.Int64
-	jtis         sync.Map // assertion ids seen, to refuse replays
+	jtis         sync.Map // assertion and proof ids seen, to refuse replays
+	federated    *Federated
 
 	mu       sync.Mutex
 	keys     []signingKey // published in the JWKS; the last one signs
@@ -150,6 +173,9 @@ type Options struct {
 	// AnyClient, when set, is the registration of every client id not
 	// added with AddClient.
 	AnyClient *Client
+	// Federated, when set, is the issuer federated_jwt clients' assertions
+	// come from.
+	Federated *Federated
 }
 
 // sharedKey is generated once per process: RSA key generation is slow, and
@@ -166,7 +192,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now, anyClient: o.AnyClient}
+	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now, anyClient: o.AnyClient, federated: o.Federated}
 	if o.FastSigning {
 		s.fastKey = []byte(randomID())
 	}
@@ -281,13 +307,48 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		req.AuthMethod = "client_secret_post"
 	}
 	s.mu.Lock()
-	s.log = append(s.log, req)
 	b := s.behavior
 	client, known := s.clients[id]
 	s.mu.Unlock()
 	if !known && s.anyClient != nil {
 		client, known = *s.anyClient, true
 	}
+	if req.AuthMethod == "private_key_jwt" {
+		switch {
+		case client.FederatedSubject != "":
+			req.AuthMethod = "federated_jwt"
+		case assertionAlg(r.PostForm.Get("client_assertion")) == "HS256":
+			req.AuthMethod = "client_secret_jwt"
+		}
+	}
+	var proof *Proof
+	if h := r.Header.Values("DPoP"); len(h) > 0 {
+		p, err := VerifyProof(h[0], http.MethodPost, s.TokenURL, s.now())
+		if err == nil && len(h) > 1 {
+			err = errors.New("more than one DPoP header")
+		}
+		if err == nil {
+			if _, seen := s.jtis.LoadOrStore("dpop:"+p.JTI, true); seen {
+				err = errors.New("proof replayed")
+			}
+		}
+		if err != nil {
+			oauthError(w, http.StatusBadRequest, "invalid_dpop_proof", err.Error())
+			return
+		}
+		if nonce := b.DPoPNonce; b.DPoPNonceAlways || nonce != "" && p.Nonce != nonce {
+			if b.DPoPNonceAlways {
+				nonce = randomID()
+			}
+			w.Header().Set("DPoP-Nonce", nonce)
+			oauthError(w, http.StatusBadRequest, "use_dpop_nonce", "a DPoP nonce is required")
+			return
+		}
+		proof, req.DPoP = &p, &p
+	}
+	s.mu.Lock()
+	s.log = append(s.log, req)
+	s.mu.Unlock()
 
 	if b.Latency > 0 {
 		select {
@@ -318,7 +379,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	case !known:
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client")
 		return
-	case req.AuthMethod == "private_key_jwt":
+	case req.AuthMethod == "private_key_jwt" || req.AuthMethod == "client_secret_jwt" || req.AuthMethod == "federated_jwt":
 		if why := s.checkAssertion(r.PostForm, id, client); why != "" {
 			oauthError(w, http.StatusUnauthorized, "invalid_client", why)
 			return
@@ -345,7 +406,17 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.issue(w, b, id, client, scope, r.PostForm.Get("audience"))
+	s.issue(w, b, id, client, scope, r.PostForm.Get("audience"), proof)
+}
+
+// assertionAlg returns the alg of a JWT's header, unverified.
+func assertionAlg(assertion string) string {
+	tok, _, err := jwt.NewParser().ParseUnverified(assertion, jwt.MapClaims{})
+	if err != nil {
+		return ""
+	}
+	alg, _ := tok.Header["alg"].(string)
+	return alg
 }
 
 // checkAssertion verifies a private_key_jwt assertion as RFC 7523 asks: the
@@ -356,20 +427,38 @@ func (s *Server) checkAssertion(form url.Values, id string, c Client) string {
 	if form.Get("client_assertion_type") != "urn:ietf:params:oauth:client-assertion-type:jwt-bearer" {
 		return "bad client_assertion_type"
 	}
-	if c.PublicKey == nil {
+	// private_key_jwt: the client's key; client_secret_jwt: its secret
+	// (HS256); federated_jwt: the trusted issuer's key, the issuer's iss
+	// and audience, the client's subject.
+	key, methods, iss, sub, aud := any(c.PublicKey), []string{"RS256", "ES256"}, id, id, s.TokenURL
+	switch {
+	case c.FederatedSubject != "":
+		if s.federated == nil {
+			return "no federated issuer is trusted"
+		}
+		key, methods, iss, sub, aud = s.federated.Key, []string{"RS256", "ES256"}, s.federated.Issuer, c.FederatedSubject, s.federated.Audience
+	case assertionAlg(form.Get("client_assertion")) == "HS256":
+		if c.Secret == "" {
+			return "the client has no secret"
+		}
+		key, methods = []byte(c.Secret), []string{"HS256"}
+	case c.PublicKey == nil:
 		return "the client has no key"
 	}
 	var claims jwt.RegisteredClaims
-	_, err := jwt.ParseWithClaims(form.Get("client_assertion"), &claims, func(*jwt.Token) (any, error) { return c.PublicKey, nil },
-		jwt.WithValidMethods([]string{"RS256", "ES256"}), jwt.WithAudience(s.TokenURL), jwt.WithIssuer(id),
-		jwt.WithSubject(id), jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.now))
+	_, err := jwt.ParseWithClaims(form.Get("client_assertion"), &claims, func(*jwt.Token) (any, error) { return key, nil },
+		jwt.WithValidMethods(methods), jwt.WithAudience(aud), jwt.WithIssuer(iss),
+		jwt.WithSubject(sub), jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.now))
 	switch {
 	case err != nil:
 		return "assertion: " + err.Error()
-	case claims.ExpiresAt.Sub(s.now()) > 5*time.Minute:
+	case claims.ExpiresAt.Sub(s.now()) > 5*time.Minute && c.FederatedSubject == "":
 		return "assertion lives too long"
-	case claims.ID == "":
+	case claims.ID == "" && c.FederatedSubject == "":
 		return "assertion has no jti"
+	}
+	if c.FederatedSubject != "" {
+		return "" // a projected token is presented until it is rotated
 	}
 	if _, seen := s.jtis.LoadOrStore(claims.ID, true); seen {
 		return "assertion replayed"
@@ -377,7 +466,7 @@ func (s *Server) checkAssertion(form url.Values, id string, c Client) string {
 	return ""
 }
 
-func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, scope, audience string) {
+func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, scope, audience string, proof *Proof) {
 	lifetime := b.Lifetime
 	if lifetime == 0 {
 		lifetime = DefaultLifetime
@@ -389,6 +478,11 @@ func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, s
 	}
 	if b.Answer == AnswerFarFutureExp {
 		claims["exp"] = time.Date(3000, 1, 1, 0, 0, 0, 0, time.UTC).Unix()
+	}
+	tokenType := "Bearer"
+	if proof != nil && !b.IgnoreDPoP {
+		claims["cnf"] = map[string]any{"jkt": proof.Thumbprint}
+		tokenType = "DPoP"
 	}
 	if audience != "" {
 		claims["aud"] = audience
@@ -422,7 +516,7 @@ func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, s
 		oauthError(w, http.StatusInternalServerError, "server_error", err.Error())
 		return
 	}
-	body := map[string]any{"access_token": signed, "token_type": "Bearer", "expires_in": int64(lifetime / time.Second)}
+	body := map[string]any{"access_token": signed, "token_type": tokenType, "expires_in": int64(lifetime / time.Second)}
 	switch b.Answer {
 	case AnswerStringExpiresIn:
 		body["expires_in"] = fmt.Sprint(int64(lifetime / time.Second))

@@ -12,6 +12,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/extauthz/extauthz/pkg/dpop"
 )
 
 // Dynamic metadata keys, read by Envoy access logs as
@@ -34,6 +36,7 @@ type answer struct {
 	headers []header
 	ok      *authv3.OkHttpResponse
 	hit     *authv3.CheckResponse
+	ath     string // DPoP: the token's hash, for every proof
 }
 
 // answer returns the decision's answer, building it on first use.
@@ -56,6 +59,9 @@ func (d *decision) answer() *answer {
 			a.ok.HeadersToRemove = []string{"authorization"}
 		}
 		a.hit = d.build(a.ok, "hit")
+		if p.dpop != nil {
+			a.ath = dpop.TokenHash(tok.AccessToken.Reveal())
+		}
 		return a
 	}).(*answer)
 }
@@ -77,12 +83,23 @@ func (d *decision) build(ok *authv3.OkHttpResponse, cache string) *authv3.CheckR
 
 // response returns the CheckResponse of an allow: the shared one of a hit,
 // not to be changed, or one built for a miss, which happens once per token.
+// A DPoP allow adds the request's own proof to the shared headers.
 func (d *decision) response() *authv3.CheckResponse {
 	a := d.answer()
+	ok := a.ok
+	if d.proof != "" {
+		ok = &authv3.OkHttpResponse{
+			Headers:         append(a.ok.Headers[:len(a.ok.Headers):len(a.ok.Headers)], headerOption("dpop", d.proof)),
+			HeadersToRemove: a.ok.HeadersToRemove,
+		}
+		if d.source.Hit() {
+			return &authv3.CheckResponse{Status: a.hit.Status, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok}, DynamicMetadata: a.hit.DynamicMetadata}
+		}
+	}
 	if d.source.Hit() {
 		return a.hit
 	}
-	return d.build(a.ok, "miss")
+	return d.build(ok, "miss")
 }
 
 // deniedResponse builds the CheckResponse of a denial.

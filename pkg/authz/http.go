@@ -60,6 +60,9 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 		for _, hd := range d.answer().headers {
 			h[http.CanonicalHeaderKey(hd.name)] = []string{hd.value}
 		}
+		if d.proof != "" {
+			h.Set("DPoP", d.proof)
+		}
 		if d.policy.removeAuthorization {
 			// The token travels in another header: the caller's Basic
 			// credentials must not reach the upstream. Envoy's http_service
@@ -168,6 +171,26 @@ func (h *httpInput) host() string {
 }
 
 func (h *httpInput) path() string { return h.normPath }
+
+// method is the original request's: the proxy's X-Forwarded-Method (Traefik,
+// Caddy) or X-Original-Method (set by nginx's operator), else the check's
+// own (Envoy's http_service keeps it).
+func (h *httpInput) method() string {
+	for _, name := range [...]string{"X-Forwarded-Method", "X-Original-Method"} {
+		if v := h.r.Header.Get(name); v != "" {
+			return v
+		}
+	}
+	return h.r.Method
+}
+
+// scheme is the original request's, as X-Forwarded-Proto says; else http.
+func (h *httpInput) scheme() string {
+	if v := h.r.Header.Get("X-Forwarded-Proto"); v != "" {
+		return v
+	}
+	return "http"
+}
 
 func (h *httpInput) header(name string) (string, bool) {
 	v := h.r.Header.Values(name)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/builder"
 	"github.com/extauthz/extauthz/pkg/claims"
+	"github.com/extauthz/extauthz/pkg/dpop"
 	"github.com/extauthz/extauthz/pkg/hostname"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/tokencache"
@@ -31,6 +32,7 @@ type policy struct {
 	needsClaims bool
 	tokenHeader string
 	tokenPrefix string
+	dpop        *dpop.Key // signs a proof for every allowed request; nil without DPoP
 	// answerKey names everything that shapes an allow answer, so that a
 	// token's memo keeps one answer per distinct shape, however often the
 	// configuration is reloaded.
@@ -100,6 +102,7 @@ func (s *Server) compile(o *builder.Runtime, prev *state) (*state, error) {
 			needsClaims: po.Program != nil || len(po.Forward) > 0 || po.Username != nil,
 			tokenHeader: po.TokenHeader,
 			tokenPrefix: po.TokenPrefix,
+			dpop:        po.DPoP,
 			realm:       "Basic realm=" + strconv.Quote(po.Name),
 			callers:     newCredentialCache(),
 		}
@@ -172,6 +175,9 @@ func (p *policy) answerShape() tokencache.MemoKey {
 		field("username:" + p.username.String())
 	}
 	field(strconv.FormatBool(p.removeAuthorization))
+	if p.dpop != nil {
+		field("dpop:" + p.dpop.Thumbprint())
+	}
 	return tokencache.MemoKey(h.Sum(nil))
 }
 

@@ -8,6 +8,7 @@ package authz
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/extauthz/extauthz/pkg/dpop"
+	"github.com/extauthz/extauthz/pkg/hostname"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
@@ -119,6 +122,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 type input interface {
 	contextExtension(key string) string
 	host() string
+	// method and scheme are the original request's, as the proxy says.
+	method() string
+	scheme() string
 	// path is the normalized request path (urlpath.Normalize).
 	path() string
 	// header looks a header up by its lower-case name.
@@ -133,7 +139,8 @@ type decision struct {
 	token      *tokencache.Token
 	source     tokencache.Source
 	retryAfter time.Duration
-	cause      error // why a request was denied, for the log
+	cause      error  // why a request was denied, for the log
+	proof      string // DPoP: this request's proof
 }
 
 func (s *Server) decide(ctx context.Context, st *state, in input) decision {
@@ -166,10 +173,54 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 		d.outcome, d.cause = denyInvalidTokenResponse, errNotJWT
 	case p.program != nil && !p.program.Eval(d.token.Claims):
 		d.outcome, d.cause = denyInsufficientClaims, errClaims
+	case p.dpop != nil:
+		// The proof names this request: made for it, never cached.
+		if d.proof, err = proofFor(p.dpop, in, d.answer().ath); err != nil {
+			d.outcome, d.cause = denyAmbiguous, err
+			break
+		}
+		d.outcome = allow
 	default:
 		d.outcome = allow
 	}
 	return d
+}
+
+// proofFor signs key's DPoP proof for the request: htm its method, htu its
+// scheme, host and path (normalized, without query), ath the token's hash.
+func proofFor(key *dpop.Key, in input, ath string) (string, error) {
+	method := in.method()
+	if !httpToken(method) {
+		return "", errBadMethod
+	}
+	scheme := strings.ToLower(in.scheme())
+	if scheme != "http" && scheme != "https" {
+		scheme = "https"
+	}
+	host, port, err := hostname.Normalize(in.host())
+	if err != nil || host == "" {
+		return "", fmt.Errorf("%w: %w", errAmbiguousHost, err)
+	}
+	if port != "" && !(scheme == "https" && port == "443" || scheme == "http" && port == "80") {
+		host += ":" + port
+	}
+	return key.Proof(method, scheme+"://"+host+in.path(), ath, "", time.Now())
+}
+
+var errBadMethod = errors.New("the request's method is not an HTTP token")
+
+// httpToken reports an RFC 9110 token, as a method is.
+func httpToken(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
 }
 
 var (
@@ -302,6 +353,10 @@ func (g *grpcInput) host() string {
 }
 
 func (g *grpcInput) path() string { return g.normPath }
+
+func (g *grpcInput) method() string { return g.req.GetMethod() }
+
+func (g *grpcInput) scheme() string { return g.req.GetScheme() }
 
 // header finds a header in headers (which Envoy fills with lower-case names)
 // or in header_map (which Envoy fills instead with encode_raw_headers),

@@ -25,6 +25,7 @@ import (
 
 	"github.com/extauthz/extauthz/pkg/claims"
 	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/dpop"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
@@ -55,7 +56,10 @@ type Policy struct {
 	Username    *claims.Path    // the clientusername metadata's claim, if any
 	TokenHeader string
 	TokenPrefix string
-	Info        PolicyInfo // how the admin API lists it
+	// DPoP, when set, signs a proof for every request the policy allows;
+	// its tokens are bound to it.
+	DPoP *dpop.Key
+	Info PolicyInfo // how the admin API lists it
 }
 
 // ForwardHeader is a request header filled from a claim.
@@ -87,6 +91,7 @@ type PolicyInfo struct {
 	VerifiesTokens bool
 	HasClaims      bool
 	ForwardHeaders []string
+	DPoP           string // the DPoP key's thumbprint; empty without DPoP
 }
 
 // ErrUnknownPolicy reports a policy that is not in service.
@@ -335,7 +340,11 @@ func (g *generation) build(cfg *config.Config) (*Runtime, error) {
 // policy builds one policy's options, and its endpoint's parts.
 func (g *generation) policy(name string, cp *config.Policy) (Policy, error) {
 	c := &cp.Compiled
-	e, err := g.endpoint(name, cp)
+	key, err := g.dpopKey(name, c)
+	if err != nil {
+		return Policy{}, err
+	}
+	e, err := g.endpoint(name, cp, key)
 	if err != nil {
 		return Policy{}, err
 	}
@@ -352,6 +361,9 @@ func (g *generation) policy(name string, cp *config.Policy) (Policy, error) {
 		po.Credentials = idp.Credentials{ID: c.ClientID, Secret: c.ClientSecret}
 		po.Info.ClientID = c.ClientID
 	}
+	if key != nil {
+		po.DPoP, po.Info.DPoP = key, key.Thumbprint()
+	}
 	for _, f := range c.Forward {
 		po.Forward = append(po.Forward, ForwardHeader{Name: f.Name, Claim: f.Claim})
 		po.Info.ForwardHeaders = append(po.Info.ForwardHeaders, f.Name)
@@ -362,9 +374,28 @@ func (g *generation) policy(name string, cp *config.Policy) (Policy, error) {
 	return po, nil
 }
 
+// dpopKey returns the policy's DPoP key: the configured one, or one made
+// for it once and kept across reloads (its tokens are bound to it).
+func (g *generation) dpopKey(name string, c *config.Compiled) (*dpop.Key, error) {
+	if !c.DPoPGenerate {
+		return c.DPoPKey, nil
+	}
+	p, err := g.part("dpop\x00"+name, func() (*part, error) {
+		k, err := dpop.GenerateKey()
+		if err != nil {
+			return nil, err
+		}
+		return &part{value: k, order: orderOther}, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p.value.(*dpop.Key), nil
+}
+
 // endpoint returns the policy's token endpoint, with its client, its
 // transport, its verifier and its Redis tier.
-func (g *generation) endpoint(name string, cp *config.Policy) (*tokencache.Endpoint, error) {
+func (g *generation) endpoint(name string, cp *config.Policy, key *dpop.Key) (*tokencache.Endpoint, error) {
 	c := &cp.Compiled
 	transportKey := "transport\x00" + c.TrustID + "\x00" + c.CredentialID
 	tp, err := g.part(transportKey, func() (*part, error) {
@@ -378,14 +409,20 @@ func (g *generation) endpoint(name string, cp *config.Policy) (*tokencache.Endpo
 
 	d := g.b.d
 	log := d.Logger.With(zap.String("policy", name))
+	thumbprint := ""
+	if key != nil {
+		thumbprint = key.Thumbprint()
+	}
 	clientKey := "client\x00" + name + "\x00" + fingerprint(cp.URL, string(cp.AuthMethod), cp.Audience, strings.Join(cp.Scopes, " "),
-		params(cp.ExtraParams), c.Timeout.String(), fmt.Sprint(c.MaxRetries), c.CredentialID, c.TrustID, assertion(c.Assertion))
+		params(cp.ExtraParams), c.Timeout.String(), fmt.Sprint(c.MaxRetries), c.CredentialID, c.TrustID, assertion(c.Assertion),
+		c.AssertionFile, thumbprint)
 	cl, err := g.part(clientKey, func() (*part, error) {
 		client, err := idp.NewClient(idp.Options{
 			URL: c.TokenURL.String(), AuthMethod: cp.AuthMethod, Audience: cp.Audience, Scopes: cp.Scopes,
 			ExtraParams: cp.ExtraParams, HTTPClient: &http.Client{Transport: transport},
 			Timeout: c.Timeout, MaxRetries: c.MaxRetries, Backoff: d.RetryBackoff, Logger: log,
-			Assertion: c.Assertion, CredentialID: c.CredentialID, TrustID: c.TrustID,
+			Assertion: c.Assertion, AssertionFile: c.AssertionFile, DPoP: key,
+			CredentialID: c.CredentialID, TrustID: c.TrustID,
 			Name: name, Metrics: d.Metrics, Tracer: d.Tracer,
 		})
 		if err != nil {

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/extauthz/extauthz/pkg/claims"
+	"github.com/extauthz/extauthz/pkg/dpop"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/secret"
 	"github.com/extauthz/extauthz/pkg/tokencache"
@@ -37,6 +38,7 @@ const (
 	DefaultNegativeTTL      = tokencache.DefaultNegativeTTL
 	DefaultTokenHeader      = "Authorization"
 	DefaultTokenPrefix      = "Bearer "
+	DPoPTokenPrefix         = "DPoP "
 	DefaultTimeoutSeconds   = int(idp.DefaultTimeout / time.Second)
 	DefaultMaxRetries       = 3
 
@@ -274,6 +276,8 @@ type Policy struct {
 	// FailureBudget limits, in application mode, how often the token
 	// endpoint hears wrong secrets for one client id.
 	FailureBudget FailureBudget `yaml:"failureBudget"`
+	// DPoP, when set, makes the policy's tokens sender-constrained.
+	DPoP *DPoP `yaml:"dpop"`
 
 	// Compiled is filled in by Load.
 	Compiled Compiled `yaml:"-"`
@@ -281,10 +285,20 @@ type Policy struct {
 
 // ClientAssertion configures private_key_jwt (RFC 7523).
 type ClientAssertion struct {
-	Key       string `yaml:"key"`       // PEM private key, inline or a secret reference
-	KeyID     string `yaml:"keyID"`     // the assertion's kid
-	Algorithm string `yaml:"algorithm"` // RS256 or ES256; from the key when empty
-	Audience  string `yaml:"audience"`  // the token URL when empty
+	Key       string `yaml:"key"`       // private_key_jwt: PEM private key, inline or a secret reference
+	KeyID     string `yaml:"keyID"`     // private_key_jwt: the assertion's kid
+	Algorithm string `yaml:"algorithm"` // private_key_jwt: RS256 or ES256; from the key when empty
+	Audience  string `yaml:"audience"`  // private_key_jwt: the token URL when empty
+	// File holds the federated_jwt assertion, a JWT another issuer signed
+	// (a Kubernetes projected service account token), read again when it
+	// changes.
+	File string `yaml:"file"`
+}
+
+// DPoP binds a policy's tokens to a key (RFC 9449).
+type DPoP struct {
+	Key       string `yaml:"key"`       // PEM private key, inline or a secret reference; generated at start when empty (without Redis)
+	Algorithm string `yaml:"algorithm"` // ES256 (P-256), EdDSA (Ed25519) or RS256
 }
 
 // ClientConfig says how to reach the token endpoint.
@@ -329,6 +343,12 @@ type Compiled struct {
 	TokenPrefix  string
 	Store        *StoreCompiled // the policy's own store, else the top-level one
 	Assertion    *idp.Assertion // private_key_jwt only
+	// AssertionFile is federated_jwt's assertion.
+	AssertionFile string
+	// DPoPKey signs the policy's DPoP proofs; nil with DPoPGenerate (no
+	// key configured: one is made at start) or without DPoP.
+	DPoPKey      *dpop.Key
+	DPoPGenerate bool
 	// MaxRejections and RejectionWindow are the failure budget; 0 for none.
 	MaxRejections   int
 	RejectionWindow time.Duration
@@ -434,6 +454,12 @@ func (c *Config) applyDefaults() {
 		setDefault(&p.TokenHeader, DefaultTokenHeader)
 		if p.TokenPrefix == nil {
 			p.TokenPrefix = ptr(DefaultTokenPrefix)
+			if p.DPoP != nil {
+				p.TokenPrefix = ptr(DPoPTokenPrefix)
+			}
+		}
+		if p.DPoP != nil && p.DPoP.Algorithm == "" {
+			p.DPoP.Algorithm = dpop.ES256
 		}
 		if p.ClientConfig.TimeoutSeconds == nil {
 			p.ClientConfig.TimeoutSeconds = ptr(DefaultTimeoutSeconds)

@@ -98,6 +98,9 @@ func Parse(data []byte, path string) (*Config, error) {
 		cfg.Secrets.Dir = filepath.Join(filepath.Dir(path), cfg.Secrets.Dir)
 	}
 	v := &validator{lines: l.lines}
+	if path != "" {
+		v.dir = filepath.Dir(path)
+	}
 	v.validate(cfg)
 	if len(v.problems) > 0 {
 		return nil, errors.Join(v.problems...)

@@ -3,6 +3,7 @@ package config
 import (
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
@@ -14,6 +15,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"path/filepath"
 	"regexp"
 	"sort"
 	"strconv"
@@ -22,6 +24,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/extauthz/extauthz/pkg/claims"
+	"github.com/extauthz/extauthz/pkg/dpop"
 	"github.com/extauthz/extauthz/pkg/hostname"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/secret"
@@ -77,7 +80,10 @@ var reservedParams = map[string]bool{
 
 type validator struct {
 	lines        map[string]position
-	policyHeader string // server.http.policyHeader, lower case
+	policyHeader string   // server.http.policyHeader, lower case
+	dir          string   // the configuration's directory, for relative files
+	files        []string // other files read (federated assertions), to watch
+	identities   []string // what of them the configuration depends on, for the fingerprint
 	problems     []error
 	warnings     []string
 	secrets      *secret.Resolver
@@ -152,6 +158,7 @@ func (v *validator) validate(c *Config) {
 			v.store("policies."+name+".store", p.Store, false)
 			p.Compiled.Store = &p.Store.Compiled
 		}
+		v.dpopKey("policies."+name+".dpop", p)
 	}
 	v.sharedEndpoints(names, c.Policies)
 	for i := range c.Routes {
@@ -162,9 +169,14 @@ func (v *validator) validate(c *Config) {
 			v.addf("defaultPolicy", "no policy is named %q%s", c.DefaultPolicy, known(c.Policies))
 		}
 	}
-	c.Files = append(c.Files, v.secrets.Files()...)
+	c.Files = append(append(c.Files, v.secrets.Files()...), v.files...)
 	c.Warnings = v.warnings
-	v.digest = v.secrets.Digest()
+	h := sha256.New()
+	h.Write(v.secrets.Digest())
+	for _, id := range v.identities {
+		fmt.Fprintf(h, "%d:%s,", len(id), id)
+	}
+	v.digest = h.Sum(nil)
 }
 
 const maxRedisTimeoutMillis = 10_000
@@ -525,11 +537,11 @@ func (v *validator) credentials(path string, p *Policy) {
 			v.addf(path+".clientID", "holds a control character or is not UTF-8")
 		}
 	}
-	if p.AuthMethod != idp.PrivateKeyJWT && p.ClientAssertion != nil {
-		v.addf(path+".clientAssertion", "is only for authMethod: %s", idp.PrivateKeyJWT)
+	if p.AuthMethod != idp.PrivateKeyJWT && p.AuthMethod != idp.FederatedJWT && p.ClientAssertion != nil {
+		v.addf(path+".clientAssertion", "is only for authMethod: %s or %s", idp.PrivateKeyJWT, idp.FederatedJWT)
 	}
 	switch p.AuthMethod {
-	case idp.ClientSecretBasic, idp.ClientSecretPost:
+	case idp.ClientSecretBasic, idp.ClientSecretPost, idp.ClientSecretJWT:
 		switch {
 		case p.ClientID != "" && p.ClientSecret == "":
 			v.addf(path+".clientSecret", "clientID is set, so clientSecret must be too (or neither, for callers to send their own)")
@@ -538,20 +550,96 @@ func (v *validator) credentials(path string, p *Policy) {
 		case p.ClientID != "":
 			c.ClientSecret = v.resolve(path+".clientSecret", p.ClientSecret)
 		}
-	case idp.PrivateKeyJWT, idp.TLSClientAuth:
+	case idp.PrivateKeyJWT, idp.TLSClientAuth, idp.FederatedJWT:
 		if p.ClientID == "" {
 			v.addf(path+".clientID", "%s authenticates the policy's own client: clientID is required", p.AuthMethod)
 		}
 		if p.ClientSecret != "" {
 			v.addf(path+".clientSecret", "%s uses no client secret", p.AuthMethod)
 		}
-		if p.AuthMethod == idp.PrivateKeyJWT {
+		switch {
+		case p.AuthMethod == idp.PrivateKeyJWT && p.ClientAssertion != nil && p.ClientAssertion.File != "":
+			v.addf(path+".clientAssertion.file", "is for federated_jwt; private_key_jwt signs its own assertions with key")
+		case p.AuthMethod == idp.PrivateKeyJWT:
 			v.assertion(path+".clientAssertion", p)
+		case p.AuthMethod == idp.FederatedJWT:
+			v.federated(path+".clientAssertion", p)
 		}
 	default:
-		v.addf(path+".authMethod", "%q is not supported: want %s, %s, %s or %s", p.AuthMethod,
-			idp.ClientSecretBasic, idp.ClientSecretPost, idp.PrivateKeyJWT, idp.TLSClientAuth)
+		v.addf(path+".authMethod", "%q is not supported: want %s, %s, %s, %s, %s or %s", p.AuthMethod,
+			idp.ClientSecretBasic, idp.ClientSecretPost, idp.ClientSecretJWT, idp.PrivateKeyJWT, idp.TLSClientAuth, idp.FederatedJWT)
 	}
+}
+
+// federated checks federated_jwt's assertion file: present, a JWT. Its
+// issuer, subject and audience are the client's identity (the token cache
+// key holds them, not the JWT, which the kubelet rotates); its expiry is
+// checked when a token is requested.
+func (v *validator) federated(path string, p *Policy) {
+	a := p.ClientAssertion
+	if a == nil || a.File == "" {
+		v.addf(path+".file", "federated_jwt needs the file that holds the assertion (a projected service account token)")
+		return
+	}
+	if a.Key != "" || a.KeyID != "" || a.Algorithm != "" || a.Audience != "" {
+		v.addf(path, "federated_jwt sends the file's assertion as it is: key, keyID, algorithm and audience are private_key_jwt's")
+	}
+	file := a.File
+	if !filepath.IsAbs(file) && v.dir != "" {
+		file = filepath.Join(v.dir, file)
+	}
+	id, err := idp.ReadAssertionIdentity(file)
+	if err != nil {
+		v.addf(path+".file", "%v", err)
+		return
+	}
+	p.Compiled.AssertionFile = file
+	p.Compiled.CredentialID = fingerprint([]byte("federated\x00" + id.Issuer + "\x00" + id.Subject + "\x00" + strings.Join(id.Audience, " ")))
+	v.files = append(v.files, file) // watched: a new identity reloads
+	v.identities = append(v.identities, p.Compiled.CredentialID)
+}
+
+// dpopKey loads a policy's DPoP key, or notes that one is made at start.
+func (v *validator) dpopKey(path string, p *Policy) {
+	d := p.DPoP
+	if d == nil {
+		return
+	}
+	if !strings.EqualFold(p.TokenHeader, "authorization") || *p.TokenPrefix != DPoPTokenPrefix {
+		v.addf(path, "a DPoP token travels as Authorization: DPoP <token>: leave tokenHeader and tokenPrefix out")
+	}
+	switch d.Algorithm {
+	case dpop.ES256, dpop.EdDSA, dpop.RS256:
+	default:
+		v.addf(path+".algorithm", "%q is not supported: want ES256, EdDSA or RS256", d.Algorithm)
+		return
+	}
+	if d.Key == "" {
+		if s := p.Compiled.Store; s != nil && s.Redis != nil {
+			v.addf(path+".key", "is required with Redis: every replica must sign with the key the shared tokens are bound to")
+			return
+		}
+		if d.Algorithm != dpop.ES256 {
+			v.addf(path+".key", "a generated key is ES256: give a key for %s", d.Algorithm)
+		}
+		p.Compiled.DPoPGenerate = true
+		return
+	}
+	pemText := v.resolve(path+".key", d.Key)
+	if pemText.Empty() {
+		return
+	}
+	signer, err := parsePrivateKey([]byte(pemText.Reveal()))
+	if err != nil {
+		v.addf(path+".key", "%v", err)
+		return
+	}
+	k, err := dpop.NewKey(signer, d.Algorithm)
+	if err != nil {
+		v.addf(path+".key", "%v", err)
+		return
+	}
+	p.Compiled.DPoPKey = k
 }
 
 // assertion loads the private_key_jwt signing key and checks it fits the algorithm.
@@ -607,10 +695,10 @@ func parsePrivateKey(data []byte) (crypto.Signer, error) {
 		return nil, errors.New("no PEM private key found")
 	}
 	if k, err := x509.ParsePKCS8PrivateKey(block.Bytes); err == nil {
-		if s, ok := k.(crypto.Signer); ok && (isRSA(s) || isEC(s)) {
+		if s, ok := k.(crypto.Signer); ok && (isRSA(s) || isEC(s) || isEd25519(s)) {
 			return s, nil
 		}
-		return nil, fmt.Errorf("a %T key cannot sign: want RSA or EC", k)
+		return nil, fmt.Errorf("a %T key cannot sign: want RSA, EC or Ed25519", k)
 	}
 	if k, err := x509.ParsePKCS1PrivateKey(block.Bytes); err == nil {
 		return k, nil
@@ -621,8 +709,9 @@ func parsePrivateKey(data []byte) (crypto.Signer, error) {
 	return nil, fmt.Errorf("the PEM block %q is not a private key this can read (PKCS#8, PKCS#1 or SEC 1)", block.Type)
 }
 
-func isRSA(k crypto.Signer) bool { _, ok := k.(*rsa.PrivateKey); return ok }
-func isEC(k crypto.Signer) bool  { _, ok := k.(*ecdsa.PrivateKey); return ok }
+func isRSA(k crypto.Signer) bool     { _, ok := k.(*rsa.PrivateKey); return ok }
+func isEd25519(k crypto.Signer) bool { _, ok := k.(ed25519.PrivateKey); return ok }
+func isEC(k crypto.Signer) bool      { _, ok := k.(*ecdsa.PrivateKey); return ok }
 func isP256(k crypto.Signer) bool {
 	ec, ok := k.(*ecdsa.PrivateKey)
 	return ok && ec.Curve.Params().Name == "P-256"

@@ -98,7 +98,10 @@ func (c *Client) answer(resp *http.Response, body []byte) (*Token, *Error) {
 		return nil, &Error{Kind: KindBadResponse, Status: status, Err: errors.New("the answer has no access_token")}
 	case !headerSafe(f.accessToken):
 		return nil, &Error{Kind: KindBadResponse, Status: status, Err: errors.New("access_token holds characters a header cannot carry")}
-	case f.tokenType != "" && !strings.EqualFold(f.tokenType, "bearer"):
+	case c.opts.DPoP != nil && !strings.EqualFold(f.tokenType, "dpop"):
+		// The endpoint ignored the proof: a token any thief could replay.
+		return nil, &Error{Kind: KindBadResponse, Status: status, Err: fmt.Errorf("token_type %q is not DPoP: the endpoint did not bind the token", truncate(f.tokenType, 40))}
+	case c.opts.DPoP == nil && f.tokenType != "" && !strings.EqualFold(f.tokenType, "bearer"):
 		return nil, &Error{Kind: KindBadResponse, Status: status, Err: fmt.Errorf("token_type %q is not Bearer", truncate(f.tokenType, 40))}
 	}
 	return &Token{AccessToken: secret.New(f.accessToken), Type: f.tokenType, ExpiresIn: c.lifetime(f.expiresIn)}, nil

@@ -38,6 +38,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
@@ -47,6 +48,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 	"go.uber.org/zap"
 
+	"github.com/extauthz/extauthz/pkg/dpop"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
@@ -60,6 +62,8 @@ const (
 	ClientSecretPost  AuthMethod = "client_secret_post"  // RFC 6749 §2.3.1, in the body
 	PrivateKeyJWT     AuthMethod = "private_key_jwt"     // RFC 7523 §2.2: a signed assertion
 	TLSClientAuth     AuthMethod = "tls_client_auth"     // RFC 8705 §2.1: the TLS client certificate
+	ClientSecretJWT   AuthMethod = "client_secret_jwt"   // RFC 7523 §2.2: an assertion signed with the secret (HS256)
+	FederatedJWT      AuthMethod = "federated_jwt"       // RFC 7523 §2.2: a third party's JWT, read from a file
 )
 
 // AssertionType is the client_assertion_type of private_key_jwt.
@@ -99,6 +103,13 @@ type Options struct {
 	Now         func() time.Time // for Retry-After dates and assertions; time.Now when nil
 	// Assertion signs private_key_jwt assertions.
 	Assertion *Assertion
+	// AssertionFile holds the federated_jwt assertion: a JWT another issuer
+	// signed (a Kubernetes projected service account token), re-read when
+	// the file changes.
+	AssertionFile string
+	// DPoP, when set, binds tokens to this key (RFC 9449): every token
+	// request carries a proof, and the endpoint must answer token_type DPoP.
+	DPoP *dpop.Key
 	// Name labels the client's metrics (the policy's name).
 	Name string
 	// Metrics counts token requests; metrics.Nop() when nil.
@@ -130,10 +141,12 @@ type Token struct {
 
 // Client requests tokens from one endpoint. It is safe for concurrent use.
 type Client struct {
-	opts     Options
-	params   url.Values // the form, credentials aside
-	identity string
-	host     string // the endpoint's host, for spans
+	opts      Options
+	params    url.Values // the form, credentials aside
+	identity  string
+	host      string // the endpoint's host, for spans
+	federated *assertionFile
+	nonce     atomic.Pointer[string] // the endpoint's latest DPoP-Nonce
 }
 
 // NewClient returns a Client for o.
@@ -146,6 +159,11 @@ func NewClient(o Options) (*Client, error) {
 	case ClientSecretBasic, "":
 		o.AuthMethod = ClientSecretBasic
 	case ClientSecretPost, TLSClientAuth:
+	case ClientSecretJWT:
+	case FederatedJWT:
+		if o.AssertionFile == "" {
+			return nil, errors.New("idp: federated_jwt needs the assertion's file")
+		}
 	case PrivateKeyJWT:
 		if err := o.Assertion.check(); err != nil {
 			return nil, err
@@ -193,9 +211,17 @@ func NewClient(o Options) (*Client, error) {
 	}
 	params.Set("grant_type", "client_credentials")
 	c := &Client{host: u.Host, opts: o, params: params}
+	if o.AuthMethod == FederatedJWT {
+		c.federated = &assertionFile{path: o.AssertionFile}
+	}
 	// The identity names everything that shapes a token request except the
-	// credentials, so that a cache can tell tokens apart.
-	c.identity = strings.Join([]string{o.URL, string(o.AuthMethod), params.Encode(), o.CredentialID, o.TrustID}, "\x00")
+	// credentials, so that a cache can tell tokens apart: a token bound to
+	// a DPoP key is that key's.
+	dpopID := ""
+	if o.DPoP != nil {
+		dpopID = "dpop:" + o.DPoP.Thumbprint()
+	}
+	c.identity = strings.Join([]string{o.URL, string(o.AuthMethod), params.Encode(), o.CredentialID, o.TrustID, dpopID}, "\x00")
 	return c, nil
 }
 
@@ -308,16 +334,26 @@ func (c *Client) attempt(ctx context.Context, creds Credentials) (*Token, *Error
 		form.Set("client_secret", creds.Secret.Reveal())
 	case TLSClientAuth:
 		form.Set("client_id", creds.ID)
-	case PrivateKeyJWT:
-		assertion, err := c.assertion(creds.ID)
+	case PrivateKeyJWT, ClientSecretJWT, FederatedJWT:
+		assertion, err := c.assertion(creds)
 		if err != nil {
-			return nil, &Error{Kind: KindRefused, Err: err}
+			return nil, err
 		}
 		form.Set("client_id", creds.ID)
 		form.Set("client_assertion_type", AssertionType)
 		form.Set("client_assertion", assertion)
 	}
-	req, err := http.NewRequestWithContext(actx, http.MethodPost, c.opts.URL, strings.NewReader(form.Encode()))
+	body := form.Encode()
+	tok, err := c.post(actx, creds, body)
+	if err != nil && err.Code == "use_dpop_nonce" && c.opts.DPoP != nil {
+		tok, err = c.post(actx, creds, body) // once, with the nonce the endpoint just gave
+	}
+	return tok, err
+}
+
+// post sends one token request and reads its answer.
+func (c *Client) post(ctx context.Context, creds Credentials, body string) (*Token, *Error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.opts.URL, strings.NewReader(body))
 	if err != nil {
 		return nil, &Error{Kind: KindRefused, Err: err}
 	}
@@ -327,16 +363,30 @@ func (c *Client) attempt(ctx context.Context, creds Credentials) (*Token, *Error
 		// RFC 6749 §2.3.1: id and secret are form-urlencoded first.
 		req.SetBasicAuth(url.QueryEscape(creds.ID), url.QueryEscape(creds.Secret.Reveal()))
 	}
+	if k := c.opts.DPoP; k != nil {
+		nonce := ""
+		if n := c.nonce.Load(); n != nil {
+			nonce = *n
+		}
+		proof, err := k.Proof(http.MethodPost, c.opts.URL, "", nonce, c.opts.Now())
+		if err != nil {
+			return nil, &Error{Kind: KindRefused, Err: fmt.Errorf("signing a DPoP proof: %w", err)}
+		}
+		req.Header.Set("DPoP", proof)
+	}
 	resp, err := c.opts.HTTPClient.Do(req)
 	if err != nil {
 		return nil, &Error{Kind: KindUnavailable, Err: redactURL(err)}
 	}
 	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
+	if n := resp.Header.Get("DPoP-Nonce"); n != "" && c.opts.DPoP != nil && len(n) <= 1024 {
+		c.nonce.Store(&n) // the endpoint's latest, for every later proof
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, maxAnswerBytes+1))
 	if err != nil {
 		return nil, &Error{Kind: KindUnavailable, Status: resp.StatusCode, Err: fmt.Errorf("reading the answer: %w", err)}
 	}
-	return c.answer(resp, body)
+	return c.answer(resp, data)
 }
 
 // redactURL keeps the *url.Error's operation and cause but not the URL,
@@ -377,31 +427,52 @@ func (a *Assertion) method() (jwt.SigningMethod, error) {
 	return nil, fmt.Errorf("idp: a %T cannot sign %q assertions: use an RSA key for RS256 or a P-256 EC key for ES256", a.Key, a.Algorithm)
 }
 
-// assertion signs a new RFC 7523 client assertion: iss and sub the client,
-// aud the token endpoint, a short exp and a unique jti.
-func (c *Client) assertion(clientID string) (string, error) {
-	a := c.opts.Assertion
-	method, err := a.method()
-	if err != nil {
-		return "", err
-	}
+// assertion returns the client assertion of creds: signed anew for
+// private_key_jwt (the key) and client_secret_jwt (the secret, HS256) — iss
+// and sub the client, aud the token endpoint, a short exp and a unique
+// jti — or the file's for federated_jwt.
+func (c *Client) assertion(creds Credentials) (string, *Error) {
 	now := c.opts.Now()
+	if c.federated != nil {
+		a, err := c.federated.read(now)
+		if err != nil {
+			return "", &Error{Kind: KindUnavailable, Err: err}
+		}
+		return a, nil
+	}
+	var method jwt.SigningMethod
+	var key any
+	audience, lifetime, kid := c.opts.URL, time.Minute, ""
+	if c.opts.AuthMethod == ClientSecretJWT {
+		method, key = jwt.SigningMethodHS256, []byte(creds.Secret.Reveal())
+	} else {
+		a := c.opts.Assertion
+		m, err := a.method()
+		if err != nil {
+			return "", &Error{Kind: KindRefused, Err: err}
+		}
+		method, key, audience, lifetime, kid = m, a.Key, a.Audience, a.Lifetime, a.KeyID
+	}
 	var jti [16]byte
 	if _, err := cryptorand.Read(jti[:]); err != nil {
-		return "", err
+		return "", &Error{Kind: KindRefused, Err: err}
 	}
 	tok := jwt.NewWithClaims(method, jwt.RegisteredClaims{
-		Issuer:    clientID,
-		Subject:   clientID,
-		Audience:  jwt.ClaimStrings{a.Audience},
+		Issuer:    creds.ID,
+		Subject:   creds.ID,
+		Audience:  jwt.ClaimStrings{audience},
 		IssuedAt:  jwt.NewNumericDate(now),
-		ExpiresAt: jwt.NewNumericDate(now.Add(a.Lifetime)),
+		ExpiresAt: jwt.NewNumericDate(now.Add(lifetime)),
 		ID:        hex.EncodeToString(jti[:]),
 	})
-	if a.KeyID != "" {
-		tok.Header["kid"] = a.KeyID
+	if kid != "" {
+		tok.Header["kid"] = kid
 	}
-	return tok.SignedString(a.Key)
+	signed, err := tok.SignedString(key)
+	if err != nil {
+		return "", &Error{Kind: KindRefused, Err: err}
+	}
+	return signed, nil
 }
 
 // headerSafe reports a token that can travel in a header as it is: visible
