@@ -3,6 +3,7 @@ package deploy
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"io"
 	"os"
@@ -117,7 +118,30 @@ func TestKubernetes(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rooted := strings.ReplaceAll(cfgText, "dir: /var/run/secrets/extauthz", "dir: "+filepath.Join(root, "/var/run/secrets/extauthz"))
+	// The projected service account token, as the kubelet writes it.
+	tokenVolume := doc(pod.get("volumes").([]any)[slices.IndexFunc(pod.get("volumes").([]any), func(v any) bool {
+		return doc(v.(map[string]any)).get("projected") != nil
+	})].(map[string]any))
+	sat := doc(tokenVolume.get("projected", "sources", 0, "serviceAccountToken").(map[string]any))
+	tokenPath := filepath.Join(mounts[tokenVolume.str("name")], sat.str("path"))
+	if !strings.Contains(cfgText, "file: "+tokenPath+"}") {
+		t.Errorf("no policy reads the projected token at %s", tokenPath)
+	}
+	if exp, _ := sat.get("expirationSeconds").(int); sat.str("audience") == "" || exp < 600 {
+		t.Errorf("the projected token has no audience or lives under 10 minutes: %v", sat)
+	}
+	if pod.str("serviceAccountName") == "" || pod.str("serviceAccountName") == "default" || byKind(t, docs, "ServiceAccount").str("metadata", "name") != pod.str("serviceAccountName") {
+		t.Error("the pod does not run as its own service account: the projected token's subject is its identity")
+	}
+	jwtText := "eyJhbGciOiJub25lIn0." + base64.RawURLEncoding.EncodeToString([]byte(`{"iss":"https://kubernetes.default.svc.cluster.local","sub":"system:serviceaccount:gateway:extauthz","aud":["`+sat.str("audience")+`"],"exp":4102444800}`)) + "."
+	if err := os.MkdirAll(filepath.Join(root, filepath.Dir(tokenPath)), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(root, tokenPath), []byte(jwtText), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	rooted := strings.NewReplacer("dir: /var/run/secrets/extauthz", "dir: "+filepath.Join(root, "/var/run/secrets/extauthz"),
+		"file: "+tokenPath, "file: "+filepath.Join(root, tokenPath)).Replace(cfgText)
 	cfg, err := config.Parse([]byte(rooted), "")
 	if err != nil {
 		t.Fatalf("the shipped configuration does not load: %v", err)
@@ -127,6 +151,9 @@ func TestKubernetes(t *testing.T) {
 	}
 	if cfg.Policies["partner-api"].Compiled.ClientID != "replace-with-the-client-id" {
 		t.Error("the gateway policy does not read the mounted Secret")
+	}
+	if p := cfg.Policies["inventory"]; p == nil || p.Compiled.AssertionFile != filepath.Join(root, tokenPath) {
+		t.Error("the federated policy does not read the projected token")
 	}
 
 	// Ports: the probes and the Service use the container's.

@@ -2,7 +2,9 @@
 // same load generator in the same run: closed-loop gRPC Checks from a fixed
 // number of clients, in alternating rounds, each server on the same
 // machine. It prints requests per second, p50 and p99 for both and their
-// ratios, then the memory extauthz holds with many clients cached.
+// ratios; then the same for a DPoP policy against a Bearer one (gateway
+// mode, the same token cache: the difference is the proof signed per
+// request); then the memory extauthz holds with many clients cached.
 // `make bench` runs it.
 package main
 
@@ -55,12 +57,23 @@ func main() {
 const configTemplate = `
 server: {grpcAddress: "127.0.0.1:0", httpAddress: "", adminAddress: "127.0.0.1:0"}
 log: {level: info}
-store: {maxEntries: %d}
+store: {maxEntries: %[1]d}
 policies:
   app:                     # application mode, a claims expression, two forwarded headers
-    url: %s
+    url: %[2]s
     forwardHeaders: {X-Group: grp, X-Roles: roles}
     claims: Equals(` + "`grp`, `admin`" + `) && Contains(` + "`roles`, `write`" + `)
+  bearer:                  # gateway mode, Bearer tokens
+    url: %[2]s
+    clientID: gw
+    clientSecret: s3cret
+    forwardHeaders: {X-Group: grp}
+  bound:                   # the same with DPoP: a proof per request
+    url: %[2]s
+    clientID: gw
+    clientSecret: s3cret
+    forwardHeaders: {X-Group: grp}
+    dpop: {algorithm: ES256}
 `
 
 func run(bin, noopBin string, clients, rounds int, duration time.Duration, cached int) error {
@@ -92,24 +105,20 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	}
 	defer stopNoop()
 
-	// Warm extauthz's cache for the client the load uses.
-	if _, err := checkOnce(ext.GRPCAddress, request("client-0")); err != nil {
-		return fmt.Errorf("warm-up: %w", err)
+	// Warm extauthz's cache for the clients the load uses.
+	for _, policy := range []string{"app", "bearer", "bound"} {
+		if _, err := checkOnce(ext.GRPCAddress, request(policy, "client-0")); err != nil {
+			return fmt.Errorf("warm-up of %s: %w", policy, err)
+		}
 	}
 	fmt.Printf("load: %d clients, %d rounds of %v per server, alternating; %s, %d CPUs, GOMAXPROCS %d\n",
 		clients, rounds, duration, runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0))
-	results := map[string]*result{"no-op": {}, "extauthz": {}}
-	for r := range rounds {
-		for _, s := range []struct{ name, addr string }{{"no-op", noop}, {"extauthz", ext.GRPCAddress}} {
-			res, err := measure(s.addr, clients, duration)
-			if err != nil {
-				return fmt.Errorf("%s round %d: %w", s.name, r+1, err)
-			}
-			results[s.name].add(res)
-			fmt.Printf("  round %d %-9s %9.0f rps  p50 %-9v p99 %v\n", r+1, s.name, res.rps(), res.quantile(0.5), res.quantile(0.99))
-		}
+	results, err := compare(rounds, clients, duration,
+		target{"no-op", noop, request("app", "client-0")}, target{"extauthz", ext.GRPCAddress, request("app", "client-0")})
+	if err != nil {
+		return err
 	}
-	n, e := results["no-op"], results["extauthz"]
+	n, e := results[0], results[1]
 	tput, p99 := e.rps()/n.rps(), float64(e.quantile(0.99))/float64(n.quantile(0.99))
 	fmt.Printf("\n%-9s %10s %10s %10s\n", "server", "rps", "p50", "p99")
 	fmt.Printf("%-9s %10.0f %10v %10v\n", "no-op", n.rps(), n.quantile(0.5), n.quantile(0.99))
@@ -120,10 +129,52 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	if errs := e.errors.Load() + n.errors.Load(); errs > 0 {
 		return fmt.Errorf("%d checks failed or were denied", errs)
 	}
+
+	fmt.Printf("\nDPoP against Bearer, gateway mode, cache hits:\n")
+	results, err = compare(rounds, clients, duration,
+		target{"bearer", ext.GRPCAddress, request("bearer", "")}, target{"dpop", ext.GRPCAddress, request("bound", "")})
+	if err != nil {
+		return err
+	}
+	b, d := results[0], results[1]
+	fmt.Printf("%-9s %10s %10s %10s\n", "policy", "rps", "p50", "p99")
+	fmt.Printf("%-9s %10.0f %10v %10v\n", "bearer", b.rps(), b.quantile(0.5), b.quantile(0.99))
+	fmt.Printf("%-9s %10.0f %10v %10v\n", "dpop", d.rps(), d.quantile(0.5), d.quantile(0.99))
+	fmt.Printf("%-9s %9.2fx %9.2fx %9.2fx\n", "ratio", d.rps()/b.rps(), float64(d.quantile(0.5))/float64(b.quantile(0.5)), float64(d.quantile(0.99))/float64(b.quantile(0.99)))
+	fmt.Printf("DPoP signs one proof per Check: its throughput is bounded by signatures per second per core (make bench: BenchmarkES256Sign).\n")
+	if errs := b.errors.Load() + d.errors.Load(); errs > 0 {
+		return fmt.Errorf("%d checks failed or were denied", errs)
+	}
 	if cached > 0 {
 		return memory(ext, cached, clients)
 	}
 	return nil
+}
+
+// target is a server and the Check the load sends it.
+type target struct {
+	name, addr string
+	req        *authv3.CheckRequest
+}
+
+// compare measures the targets in alternating rounds and returns their
+// results in order.
+func compare(rounds, clients int, duration time.Duration, targets ...target) ([]*result, error) {
+	results := make([]*result, len(targets))
+	for i := range results {
+		results[i] = &result{}
+	}
+	for r := range rounds {
+		for i, t := range targets {
+			res, err := measure(t.addr, t.req, clients, duration)
+			if err != nil {
+				return nil, fmt.Errorf("%s round %d: %w", t.name, r+1, err)
+			}
+			results[i].add(res)
+			fmt.Printf("  round %d %-9s %9.0f rps  p50 %-9v p99 %v\n", r+1, t.name, res.rps(), res.quantile(0.5), res.quantile(0.99))
+		}
+	}
+	return results, nil
 }
 
 func verdict(ok bool) string {
@@ -157,7 +208,7 @@ func memory(ext *harness.Process, n, clients int) error {
 				if i > int64(n) {
 					return
 				}
-				resp, err := client.Check(context.Background(), request(fmt.Sprintf("cached-%d", i)))
+				resp, err := client.Check(context.Background(), request("app", fmt.Sprintf("cached-%d", i)))
 				if err != nil || resp.GetOkResponse() == nil {
 					failed.Add(1)
 				}
@@ -216,18 +267,22 @@ func startNoop(bin string) (string, func(), error) {
 	return addr, stop, nil
 }
 
-// request is a Check as Envoy sends it for an application-mode client.
-func request(client string) *authv3.CheckRequest {
+// request is a Check as Envoy sends it for policy: with client's Basic
+// credentials (application mode), or none when client is empty.
+func request(policy, client string) *authv3.CheckRequest {
+	headers := map[string]string{
+		":authority": "api.example.com", ":method": "GET", ":path": "/orders/42", ":scheme": "https",
+		"user-agent": "load/1.0", "accept": "application/json", "x-request-id": "6f1b3d2e-8c2a-4f0e-9b1d-1a2b3c4d5e6f",
+		"x-forwarded-proto": "https", "x-envoy-expected-rq-timeout-ms": "15000",
+	}
+	if client != "" {
+		headers["authorization"] = "Basic " + base64.StdEncoding.EncodeToString([]byte(client+":s3cret"))
+	}
 	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
-		ContextExtensions: map[string]string{"policy": "app"},
+		ContextExtensions: map[string]string{"policy": policy},
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Id: "1234567890", Method: "GET", Host: "api.example.com", Path: "/orders/42", Scheme: "https", Protocol: "HTTP/1.1",
-			Headers: map[string]string{
-				":authority": "api.example.com", ":method": "GET", ":path": "/orders/42", ":scheme": "https",
-				"authorization": "Basic " + base64.StdEncoding.EncodeToString([]byte(client+":s3cret")),
-				"user-agent":    "load/1.0", "accept": "application/json", "x-request-id": "6f1b3d2e-8c2a-4f0e-9b1d-1a2b3c4d5e6f",
-				"x-forwarded-proto": "https", "x-envoy-expected-rq-timeout-ms": "15000",
-			},
+			Headers: headers,
 		}},
 	}}
 }
@@ -287,14 +342,13 @@ func (r *result) quantile(q float64) time.Duration {
 	return r.latencies[min(int(q*float64(len(r.latencies))), len(r.latencies)-1)].Round(time.Microsecond)
 }
 
-// measure runs closed-loop Checks from n clients for d.
-func measure(addr string, n int, d time.Duration) (*result, error) {
+// measure runs closed-loop Checks of req from n clients for d.
+func measure(addr string, req *authv3.CheckRequest, n int, d time.Duration) (*result, error) {
 	conns, err := dial(addr, n)
 	if err != nil {
 		return nil, err
 	}
 	defer closeAll(conns)
-	req := request("client-0")
 	// One call per connection first, so that connecting is not measured.
 	for _, c := range conns {
 		if _, err := authv3.NewAuthorizationClient(c).Check(context.Background(), req); err != nil {

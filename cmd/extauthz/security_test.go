@@ -32,15 +32,26 @@ import (
 // mounts Secrets under secrets/.
 func startConfig(t *testing.T, yaml string, secrets map[string]map[string]string) (*harness.Process, string, *testidp.Server) {
 	t.Helper()
-	idp, err := testidp.New(testidp.Options{})
+	mounts := map[string]map[string]string{}
+	for name, data := range secrets {
+		mounts[filepath.Join("secrets", name)] = data
+	}
+	return startWith(t, testidp.Options{}, yaml, mounts)
+}
+
+// startWith is startConfig with the test IdP's options, and volumes given
+// as a directory under the configuration's → key → value.
+func startWith(t *testing.T, o testidp.Options, yaml string, mounts map[string]map[string]string) (*harness.Process, string, *testidp.Server) {
+	t.Helper()
+	idp, err := testidp.New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(idp.Close)
 	idp.AddClient("orders-app", testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin"}})
 	dir := t.TempDir()
-	for name, data := range secrets {
-		if err := harness.MountSecret(filepath.Join(dir, "secrets", name), 1, data); err != nil {
+	for sub, data := range mounts {
+		if err := harness.MountSecret(filepath.Join(dir, sub), 1, data); err != nil {
 			t.Fatal(err)
 		}
 	}

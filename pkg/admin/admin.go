@@ -50,7 +50,7 @@ func (s *Service) ListPolicies(context.Context, *adminv1.ListPoliciesRequest) (*
 		resp.Policies = append(resp.Policies, &adminv1.Policy{
 			Name: p.Name, TokenUrl: p.TokenURL, Mode: mode, AuthMethod: p.AuthMethod, ClientId: p.ClientID,
 			Audience: p.Audience, Scopes: p.Scopes, Store: p.Store, VerifiesTokens: p.VerifiesTokens,
-			HasClaims: p.HasClaims, ForwardHeaders: p.ForwardHeaders,
+			HasClaims: p.HasClaims, ForwardHeaders: p.ForwardHeaders, DpopJkt: p.DPoP,
 		})
 	}
 	return resp, nil

@@ -89,7 +89,7 @@ func (d *decision) response() *authv3.CheckResponse {
 	ok := a.ok
 	if d.proof != "" {
 		ok = &authv3.OkHttpResponse{
-			Headers:         append(a.ok.Headers[:len(a.ok.Headers):len(a.ok.Headers)], headerOption("dpop", d.proof)),
+			Headers:         append(a.ok.Headers[:len(a.ok.Headers):len(a.ok.Headers)], headerOption("DPoP", d.proof)),
 			HeadersToRemove: a.ok.HeadersToRemove,
 		}
 		if d.source.Hit() {

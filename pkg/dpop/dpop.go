@@ -152,14 +152,11 @@ func (k *Key) sign(data []byte) ([]byte, error) {
 	switch s := k.signer.(type) {
 	case *ecdsa.PrivateKey:
 		digest := sha256.Sum256(data)
-		r, sv, err := ecdsa.Sign(rand.Reader, s, digest[:])
+		der, err := ecdsa.SignASN1(rand.Reader, s, digest[:])
 		if err != nil {
 			return nil, err
 		}
-		sig := make([]byte, 64) // JWS: R || S, 32 bytes each
-		r.FillBytes(sig[:32])
-		sv.FillBytes(sig[32:])
-		return sig, nil
+		return rawSignature(der)
 	case ed25519.PrivateKey:
 		return ed25519.Sign(s, data), nil
 	case *rsa.PrivateKey:
@@ -171,9 +168,50 @@ func (k *Key) sign(data []byte) ([]byte, error) {
 
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
-// appendJSONString appends s as a JSON string. strconv.AppendQuote would do
-// for the ASCII of methods, but URLs and nonces come from elsewhere.
+// rawSignature turns a P-256 ECDSA signature from its DER form, SEQUENCE
+// { INTEGER r, INTEGER s }, into the R || S of JWS (RFC 7518 §3.4), 32
+// bytes each.
+func rawSignature(der []byte) ([]byte, error) {
+	bad := errors.New("dpop: a malformed ECDSA signature")
+	if len(der) < 8 || der[0] != 0x30 || int(der[1]) != len(der)-2 {
+		return nil, bad
+	}
+	sig := make([]byte, 64)
+	rest := der[2:]
+	for i := range 2 {
+		if len(rest) < 2 || rest[0] != 0x02 || int(rest[1]) > len(rest)-2 {
+			return nil, bad
+		}
+		n := rest[2 : 2+int(rest[1])]
+		rest = rest[2+int(rest[1]):]
+		for len(n) > 0 && n[0] == 0 { // DER's sign byte
+			n = n[1:]
+		}
+		if len(n) > 32 {
+			return nil, bad
+		}
+		copy(sig[32*i+32-len(n):32*i+32], n)
+	}
+	if len(rest) != 0 {
+		return nil, bad
+	}
+	return sig, nil
+}
+
+// appendJSONString appends s as a JSON string: as it is when it is
+// printable ASCII without quotes or backslashes (methods, most URLs),
+// through encoding/json otherwise.
 func appendJSONString(dst []byte, s string) []byte {
+	plain := true
+	for i := 0; i < len(s) && plain; i++ {
+		c := s[i]
+		plain = c >= 0x20 && c < 0x7f && c != '"' && c != '\\'
+	}
+	if plain {
+		dst = append(dst, '"')
+		dst = append(dst, s...)
+		return append(dst, '"')
+	}
 	b, err := json.Marshal(s)
 	if err != nil { // a string always marshals
 		return append(dst, `""`...)

@@ -11,6 +11,7 @@ import (
 	"errors"
 	"io"
 	"math/big"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -59,6 +60,38 @@ func TestProofs(t *testing.T) {
 				t.Error("a tampered proof verified")
 			}
 		})
+	}
+}
+
+// TestES256Signatures: every R || S verifies, whatever the lengths of the
+// DER integers (a leading zero byte, or a short r or s); malformed DER is
+// an error. htu with quotes or non-ASCII stays valid JSON.
+func TestES256Signatures(t *testing.T) {
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	k, err := NewKey(ec, ES256)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for i := range 300 { // about one in 128 has a 31-byte r or s
+		htu := "https://api.example.com/café/\"quoted\"/" + strconv.Itoa(i)
+		proof, err := k.Proof("GET", htu, "", "", now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := testidp.VerifyProof(proof, "GET", htu, now); err != nil {
+			t.Fatalf("proof %d: %v", i, err)
+		}
+	}
+	for _, der := range [][]byte{nil, {0x30, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01}, {0x31, 0x06, 0x02, 0x01, 0x01, 0x02, 0x01, 0x01},
+		append([]byte{0x30, 0x26, 0x02, 0x21, 0x01}, make([]byte, 35)...)} {
+		if _, err := rawSignature(der); err == nil {
+			t.Errorf("rawSignature(% x) accepted", der)
+		}
+	}
+	sig, err := rawSignature([]byte{0x30, 0x07, 0x02, 0x02, 0x00, 0x80, 0x02, 0x01, 0x05})
+	if err != nil || sig[31] != 0x80 || sig[30] != 0 || sig[63] != 5 {
+		t.Errorf("short integers: % x %v", sig, err)
 	}
 }
 
@@ -113,18 +146,6 @@ func BenchmarkProof(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := k.Proof("GET", "https://api.example.com/orders/1", ath, "", now); err != nil {
-			b.Fatal(err)
-		}
-	}
-}
-
-// BenchmarkES256Sign is the floor of a proof: one bare P-256 signature.
-func BenchmarkES256Sign(b *testing.B) {
-	k, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	digest := make([]byte, 32)
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, _, err := ecdsa.Sign(rand.Reader, k, digest); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -25,11 +25,10 @@ const maxAssertionBytes = 64 << 10
 type assertionFile struct {
 	path string
 
-	mu      sync.Mutex
-	modTime time.Time
-	size    int64
-	jwt     string
-	exp     time.Time
+	mu   sync.Mutex
+	seen os.FileInfo // the file the assertion was read from
+	jwt  string
+	exp  time.Time
 }
 
 // read returns the assertion, or why it cannot be sent: the file cannot be
@@ -41,12 +40,14 @@ func (f *assertionFile) read(now time.Time) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("client assertion: %w", err)
 	}
-	if !st.ModTime().Equal(f.modTime) || st.Size() != f.size || f.jwt == "" {
+	// The kubelet swaps in a new file (another inode); an editor may
+	// rewrite it in place (another modification time or size).
+	if f.seen == nil || !os.SameFile(f.seen, st) || !st.ModTime().Equal(f.seen.ModTime()) || st.Size() != f.seen.Size() {
 		jwtText, exp, err := ReadAssertion(f.path)
 		if err != nil {
 			return "", err
 		}
-		f.jwt, f.exp, f.modTime, f.size = jwtText, exp, st.ModTime(), st.Size()
+		f.jwt, f.exp, f.seen = jwtText, exp, st
 	}
 	if f.exp.Sub(now) < minAssertionLife {
 		return "", fmt.Errorf("client assertion in %s expires at %s: the file is not being renewed", f.path, f.exp.UTC().Format(time.RFC3339))

@@ -27,3 +27,8 @@ func (n negativeCache) remember(key Key, err error, ttl time.Duration, now time.
 }
 
 func (n negativeCache) forget(key Key) { n.m.Delete(key) }
+
+// forgetFunc forgets the failures of the keys match selects.
+func (n negativeCache) forgetFunc(match func(Key) bool) {
+	n.m.DeleteFunc(func(k Key, _ error) bool { return match(k) })
+}

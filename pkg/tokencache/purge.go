@@ -44,7 +44,8 @@ func (p purgeSelector) match(k Key) bool {
 // Purge drops the selected tokens from memory and from the Redis tiers the
 // endpoints use (every tier the cache knows when no endpoint is given), and
 // tells the other replicas sharing those tiers to drop them from their
-// memory too. Remembered failures are left to expire.
+// memory too. Failures remembered for the selected keys are forgotten with
+// them: a purge is how an operator says the next Check should ask again.
 func (c *Cache) Purge(ctx context.Context, r PurgeRequest) (Purged, error) {
 	var sel purgeSelector
 	if r.ClientID != "" {
@@ -66,6 +67,7 @@ func (c *Cache) Purge(ctx context.Context, r PurgeRequest) (Purged, error) {
 	}
 	var out Purged
 	out.Memory = c.store.purge(sel.match)
+	c.negative.forgetFunc(sel.match)
 	c.m.Purges.WithLabelValues("memory").Add(float64(out.Memory))
 	var errs []error
 	for t, endpoints := range tiers {
@@ -189,6 +191,7 @@ func (s *Shared) subscribe(onPurge func(match func(Key) bool), log *zap.Logger) 
 // replica's purge asks, and counts them.
 func (c *Cache) Forget(match func(Key) bool) int64 {
 	n := c.store.purge(match)
+	c.negative.forgetFunc(match)
 	if n > 0 {
 		c.log.Info("purged tokens at another replica's request", zap.Int64("tokens", n))
 	}

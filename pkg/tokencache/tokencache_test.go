@@ -238,6 +238,28 @@ func TestNegativeCaching(t *testing.T) {
 	}
 }
 
+// TestPurgeForgetsFailures: after an operator's purge the next request asks
+// the endpoint again, for the purged client only.
+func TestPurgeForgetsFailures(t *testing.T) {
+	f := newFixture(t, nil, 100)
+	f.idp.SetBehavior(testidp.Behavior{FailStatus: 503})
+	for i := range 2 {
+		if _, _, err := f.token(i); err == nil {
+			t.Fatal("no error from a failing endpoint")
+		}
+	}
+	f.idp.SetBehavior(testidp.Behavior{})
+	if _, err := f.cache.Purge(context.Background(), PurgeRequest{ClientID: "app0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := f.token(0); err != nil {
+		t.Errorf("the purged client: %v, want a token", err)
+	}
+	if _, _, err := f.token(1); err == nil {
+		t.Error("another client's failure was forgotten too")
+	}
+}
+
 func TestNegativeCachingHonoursRetryAfter(t *testing.T) {
 	f := newFixture(t, nil, 100)
 	f.idp.SetBehavior(testidp.Behavior{FailStatus: 429, RetryAfter: "60"})

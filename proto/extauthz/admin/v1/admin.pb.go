@@ -124,8 +124,11 @@ type Policy struct {
 	// Whether a claims expression must hold.
 	HasClaims      bool     `protobuf:"varint,10,opt,name=has_claims,json=hasClaims,proto3" json:"has_claims,omitempty"`
 	ForwardHeaders []string `protobuf:"bytes,11,rep,name=forward_headers,json=forwardHeaders,proto3" json:"forward_headers,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// With DPoP, the RFC 7638 thumbprint of the key the policy's tokens are
+	// bound to (their cnf.jkt); empty without DPoP.
+	DpopJkt       string `protobuf:"bytes,12,opt,name=dpop_jkt,json=dpopJkt,proto3" json:"dpop_jkt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Policy) Reset() {
@@ -233,6 +236,13 @@ func (x *Policy) GetForwardHeaders() []string {
 		return x.ForwardHeaders
 	}
 	return nil
+}
+
+func (x *Policy) GetDpopJkt() string {
+	if x != nil {
+		return x.DpopJkt
+	}
+	return ""
 }
 
 type PurgeTokensRequest struct {
@@ -351,7 +361,7 @@ const file_extauthz_admin_v1_admin_proto_rawDesc = "" +
 	"\x1dextauthz/admin/v1/admin.proto\x12\x11extauthz.admin.v1\"\x15\n" +
 	"\x13ListPoliciesRequest\"M\n" +
 	"\x14ListPoliciesResponse\x125\n" +
-	"\bpolicies\x18\x01 \x03(\v2\x19.extauthz.admin.v1.PolicyR\bpolicies\"\xc6\x02\n" +
+	"\bpolicies\x18\x01 \x03(\v2\x19.extauthz.admin.v1.PolicyR\bpolicies\"\xe1\x02\n" +
 	"\x06Policy\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1b\n" +
 	"\ttoken_url\x18\x02 \x01(\tR\btokenUrl\x12\x12\n" +
@@ -366,7 +376,8 @@ const file_extauthz_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"has_claims\x18\n" +
 	" \x01(\bR\thasClaims\x12'\n" +
-	"\x0fforward_headers\x18\v \x03(\tR\x0eforwardHeaders\"I\n" +
+	"\x0fforward_headers\x18\v \x03(\tR\x0eforwardHeaders\x12\x19\n" +
+	"\bdpop_jkt\x18\f \x01(\tR\adpopJkt\"I\n" +
 	"\x12PurgeTokensRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\x12\x1b\n" +
 	"\tclient_id\x18\x02 \x01(\tR\bclientId\"C\n" +
