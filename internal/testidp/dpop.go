@@ -93,7 +93,11 @@ func publicJWK(jwk map[string]any) (crypto.PublicKey, string, error) {
 		if str("crv") != "P-256" || err1 != nil || err2 != nil || len(x) != 32 || len(y) != 32 {
 			return nil, "", errors.New("a bad EC jwk")
 		}
-		key = &ecdsa.PublicKey{Curve: elliptic.P256(), X: new(big.Int).SetBytes(x), Y: new(big.Int).SetBytes(y)}
+		ec, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+		if err != nil {
+			return nil, "", fmt.Errorf("a bad EC jwk: %w", err)
+		}
+		key = ec
 		canonical = fmt.Sprintf(`{"crv":"P-256","kty":"EC","x":"%s","y":"%s"}`, str("x"), str("y"))
 	case "OKP":
 		x, err := raw("x")
