@@ -1,6 +1,13 @@
 package authz
 
 import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -8,8 +15,11 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"go.uber.org/zap"
 
+	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
 
@@ -147,5 +157,67 @@ func TestDPoPRefusals(t *testing.T) {
 	f.idp.SetBehavior(testidp.Behavior{DPoPNonce: "n-42"})
 	if r := read(t, f.check(checkRequest("bound", "api.example.com", "/", nil))); r.status != 200 {
 		t.Errorf("a nonce asked for once: %d %v", r.status, r.body)
+	}
+}
+
+// TestDPoPSharedThroughRedis: replicas that hold the same configured key
+// share one bound token through Redis, and each signs its own proofs for it.
+func TestDPoPSharedThroughRedis(t *testing.T) {
+	single := redistest.Single(t)
+	idp, err := testidp.New(testidp.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(idp.Close)
+	idp.AddClient("gw-client", testidp.Client{Secret: "gw-s3cret"})
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyPEM := strings.ReplaceAll(string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), "\n", "\n        ")
+	yaml := fmt.Sprintf(`
+store:
+  encryptionKey: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+  redis: {endpoints: [%s]}
+policies:
+  bound:
+    url: %s
+    clientID: gw-client
+    clientSecret: gw-s3cret
+    dpop:
+      key: |
+        %s
+`, single.Addr, idp.TokenURL, keyPEM)
+	rs := httptest.NewServer(testidp.NewResourceServer(idp))
+	defer rs.Close()
+	host := strings.TrimPrefix(rs.URL, "http://")
+	for i := range 2 {
+		cfg, err := config.Parse([]byte(yaml), "") // each replica reads the key itself
+		if err != nil {
+			t.Fatal(err)
+		}
+		cache := tokencache.New(tokencache.Options{MaxEntries: 100, Logger: zap.NewNop()})
+		t.Cleanup(func() { cache.Close() })
+		srv, _ := serve(t, cfg, cache, Options{Tokens: cache, Logger: zap.NewNop()})
+		req := checkRequest("bound", host, "/shared", nil)
+		req.Attributes.Request.Http.Scheme = "http"
+		resp, err := srv.Check(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := read(t, resp)
+		if r.status != 200 {
+			t.Fatalf("replica %d: %d %v", i, r.status, r.body)
+		}
+		if code, why := forward(t, rs, "GET", "/shared", map[string]string{"Authorization": r.headers["authorization"], "DPoP": r.headers["dpop"]}); code != 200 {
+			t.Errorf("replica %d: the resource server refused: %s", i, why)
+		}
+	}
+	if n := idp.Requests(); n != 1 {
+		t.Errorf("%d token requests, want 1: the second replica reads the bound token from Redis", n)
 	}
 }
