@@ -19,7 +19,7 @@ import (
 	"github.com/extauthz/extauthz/internal/testidp"
 )
 
-const configTemplate = `# Written by the demo: two policies against a local test IdP.
+const configTemplate = `# Written by the demo: three policies against a local test IdP.
 server: {grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", adminAddress: "127.0.0.1:0"}
 log: {level: info}
 secrets: {dir: secrets}
@@ -35,6 +35,11 @@ policies:
     clientID: urn:k8s:secret:partner-idp:clientID
     clientSecret: urn:k8s:secret:partner-idp:clientSecret
     forwardHeaders: {X-Client: client_id}
+  inventory:                   # gateway mode with DPoP: tokens bound to a key made at start
+    url: %[1]s
+    clientID: urn:k8s:secret:partner-idp:clientID
+    clientSecret: urn:k8s:secret:partner-idp:clientSecret
+    dpop: {algorithm: ES256}
 `
 
 func main() {
@@ -105,6 +110,7 @@ func run(bin, grpcurl string) error {
 		{"gateway mode: the caller needs no credentials", "partner-api", "", ""},
 		{"a policy that does not exist: fail closed", "nope", "", ""},
 		{"a path whose meaning depends on who decodes it: refused before any policy", "orders", basic("orders-app", "s3cret"), "/orders/%2e%2e/admin"},
+		{"DPoP: the token is bound to extauthz's key, and a proof signed for this very request (GET https://api.example.com/orders) goes with it", "inventory", "", ""},
 	}
 	ctx := context.Background()
 	for i, sc := range scenarios {
