@@ -139,14 +139,27 @@ func decodeBig(t *testing.T, s string) *big.Int {
 	return new(big.Int).SetBytes(b)
 }
 
+// BenchmarkProof signs a resource request's proof with each algorithm.
 func BenchmarkProof(b *testing.B) {
-	k, _ := GenerateKey()
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, ed, _ := ed25519.GenerateKey(rand.Reader)
 	ath := TokenHash("eyJhbGciOiJSUzI1NiJ9.e30.sig")
 	now := time.Now()
-	b.ReportAllocs()
-	for b.Loop() {
-		if _, err := k.Proof("GET", "https://api.example.com/orders/1", ath, "", now); err != nil {
-			b.Fatal(err)
-		}
+	for _, bc := range []struct {
+		alg    string
+		signer crypto.Signer
+	}{{ES256, ec}, {EdDSA, ed}} {
+		b.Run(bc.alg, func(b *testing.B) {
+			k, err := NewKey(bc.signer, bc.alg)
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := k.Proof("GET", "https://api.example.com/orders/1", ath, "", now); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
