@@ -161,20 +161,11 @@ func (s *secretless) check(policy, method, path string) (map[string]string, *aut
 // Envoy does after an allow, and returns its status and why it refused.
 func (s *secretless) forward(method, path string, headers map[string]string) (int, string) {
 	s.t.Helper()
-	req, err := http.NewRequest(method, s.rsURL+path, nil)
+	code, body, err := testidp.Forward(method, s.rsURL+path, headers)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(body))
+	return code, body
 }
 
 func (s *secretless) purge(policy string) {

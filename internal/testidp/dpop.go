@@ -10,6 +10,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"net/http"
 	"strings"
@@ -199,6 +200,25 @@ func (rs *ResourceServer) check(r *http.Request) string {
 	}
 	rs.jtis[p.JTI] = true
 	return ""
+}
+
+// Forward sends method to url with headers set, as a proxy forwards a
+// request after an allow, and returns the status and the body.
+func Forward(method, url string, headers map[string]string) (int, string, error) {
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		return 0, "", err
+	}
+	for k, v := range headers {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	return resp.StatusCode, strings.TrimSpace(string(body)), err
 }
 
 func tokenHash(token string) string {

@@ -8,8 +8,6 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
-	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -37,17 +35,11 @@ policies:
 // does: the original request with the answer's headers set.
 func forward(t *testing.T, rs *httptest.Server, method, path string, headers map[string]string) (int, string) {
 	t.Helper()
-	req, _ := http.NewRequest(method, rs.URL+path, nil)
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
+	code, body, err := testidp.Forward(method, rs.URL+path, headers)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, strings.TrimSpace(string(body))
+	return code, body
 }
 
 // TestDPoPEndToEnd: tokens bound to the policy's key, and a proof per
@@ -153,7 +145,22 @@ func TestDPoPRefusals(t *testing.T) {
 			}
 		})
 	}
+	// A method or host no proof can name is refused, not signed.
 	f := newFixtureFrom(t, dpopYAML, tokencache.Options{})
+	for _, tt := range []struct{ method, host string }{{"GET /x", "api.example.com"}, {"", "api.example.com"}, {strings.Repeat("G", 33), "api.example.com"}, {"GET", "bad host"}} {
+		req := checkRequest("bound", tt.host, "/", nil)
+		req.Attributes.Request.Http.Method = tt.method
+		if r := read(t, f.check(req)); r.status != 400 || r.body["error"] != "invalid_request" {
+			t.Errorf("method %q, host %q: %d %v, want 400 invalid_request", tt.method, tt.host, r.status, r.body)
+		}
+	}
+	hs := httptest.NewServer(f.srv)
+	defer hs.Close()
+	if status, _, _ := rawHTTP(t, hs.Listener.Addr().String(), "/policy/bound", map[string]string{"X-Forwarded-Method": "G\tET"}); status != 400 {
+		t.Errorf("HTTP mode, a method with a tab: %d, want 400", status)
+	}
+
+	f = newFixtureFrom(t, dpopYAML, tokencache.Options{})
 	f.idp.SetBehavior(testidp.Behavior{DPoPNonce: "n-42"})
 	if r := read(t, f.check(checkRequest("bound", "api.example.com", "/", nil))); r.status != 200 {
 		t.Errorf("a nonce asked for once: %d %v", r.status, r.body)

@@ -227,15 +227,14 @@ policies:
 	}
 }
 
+// problemCase is a configuration and one problem it must have, as printed.
+type problemCase struct{ name, give, want string }
+
 func TestProblems(t *testing.T) {
 	certPEM, keyPEM := selfSigned(t)
 	dir := t.TempDir()
 	writeSecret(t, dir, "empty", "key", "\n")
-	tests := []struct {
-		name string
-		give string
-		want string // one problem, as printed
-	}{
+	tests := []problemCase{
 		{"empty file", "", "the file is empty: at least one policy is needed"},
 		{"not YAML", "policies: [", "line 1: did not find expected node content"},
 		{"two documents", "policies: {}\n---\nx: 1\n", "line 2: more than one YAML document"},
@@ -340,6 +339,7 @@ func TestProblems(t *testing.T) {
 		{"token header x-forwarded-host", "policies:\n  o: {url: 'https://x/t', tokenHeader: X-Forwarded-Host}\n", `policies.o.tokenHeader: "X-Forwarded-Host" cannot carry the token`},
 		{"redis password reference", "policies:\n  o: {url: 'https://x/t', store: {redis: {endpoints: ['a:1'], password: 'urn:k8s:secret:x'}}}\n", "policies.o.store.redis.password: malformed secret reference"},
 	}
+	tests = append(tests, secretlessProblems(t)...)
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			_, err := Parse([]byte(tt.give), "")

@@ -23,6 +23,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"golang.org/x/net/http/httpguts"
+
 	"github.com/extauthz/extauthz/pkg/claims"
 	"github.com/extauthz/extauthz/pkg/dpop"
 	"github.com/extauthz/extauthz/pkg/hostname"
@@ -307,7 +309,7 @@ func (v *validator) server(s *Server) {
 	}
 	if h := s.HTTP.PolicyHeader; h != "" {
 		lower := strings.ToLower(h)
-		if !validHeaderName(h) || len(h) > maxPolicyHeaderNameBytes || lower != "x-extauthz-policy" && reservedHeaders[lower] ||
+		if !httpguts.ValidHeaderFieldName(h) || len(h) > maxPolicyHeaderNameBytes || lower != "x-extauthz-policy" && reservedHeaders[lower] ||
 			lower == "authorization" || strings.HasPrefix(lower, "x-forwarded-") || strings.HasPrefix(lower, "x-envoy-") {
 			v.addf("server.http.policyHeader", "%q cannot name the policy: want a header of its own, such as X-Extauthz-Policy, that the proxy sets", h)
 		}
@@ -381,7 +383,7 @@ func (v *validator) route(path string, r *Route, policies map[string]*Policy) {
 		}
 	}
 	for name := range r.Header {
-		if !validHeaderName(name) {
+		if !httpguts.ValidHeaderFieldName(name) {
 			v.addf(path+".header."+name, "%q is not a header name", name)
 		}
 	}
@@ -446,7 +448,7 @@ func (v *validator) policy(name string, p *Policy) {
 	if n := time.Duration(p.NegativeTTL); n < 100*time.Millisecond || n > maxNegativeTTL {
 		v.addf(path+".negativeTTL", "%s is out of range: want 100ms to %s", p.NegativeTTL, maxNegativeTTL)
 	}
-	if !validHeaderName(p.TokenHeader) || v.reservedHeader(strings.ToLower(p.TokenHeader)) {
+	if !httpguts.ValidHeaderFieldName(p.TokenHeader) || v.reservedHeader(strings.ToLower(p.TokenHeader)) {
 		v.addf(path+".tokenHeader", "%q cannot carry the token", p.TokenHeader)
 	}
 	c.TokenPrefix = *p.TokenPrefix
@@ -764,7 +766,7 @@ func (v *validator) forwardHeaders(path string, p *Policy) {
 		hp := path + ".forwardHeaders." + name
 		lower := strings.ToLower(name)
 		switch {
-		case !validHeaderName(name) || v.reservedHeader(lower):
+		case !httpguts.ValidHeaderFieldName(name) || v.reservedHeader(lower):
 			v.addf(hp, "%q cannot be forwarded: want a header name such as X-Group", name)
 			continue
 		case strings.EqualFold(name, p.TokenHeader):
@@ -864,20 +866,6 @@ func known(policies map[string]*Policy) string {
 	}
 	sort.Strings(names)
 	return " (policies: " + strings.Join(names, ", ") + ")"
-}
-
-// validHeaderName reports an RFC 9110 token.
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
-			return false
-		}
-	}
-	return true
 }
 
 func validHeaderValue(s string) bool {
