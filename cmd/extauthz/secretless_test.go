@@ -16,7 +16,6 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
-	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
@@ -52,31 +51,19 @@ policies:
 `
 
 const (
-	clusterIssuer  = "https://kubernetes.default.svc.cluster.local"
 	clusterSubject = "system:serviceaccount:gateway:extauthz"
 	clusterAud     = "extauthz-idp"
 )
 
-// projectedToken is a service account token as the kubelet projects it.
-func projectedToken(t *testing.T, key *ecdsa.PrivateKey, exp time.Time) string {
+// projectedToken is a service account token of the cluster, as the kubelet
+// projects it.
+func projectedToken(t *testing.T, ci *testidp.ClusterIssuer, exp time.Time) string {
 	t.Helper()
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.RegisteredClaims{
-		Issuer: clusterIssuer, Subject: clusterSubject, Audience: jwt.ClaimStrings{clusterAud},
-		IssuedAt: jwt.NewNumericDate(time.Now()), ExpiresAt: jwt.NewNumericDate(exp),
-	}).SignedString(key)
+	tok, err := ci.Token(clusterSubject, clusterAud, exp)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return tok
-}
-
-func p256(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // secretless is the binary running secretlessConfig, with a resource
@@ -90,13 +77,21 @@ type secretless struct {
 	rsURL   string
 	authz   authv3.AuthorizationClient
 	admin   adminv1.AdminClient
-	cluster *ecdsa.PrivateKey
+	cluster *testidp.ClusterIssuer
 	dpopKey *dpop.Key
 }
 
 func startSecretless(t *testing.T) *secretless {
 	t.Helper()
-	cluster, signing := p256(t), p256(t)
+	cluster, err := testidp.NewClusterIssuer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(cluster.Close)
+	signing, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
 	der, err := x509.MarshalPKCS8PrivateKey(signing)
 	if err != nil {
 		t.Fatal(err)
@@ -105,7 +100,7 @@ func startSecretless(t *testing.T) *secretless {
 	if err != nil {
 		t.Fatal(err)
 	}
-	proc, dir, idp := startWith(t, testidp.Options{Federated: &testidp.Federated{Issuer: clusterIssuer, Key: &cluster.PublicKey, Audience: clusterAud}},
+	proc, dir, idp := startWith(t, testidp.Options{Federated: &testidp.Federated{Issuer: cluster.Issuer, JWKSURL: cluster.JWKSURL, Audience: clusterAud}},
 		secretlessConfig, map[string]map[string]string{
 			"tokens":                {"idp-token": projectedToken(t, cluster, time.Now().Add(time.Hour)) + "\n"},
 			"secrets/extauthz-dpop": {"key.pem": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))},

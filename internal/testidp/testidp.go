@@ -5,6 +5,7 @@
 package testidp
 
 import (
+	"context"
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
@@ -24,6 +25,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/MicahParks/keyfunc/v3"
 	"github.com/golang-jwt/jwt/v5"
 )
 
@@ -111,10 +113,12 @@ type Behavior struct {
 }
 
 // Federated is an issuer whose JWTs clients may authenticate with
-// (federated_jwt), such as a Kubernetes cluster's service account issuer.
+// (federated_jwt), such as a Kubernetes cluster's service account issuer
+// (see ClusterIssuer): its tokens are verified with the keys published at
+// JWKSURL, fetched as an IdP fetches them (keyfunc/v3).
 type Federated struct {
 	Issuer   string
-	Key      crypto.PublicKey
+	JWKSURL  string
 	Audience string
 }
 
@@ -137,16 +141,18 @@ type Server struct {
 	JWKSURL  string
 	Issuer   string
 
-	srv          *httptest.Server
-	fastKey      []byte // HS256 key when FastSigning
-	anyClient    *Client
-	requests     atomic.Int64
-	inflight     atomic.Int64 // token requests being answered
-	peak         atomic.Int64 // the most answered at once
-	jwksRequests atomic.Int64
-	failed       atomic.Int64
-	jtis         sync.Map // assertion and proof ids seen, to refuse replays
-	federated    *Federated
+	srv           *httptest.Server
+	fastKey       []byte // HS256 key when FastSigning
+	anyClient     *Client
+	requests      atomic.Int64
+	inflight      atomic.Int64 // token requests being answered
+	peak          atomic.Int64 // the most answered at once
+	jwksRequests  atomic.Int64
+	failed        atomic.Int64
+	jtis          sync.Map // assertion and proof ids seen, to refuse replays
+	federated     *Federated
+	federatedKeys keyfunc.Keyfunc // the federated issuer's published keys
+	stop          func()          // stops fetching them
 
 	mu       sync.Mutex
 	keys     []signingKey // published in the JWKS; the last one signs
@@ -193,6 +199,16 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now, anyClient: o.AnyClient, federated: o.Federated}
+	s.stop = func() {}
+	if f := o.Federated; f != nil {
+		ctx, cancel := context.WithCancel(context.Background())
+		kf, err := keyfunc.NewDefaultCtx(ctx, []string{f.JWKSURL})
+		if err != nil {
+			cancel()
+			return nil, fmt.Errorf("the federated issuer's keys: %w", err)
+		}
+		s.federatedKeys, s.stop = kf, cancel
+	}
 	if o.FastSigning {
 		s.fastKey = []byte(randomID())
 	}
@@ -223,6 +239,7 @@ func New(o Options) (*Server, error) {
 func (s *Server) Close() {
 	s.srv.CloseClientConnections()
 	s.srv.Close()
+	s.stop()
 }
 
 // CertificatePEM returns the server's certificate when it serves TLS.
@@ -430,23 +447,24 @@ func (s *Server) checkAssertion(form url.Values, id string, c Client) string {
 	// private_key_jwt: the client's key; client_secret_jwt: its secret
 	// (HS256); federated_jwt: the trusted issuer's key, the issuer's iss
 	// and audience, the client's subject.
-	key, methods, iss, sub, aud := any(c.PublicKey), []string{"RS256", "ES256"}, id, id, s.TokenURL
+	keyOf := func(*jwt.Token) (any, error) { return c.PublicKey, nil }
+	methods, iss, sub, aud := []string{"RS256", "ES256"}, id, id, s.TokenURL
 	switch {
 	case c.FederatedSubject != "":
 		if s.federated == nil {
 			return "no federated issuer is trusted"
 		}
-		key, methods, iss, sub, aud = s.federated.Key, []string{"RS256", "ES256"}, s.federated.Issuer, c.FederatedSubject, s.federated.Audience
+		keyOf, iss, sub, aud = s.federatedKeys.Keyfunc, s.federated.Issuer, c.FederatedSubject, s.federated.Audience
 	case assertionAlg(form.Get("client_assertion")) == "HS256":
 		if c.Secret == "" {
 			return "the client has no secret"
 		}
-		key, methods = []byte(c.Secret), []string{"HS256"}
+		keyOf, methods = func(*jwt.Token) (any, error) { return []byte(c.Secret), nil }, []string{"HS256"}
 	case c.PublicKey == nil:
 		return "the client has no key"
 	}
 	var claims jwt.RegisteredClaims
-	_, err := jwt.ParseWithClaims(form.Get("client_assertion"), &claims, func(*jwt.Token) (any, error) { return key, nil },
+	_, err := jwt.ParseWithClaims(form.Get("client_assertion"), &claims, keyOf,
 		jwt.WithValidMethods(methods), jwt.WithAudience(aud), jwt.WithIssuer(iss),
 		jwt.WithSubject(sub), jwt.WithExpirationRequired(), jwt.WithTimeFunc(s.now))
 	switch {

@@ -2,9 +2,6 @@ package idp
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
@@ -35,11 +32,10 @@ func TestClientSecretJWT(t *testing.T) {
 	}
 }
 
-// clusterIssuer signs projected service account tokens, as a Kubernetes
-// cluster does.
+// clusterIssuer projects a test cluster's service account tokens into a
+// file, as the kubelet does.
 type clusterIssuer struct {
-	key    *ecdsa.PrivateKey
-	iss    string
+	*testidp.ClusterIssuer
 	writes int
 }
 
@@ -49,20 +45,18 @@ const (
 )
 
 func newClusterIssuer(t *testing.T) *clusterIssuer {
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ci, err := testidp.NewClusterIssuer()
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &clusterIssuer{key: k, iss: "https://kubernetes.default.svc"}
+	t.Cleanup(ci.Close)
+	return &clusterIssuer{ClusterIssuer: ci}
 }
 
 // project writes a token of the cluster to path, as the kubelet does.
 func (ci *clusterIssuer) project(t *testing.T, path string, exp time.Time) string {
 	t.Helper()
-	tok, err := jwt.NewWithClaims(jwt.SigningMethodES256, jwt.RegisteredClaims{
-		Issuer: ci.iss, Subject: saSubject, Audience: jwt.ClaimStrings{saAudience},
-		IssuedAt: jwt.NewNumericDate(time.Now()), ExpiresAt: jwt.NewNumericDate(exp),
-	}).SignedString(ci.key)
+	tok, err := ci.Token(saSubject, saAudience, exp)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +78,7 @@ func (ci *clusterIssuer) project(t *testing.T, path string, exp time.Time) strin
 
 func TestFederatedJWT(t *testing.T) {
 	ci := newClusterIssuer(t)
-	s := newIdP(t, testidp.Options{Federated: &testidp.Federated{Issuer: ci.iss, Key: &ci.key.PublicKey, Audience: saAudience}})
+	s := newIdP(t, testidp.Options{Federated: &testidp.Federated{Issuer: ci.Issuer, JWKSURL: ci.JWKSURL, Audience: saAudience}})
 	s.AddClient("app-id", testidp.Client{FederatedSubject: saSubject})
 	file := filepath.Join(t.TempDir(), "idp-token")
 	first := ci.project(t, file, time.Now().Add(time.Hour))
@@ -106,15 +100,26 @@ func TestFederatedJWT(t *testing.T) {
 	if got := s.Log()[1].Form.Get("client_assertion"); got != second {
 		t.Error("the rotated assertion was not sent")
 	}
+	// Another cluster's token: the IdP checks it against the trusted
+	// issuer's published keys, and rejects the client.
+	other := newClusterIssuer(t)
+	other.project(t, file, time.Now().Add(time.Hour))
+	_, err := c.Token(context.Background(), creds)
+	var e *Error
+	if !errors.As(err, &e) || e.Kind != KindRejected {
+		t.Errorf("another cluster's token: %v, want rejected", err)
+	}
+	if ci.JWKSRequests() == 0 {
+		t.Error("the IdP never fetched the cluster's keys")
+	}
 	// A token about to expire is not sent: the file is not being renewed.
 	exp := time.Now().Add(30 * time.Second)
 	ci.project(t, file, exp)
-	_, err := c.Token(context.Background(), creds)
-	var e *Error
+	_, err = c.Token(context.Background(), creds)
 	if !errors.As(err, &e) || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), exp.UTC().Format("2006-01-02T15:04:05Z")) {
 		t.Errorf("an expiring assertion: %v, want an error naming %s and its exp", err, file)
 	}
-	if n := s.Requests(); n != 2 {
+	if n := s.Requests(); n != 3 {
 		t.Errorf("%d token requests, want none for the expiring assertion", n)
 	}
 }
