@@ -203,8 +203,10 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 			MaxConnectionAge: time.Duration(cfg.Server.GRPC.MaxConnectionAge), MaxConnectionAgeGrace: time.Duration(cfg.Server.GRPC.MaxConnectionAgeGrace)}),
 		grpc.ChainUnaryInterceptor(srv.UnaryInterceptor),
 		grpc.ChainStreamInterceptor(srv.StreamInterceptor),
+		// Cache hits are kept encoded and written as they are.
+		grpc.ForceServerCodecV2(authz.Codec()),
 	)
-	authv3.RegisterAuthorizationServer(gs, srv)
+	srv.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
 	reflection.Register(gs)

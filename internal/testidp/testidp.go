@@ -151,6 +151,7 @@ type Server struct {
 	failed        atomic.Int64
 	jtis          sync.Map // assertion and proof ids seen, to refuse replays
 	federated     *Federated
+	noLog         bool
 	federatedKeys keyfunc.Keyfunc // the federated issuer's published keys
 	stop          func()          // stops fetching them
 
@@ -176,6 +177,9 @@ type Options struct {
 	// FastSigning signs tokens with HS256 instead of RS256, for load tests
 	// that fetch many tokens and verify none.
 	FastSigning bool
+	// NoLog keeps no Log of requests, for tests that fetch many tokens and
+	// measure the memory of the process.
+	NoLog bool
 	// AnyClient, when set, is the registration of every client id not
 	// added with AddClient.
 	AnyClient *Client
@@ -198,7 +202,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now, anyClient: o.AnyClient, federated: o.Federated}
+	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now, anyClient: o.AnyClient, federated: o.Federated, noLog: o.NoLog}
 	s.stop = func() {}
 	if f := o.Federated; f != nil {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -363,9 +367,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		}
 		proof, req.DPoP = &p, &p
 	}
-	s.mu.Lock()
-	s.log = append(s.log, req)
-	s.mu.Unlock()
+	if !s.noLog {
+		s.mu.Lock()
+		s.log = append(s.log, req)
+		s.mu.Unlock()
+	}
 
 	if b.Latency > 0 {
 		select {

@@ -4,15 +4,18 @@ import (
 	"encoding/json"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	protov2 "google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/extauthz/extauthz/pkg/claims"
 	"github.com/extauthz/extauthz/pkg/dpop"
 )
 
@@ -29,36 +32,60 @@ const (
 // header is one header an allowed request is forwarded with.
 type header struct{ name, value string }
 
-// answer is everything an allow for one token under one policy repeats. It
-// is built once per token and policy and kept in the token's memo, so that
-// a cache hit builds nothing.
+// answer is everything the decisions for one token under one policy
+// repeat: the claims' verdict, and for an allow the hit's gRPC encoding.
+// It is built once per token and policy, from claims decoded for the
+// purpose and then dropped, and kept in the token's memo, so that a cache
+// hit decodes and builds nothing. It holds no copy of the token: the
+// encoding refers to the token's bytes (wire.go). What is rarely needed —
+// a miss's response, HTTP mode's headers — is decoded from the encoding.
 type answer struct {
-	headers []header
-	ok      *authv3.OkHttpResponse
-	hit     *authv3.CheckResponse
-	ath     string // DPoP: the token's hash, for every proof
+	deny outcome // allow, or why every request with this token is denied
+	wire wire
+	ath  string                   // DPoP: the token's hash, for every proof
+	http atomic.Pointer[[]header] // HTTP mode's headers, decoded on its first use
+	hit  *authv3.CheckResponse    // only when the token could not be encoded (not UTF-8)
 }
 
 // answer returns the decision's answer, building it on first use.
 func (d *decision) answer() *answer {
 	p, tok := d.policy, d.token
 	return tok.Memo(p.answerKey, func() any {
-		a := &answer{headers: []header{{p.tokenHeader, p.tokenPrefix + tok.AccessToken.Reveal()}}}
+		var c *claims.Claims
+		if p.needsClaims {
+			if c = tok.Claims(); c == nil {
+				return &answer{deny: denyInvalidTokenResponse}
+			}
+		}
+		if p.program != nil && !p.program.Eval(c) {
+			return &answer{deny: denyInsufficientClaims}
+		}
+		a := &answer{}
+		ok := &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{headerOption(p.tokenHeader, p.tokenPrefix+tok.AccessToken.Reveal())}}
 		for _, f := range p.forward {
-			v, _ := tok.Claims.Text(f.Claim)
+			v, _ := c.Text(f.Claim)
 			if !safeHeaderValue(v) {
 				v = "" // never forward CR, LF or NUL; still replace what the caller sent
 			}
-			a.headers = append(a.headers, header{f.Name, v})
-		}
-		a.ok = &authv3.OkHttpResponse{}
-		for _, h := range a.headers {
-			a.ok.Headers = append(a.ok.Headers, headerOption(h.name, h.value))
+			ok.Headers = append(ok.Headers, headerOption(f.Name, v))
 		}
 		if p.removeAuthorization {
-			a.ok.HeadersToRemove = []string{"authorization"}
+			ok.HeadersToRemove = []string{"authorization"}
 		}
-		a.hit = d.build(a.ok, "hit")
+		meta := map[string]string{metaPolicy: p.name, metaClientID: d.clientID, metaTokenCache: "hit"}
+		if p.username != nil {
+			if u, found := c.Text(*p.username); found && safeHeaderValue(u) {
+				meta[metaUsername] = u
+			}
+		}
+		hit := &authv3.CheckResponse{
+			Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
+			DynamicMetadata: metadata(meta),
+		}
+		if err := a.wire.encode(hit, tok.AccessToken.Reveal()); err != nil {
+			a.hit = hit // a token the encoding would not carry as it is: kept as a message
+		}
 		if p.dpop != nil {
 			a.ath = dpop.TokenHash(tok.AccessToken.Reveal())
 		}
@@ -66,40 +93,56 @@ func (d *decision) answer() *answer {
 	}).(*answer)
 }
 
-// build returns an allow with ok and dynamic metadata whose token_cache is cache.
-func (d *decision) build(ok *authv3.OkHttpResponse, cache string) *authv3.CheckResponse {
-	meta := map[string]string{metaPolicy: d.policy.name, metaClientID: d.clientID, metaTokenCache: cache}
-	if d.policy.username != nil {
-		if u, found := d.token.Claims.Text(*d.policy.username); found && safeHeaderValue(u) {
-			meta[metaUsername] = u
-		}
+// message returns the hit as a CheckResponse.
+func (a *answer) message() (*authv3.CheckResponse, error) {
+	if a.hit != nil {
+		return a.hit, nil
 	}
-	return &authv3.CheckResponse{
-		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
-		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		DynamicMetadata: metadata(meta),
-	}
+	return a.wire.decode()
 }
 
-// response returns the CheckResponse of an allow: the shared one of a hit,
-// not to be changed, or one built for a miss, which happens once per token.
-// A DPoP allow adds the request's own proof to the shared headers.
-func (d *decision) response() *authv3.CheckResponse {
+// httpHeaders returns the headers an allowed request is forwarded with,
+// decoded once per answer: HTTP mode writes them on every hit.
+func (a *answer) httpHeaders() ([]header, error) {
+	if hs := a.http.Load(); hs != nil {
+		return *hs, nil
+	}
+	m, err := a.message()
+	if err != nil {
+		return nil, err
+	}
+	var hs []header
+	for _, o := range m.GetOkResponse().GetHeaders() {
+		hs = append(hs, header{o.GetHeader().GetKey(), o.GetHeader().GetValue()})
+	}
+	a.http.Store(&hs)
+	return hs, nil
+}
+
+// response returns the answer to an allow: a hit's encoding, shared and
+// written as it is, or a CheckResponse made for a miss, once per token. A
+// DPoP allow adds the request's own proof.
+func (d *decision) response() (any, error) {
 	a := d.answer()
-	ok := a.ok
+	if d.source.Hit() && a.hit == nil {
+		if d.proof == "" {
+			return &a.wire, nil
+		}
+		return a.wire.with(encodeHeaderField("DPoP", d.proof)), nil
+	}
+	m, err := a.message()
+	if err != nil {
+		return nil, err
+	}
+	m = protov2.Clone(m).(*authv3.CheckResponse)
+	if !d.source.Hit() {
+		m.DynamicMetadata.Fields[metaTokenCache] = structpb.NewStringValue("miss")
+	}
 	if d.proof != "" {
-		ok = &authv3.OkHttpResponse{
-			Headers:         append(a.ok.Headers[:len(a.ok.Headers):len(a.ok.Headers)], headerOption("DPoP", d.proof)),
-			HeadersToRemove: a.ok.HeadersToRemove,
-		}
-		if d.source.Hit() {
-			return &authv3.CheckResponse{Status: a.hit.Status, HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok}, DynamicMetadata: a.hit.DynamicMetadata}
-		}
+		ok := m.GetOkResponse()
+		ok.Headers = append(ok.Headers, headerOption("DPoP", d.proof))
 	}
-	if d.source.Hit() {
-		return a.hit
-	}
-	return d.build(ok, "miss")
+	return m, nil
 }
 
 // deniedResponse builds the CheckResponse of a denial.

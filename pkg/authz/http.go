@@ -57,7 +57,12 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if d.outcome == allow {
-		for _, hd := range d.answer().headers {
+		hs, err := d.answer().httpHeaders()
+		if err != nil { // the answer's own encoding does not decode: a bug
+			http.Error(w, `{"error":"internal_error"}`, http.StatusInternalServerError)
+			return
+		}
+		for _, hd := range hs {
 			h[http.CanonicalHeaderKey(hd.name)] = []string{hd.value}
 		}
 		if d.proof != "" {

@@ -153,9 +153,10 @@ func (s *Server) compile(o *builder.Runtime, prev *state) (*state, error) {
 	return rt, nil
 }
 
-// answerShape hashes what shapes the policy's allow answers: its name (in
-// the metadata), where the token goes, the forwarded headers and their
-// claims, the username claim, and whether the caller's Authorization goes.
+// answerShape hashes what shapes the policy's answers for a token: its name
+// (in the metadata), the claims expression, where the token goes, the
+// forwarded headers and their claims, the username claim, and whether the
+// caller's Authorization goes.
 func (p *policy) answerShape() tokencache.MemoKey {
 	h := sha256.New()
 	field := func(s string) {
@@ -165,6 +166,10 @@ func (p *policy) answerShape() tokencache.MemoKey {
 		h.Write([]byte(s))
 	}
 	field(p.name)
+	field(strconv.FormatBool(p.needsClaims))
+	if p.program != nil {
+		field("claims:" + p.program.String())
+	}
 	field(p.tokenHeader)
 	field(p.tokenPrefix)
 	for _, f := range p.forward {

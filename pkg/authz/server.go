@@ -94,8 +94,22 @@ func New(o Options) (*Server, error) {
 
 // Check decides one request. It returns an error only for a CheckRequest
 // without HTTP request attributes; every decision, allow or deny, is a
-// CheckResponse.
+// CheckResponse. It is for callers in the process: the gRPC server (see
+// Register) sends hits as they are kept, encoded.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	resp, err := s.check(ctx, req)
+	if w, ok := resp.(*wire); ok {
+		return w.decode()
+	}
+	if err != nil {
+		return nil, err
+	}
+	return resp.(*authv3.CheckResponse), nil
+}
+
+// check is Check as the gRPC server answers it: a *CheckResponse, or a
+// hit's encoding, a *wire.
+func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (any, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	if httpReq == nil {
 		return nil, status.Error(codes.InvalidArgument, "CheckRequest has no attributes.request.http")
@@ -114,7 +128,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	s.record(&d, start)
 	endSpan(span, &d)
 	if d.outcome == allow {
-		return d.response(), nil
+		return d.response()
 	}
 	return d.deniedResponse(), nil
 }
@@ -166,17 +180,17 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 	if err == nil && caller != nil && caller.header != "" {
 		p.callers.remember(caller) // proven: these credentials got a token
 	}
-	switch {
-	case err != nil:
+	if err != nil {
 		d.outcome, d.retryAfter = p.failure(err)
 		d.cause = err
-	case p.needsClaims && d.token.Claims == nil:
-		d.outcome, d.cause = denyInvalidTokenResponse, errNotJWT
-	case p.program != nil && !p.program.Eval(d.token.Claims):
-		d.outcome, d.cause = denyInsufficientClaims, errClaims
+		return d
+	}
+	switch a := d.answer(); {
+	case a.deny != allow:
+		d.outcome, d.cause = a.deny, denyCauses[a.deny]
 	case p.dpop != nil:
 		// The proof names this request: made for it, never cached.
-		if d.proof, err = proofFor(p.dpop, in, d.answer().ath); err != nil {
+		if d.proof, err = proofFor(p.dpop, in, a.ath); err != nil {
 			d.outcome, d.cause = denyAmbiguous, err
 			break
 		}
@@ -210,10 +224,11 @@ func proofFor(key *dpop.Key, in input, ath string) (string, error) {
 
 var errBadMethod = errors.New("the request's method is not an HTTP token")
 
-var (
-	errNotJWT = errors.New("the policy reads claims but the access token is not a JWT")
-	errClaims = errors.New("the claims expression is false")
-)
+// denyCauses are why an answer denies every request with its token.
+var denyCauses = map[outcome]error{
+	denyInvalidTokenResponse: errors.New("the policy reads claims but the access token is not a JWT"),
+	denyInsufficientClaims:   errors.New("the claims expression is false"),
+}
 
 // failure maps a failed token fetch to an outcome.
 func (p *policy) failure(err error) (outcome, time.Duration) {

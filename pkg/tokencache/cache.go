@@ -380,11 +380,9 @@ func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, clientID s
 		if t == nil || err != nil || !t.Fetched.After(newerThan) || !c.now().Before(t.serveUntil()) {
 			return nil, err
 		}
-		if t.Claims != nil {
-			if client, ok := t.Claims.Client(); ok && client != clientID {
-				c.log.Warn("token in redis was issued to another client; fetching a new one", zap.String("client_id", clientID))
-				return nil, nil
-			}
+		if t.issuedTo != "" && t.issuedTo != clientID {
+			c.log.Warn("token in redis was issued to another client; fetching a new one", zap.String("client_id", clientID))
+			return nil, nil
 		}
 		if e.Verifier != nil {
 			if err := e.Verifier.Verify(ctx, t.AccessToken.Reveal()); err != nil {
@@ -440,12 +438,12 @@ func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, clientID s
 func (c *Cache) newToken(resp *idp.Token, defaultTTL time.Duration) (*Token, error) {
 	now := c.now()
 	t := &Token{AccessToken: resp.AccessToken, Type: resp.Type, Fetched: now}
-	t.decodeClaims()
+	payload := t.Claims()
 	switch {
 	case resp.ExpiresIn > 0:
 		t.Expiry = now.Add(resp.ExpiresIn)
-	case t.Claims != nil:
-		if exp, ok := t.Claims.Expiry(); ok {
+	case payload != nil:
+		if exp, ok := payload.Expiry(); ok {
 			t.Expiry = exp
 			break
 		}
@@ -453,7 +451,7 @@ func (c *Cache) newToken(resp *idp.Token, defaultTTL time.Duration) (*Token, err
 	default:
 		t.Expiry = now.Add(defaultTTL)
 	}
-	t.clampExpiry(now)
+	t.clampExpiry(payload, now)
 	if !t.Expiry.After(now) {
 		return nil, ErrExpired
 	}

@@ -474,7 +474,10 @@ func (s *Shared) decode(data []byte, redisKey string) (*Token, error) {
 	if t.AccessToken.Empty() || !t.Fetched.Before(t.Expiry) {
 		return nil, errors.New("value holds no usable token")
 	}
-	t.decodeClaims()
-	t.clampExpiry(now)
+	c := t.Claims()
+	t.clampExpiry(c, now)
+	if c != nil {
+		t.issuedTo, _ = c.Client()
+	}
 	return t, nil
 }

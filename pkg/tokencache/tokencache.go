@@ -87,16 +87,29 @@ const (
 )
 
 // Token is a cached access token. It is immutable but for its memo and
-// refresh bookkeeping, and is shared by every request that uses it.
+// refresh bookkeeping, and is shared by every request that uses it. It
+// keeps no decoded claims: what is made of them (headers, a claims
+// expression's verdict) is made once per use and kept in the memo.
 type Token struct {
 	AccessToken secret.Value
 	Type        string
-	Fetched     time.Time      // when the endpoint issued it
-	Expiry      time.Time      // the token's own end of validity
-	Claims      *claims.Claims // the decoded JWT payload; nil when the token is not a JWT
+	Fetched     time.Time // when the endpoint issued it
+	Expiry      time.Time // the token's own end of validity
+	issuedTo    string    // from Redis only: the client its JWT names, if any
 	memo        atomic.Pointer[memoEntry]
 	nextRefresh atomic.Int64 // UnixNano before which no refresh starts
 	refreshing  atomic.Bool  // a background refresh is under way
+}
+
+// Claims decodes the token's JWT payload; nil when the token is not a JWT.
+// It decodes anew on every call: for building what a memo keeps, never
+// per request.
+func (t *Token) Claims() *claims.Claims {
+	c, err := claims.ParseJWT(t.AccessToken.Reveal())
+	if err != nil {
+		return nil
+	}
+	return c
 }
 
 func (t *Token) lifetime() time.Duration { return t.Expiry.Sub(t.Fetched) }
@@ -113,19 +126,13 @@ func (t *Token) serveUntil() time.Time {
 	return t.Expiry.Add(-min(maxSkew, t.lifetime()/10))
 }
 
-// decodeClaims decodes the token's JWT payload, if it has one.
-func (t *Token) decodeClaims() {
-	if c, err := claims.ParseJWT(t.AccessToken.Reveal()); err == nil {
-		t.Claims = c
-	}
-}
-
-// clampExpiry ends the token no later than its JWT exp and idp.MaxLifetime
-// after now: whatever the endpoint or a stored value says, a token is
-// never served past its own exp, and its expiry fits every clock.
-func (t *Token) clampExpiry(now time.Time) {
-	if t.Claims != nil {
-		if exp, ok := t.Claims.Expiry(); ok && exp.Before(t.Expiry) {
+// clampExpiry ends the token no later than its JWT exp (c, its claims, nil
+// for none) and idp.MaxLifetime after now: whatever the endpoint or a
+// stored value says, a token is never served past its own exp, and its
+// expiry fits every clock.
+func (t *Token) clampExpiry(c *claims.Claims, now time.Time) {
+	if c != nil {
+		if exp, ok := c.Expiry(); ok && exp.Before(t.Expiry) {
 			t.Expiry = exp
 		}
 	}

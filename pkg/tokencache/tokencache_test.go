@@ -119,8 +119,8 @@ func TestLifetime(t *testing.T) {
 			if got := tok.Expiry.Sub(start); got != tt.wantExpiry {
 				t.Errorf("expiry in %v, want %v", got, tt.wantExpiry)
 			}
-			if (tok.Claims != nil) != tt.wantClaims {
-				t.Errorf("claims decoded: %v, want %v", tok.Claims != nil, tt.wantClaims)
+			if (tok.Claims() != nil) != tt.wantClaims {
+				t.Errorf("claims decode: %v, want %v", tok.Claims() != nil, tt.wantClaims)
 			}
 		})
 	}
