@@ -4,7 +4,8 @@
 // machine. It prints requests per second, p50 and p99 for both and their
 // ratios; then the same for a DPoP policy against a Bearer one (gateway
 // mode, the same token cache: the difference is the proof signed per
-// request); then the memory extauthz holds with many clients cached.
+// request); then the memory extauthz holds per cached client, in a fresh
+// process each, with the in-process tier alone and with Redis behind it.
 // `make bench` runs it.
 package main
 
@@ -15,6 +16,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -46,7 +48,7 @@ func main() {
 	clients := flag.Int("clients", 8, "concurrent clients, each with its own connection")
 	rounds := flag.Int("rounds", 3, "rounds per server, alternating")
 	duration := flag.Duration("duration", 5*time.Second, "length of a round")
-	cached := flag.Int("cached", 100_000, "application-mode clients to cache for the memory figure; 0 to skip")
+	cached := flag.Int("cached", 20_000, "application-mode clients to cache for the memory figures; 0 to skip")
 	flag.Parse()
 	if err := run(*bin, *noopBin, *clients, *rounds, *duration, *cached); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
@@ -79,7 +81,9 @@ policies:
 func run(bin, noopBin string, clients, rounds int, duration time.Duration, cached int) error {
 	idp, err := testidp.New(testidp.Options{
 		FastSigning: true,
-		AnyClient:   &testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin", "roles": []any{"read", "write"}}},
+		AnyClient: &testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin", "roles": []any{"read", "write"},
+			// about 700 bytes of token, as IdPs issue them
+			"scope": strings.Repeat("orders.read ", 22) + "orders.write"}},
 	})
 	if err != nil {
 		return err
@@ -146,9 +150,94 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 		return fmt.Errorf("%d checks failed or were denied", errs)
 	}
 	if cached > 0 {
-		return memory(ext, cached, clients)
+		return memoryFigures(bin, dir, idp.TokenURL, cached, clients)
 	}
 	return nil
+}
+
+// Memory: a policy as most application-mode users write one — a claims
+// expression, one forwarded claim, a username for access logs — and a
+// token of about 700 bytes (the padding claim), in a process of its own.
+const memoryTemplate = `
+server: {grpcAddress: "127.0.0.1:0", httpAddress: "", adminAddress: "127.0.0.1:0"}
+log: {level: info}
+store:
+  maxEntries: %[1]d
+%[3]s
+policies:
+  mem:
+    url: %[2]s
+    forwardHeaders: {X-Group: grp}
+    claims: Equals(` + "`grp`, `admin`" + `)
+    usernameClaim: sub
+`
+
+// memoryTarget is the resident memory a cached client may cost.
+const memoryTarget = 2048
+
+// memoryFigures caches n application-mode clients in a fresh extauthz, once
+// with the in-process tier alone and once with Redis behind it when
+// redis-server is installed, and reports resident bytes per cached client.
+func memoryFigures(bin, dir, tokenURL string, n, clients int) error {
+	fmt.Printf("\nmemory: %d application-mode clients, no GOGC or GOMEMLIMIT set, resident-set growth per cached client:\n", n)
+	perClient, tokenLen, err := memory(bin, filepath.Join(dir, "memory.yaml"), fmt.Sprintf(memoryTemplate, 2*n, tokenURL, ""), n, clients)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  memory tier          %6d bytes per client (a %d-byte JWT); target <= %d: %s\n", perClient, tokenLen, memoryTarget, verdict(perClient <= memoryTarget))
+	goDefault, _, err := memory(bin, filepath.Join(dir, "memory.yaml"), fmt.Sprintf(memoryTemplate, 2*n, tokenURL, ""), n, clients, "GOGC=100")
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  the same, GOGC=100   %6d bytes per client (Go's default; extauthz's own is 25)\n", goDefault)
+	redisAddr, stop, err := startRedis(dir)
+	if err != nil {
+		fmt.Printf("  memory + Redis       skipped: %v\n", err)
+		return nil
+	}
+	defer stop()
+	redisYAML := "  encryptionKey: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=\n  redis: {endpoints: [\"" + redisAddr + "\"], timeoutMillis: 1000}"
+	perClient, _, err = memory(bin, filepath.Join(dir, "memory-redis.yaml"), fmt.Sprintf(memoryTemplate, 2*n, tokenURL, redisYAML), n, clients)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("  memory + Redis       %6d bytes per client in extauthz (Redis holds the sealed copies)\n", perClient)
+	return nil
+}
+
+// startRedis runs redis-server on a free loopback port, without persistence.
+func startRedis(dir string) (string, func(), error) {
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		return "", nil, errors.New("redis-server is not installed (make deps)")
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := l.Addr().String()
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", dir)
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
+			c.Close()
+			return addr, stop, nil
+		}
+		if time.Now().After(deadline) {
+			stop()
+			return "", nil, errors.New("redis-server did not start")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
 }
 
 // target is a server and the Check the load sends it.
@@ -184,21 +273,35 @@ func verdict(ok bool) string {
 	return "MISSED"
 }
 
-// memory caches many application-mode clients in extauthz and reports its
-// resident memory per entry.
-func memory(ext *harness.Process, n, clients int) error {
-	before, err := rss(ext.PID())
-	if err != nil {
-		return err
+// memory starts extauthz with config (and env), caches n application-mode
+// clients, and returns its resident-set growth per client and the token's
+// length.
+func memory(bin, cfgPath, config string, n, clients int, env ...string) (int64, int, error) {
+	if err := os.WriteFile(cfgPath, []byte(config), 0o600); err != nil {
+		return 0, 0, err
 	}
+	ext, err := harness.Start(bin, cfgPath, env...)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer ext.Stop()
+	// One client first: what every process holds once (code paths warmed,
+	// a policy compiled, connections made) is not a cached client's.
+	first, err := checkOnce(ext.GRPCAddress, request("mem", "cached-0"))
+	if err != nil {
+		return 0, 0, err
+	}
+	tokenLen := len(strings.TrimPrefix(first.GetOkResponse().GetHeaders()[0].GetHeader().GetValue(), "Bearer "))
 	conns, err := dial(ext.GRPCAddress, clients)
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
 	defer closeAll(conns)
-	var next atomic.Int64
-	var failed atomic.Int64
-	start := time.Now()
+	before, err := rss(ext.PID())
+	if err != nil {
+		return 0, 0, err
+	}
+	var next, failed atomic.Int64
 	var wg sync.WaitGroup
 	for w := range clients {
 		wg.Go(func() {
@@ -208,7 +311,7 @@ func memory(ext *harness.Process, n, clients int) error {
 				if i > int64(n) {
 					return
 				}
-				resp, err := client.Check(context.Background(), request("app", fmt.Sprintf("cached-%d", i)))
+				resp, err := client.Check(context.Background(), request("mem", fmt.Sprintf("cached-%d", i)))
 				if err != nil || resp.GetOkResponse() == nil {
 					failed.Add(1)
 				}
@@ -217,15 +320,13 @@ func memory(ext *harness.Process, n, clients int) error {
 	}
 	wg.Wait()
 	if f := failed.Load(); f > 0 {
-		return fmt.Errorf("%d of %d cold checks failed", f, n)
+		return 0, 0, fmt.Errorf("%d of %d cold checks failed", f, n)
 	}
 	after, err := rss(ext.PID())
 	if err != nil {
-		return err
+		return 0, 0, err
 	}
-	fmt.Printf("\nmemory: %d application-mode clients cached in %v (claims decoded, answers built): resident %d MiB, +%d MiB, %d bytes per cached client\n",
-		n, time.Since(start).Round(time.Second), after>>20, (after-before)>>20, (after-before)/int64(n))
-	return nil
+	return (after - before) / int64(n), tokenLen, nil
 }
 
 // rss reads a process's resident set size.

@@ -37,8 +37,12 @@ type Process struct {
 
 // Start runs `bin serve --config config` and waits until it logs the
 // addresses it listens on (configs use port 0, so the kernel picks free ones).
-func Start(bin, config string) (*Process, error) {
+// env, "NAME=value" each, is added to the process's environment.
+func Start(bin, config string, env ...string) (*Process, error) {
 	cmd := exec.Command(bin, "serve", "--config", config)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err

@@ -2,9 +2,9 @@ package authz
 
 import (
 	"encoding/json"
+	"errors"
 	"strconv"
 	"strings"
-	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -40,11 +40,31 @@ type header struct{ name, value string }
 // encoding refers to the token's bytes (wire.go). What is rarely needed —
 // a miss's response, HTTP mode's headers — is decoded from the encoding.
 type answer struct {
-	deny outcome // allow, or why every request with this token is denied
 	wire wire
-	ath  string                   // DPoP: the token's hash, for every proof
-	http atomic.Pointer[[]header] // HTTP mode's headers, decoded on its first use
-	hit  *authv3.CheckResponse    // only when the token could not be encoded (not UTF-8)
+	deny outcome     // allow, or why every request with this token is denied
+	rare *rareAnswer // what few answers need; nil for most
+}
+
+// rareAnswer is the part of an answer that few policies or tokens have.
+type rareAnswer struct {
+	ath string                // DPoP: the token's hash, for every proof
+	hit *authv3.CheckResponse // the hit, when the token could not be encoded (not UTF-8)
+}
+
+// ath returns the token's hash for DPoP proofs.
+func (a *answer) ath() string {
+	if a.rare == nil {
+		return ""
+	}
+	return a.rare.ath
+}
+
+// fallback returns the hit kept as a message, if the token could not be encoded.
+func (a *answer) fallback() *authv3.CheckResponse {
+	if a.rare == nil {
+		return nil
+	}
+	return a.rare.hit
 }
 
 // answer returns the decision's answer, building it on first use.
@@ -83,11 +103,15 @@ func (d *decision) answer() *answer {
 			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
 			DynamicMetadata: metadata(meta),
 		}
+		var rare rareAnswer
 		if err := a.wire.encode(hit, tok.AccessToken.Reveal()); err != nil {
-			a.hit = hit // a token the encoding would not carry as it is: kept as a message
+			rare.hit = hit // a token the encoding would not carry as it is: kept as a message
 		}
 		if p.dpop != nil {
-			a.ath = dpop.TokenHash(tok.AccessToken.Reveal())
+			rare.ath = dpop.TokenHash(tok.AccessToken.Reveal())
+		}
+		if rare != (rareAnswer{}) {
+			a.rare = &rare
 		}
 		return a
 	}).(*answer)
@@ -95,28 +119,34 @@ func (d *decision) answer() *answer {
 
 // message returns the hit as a CheckResponse.
 func (a *answer) message() (*authv3.CheckResponse, error) {
-	if a.hit != nil {
-		return a.hit, nil
+	if hit := a.fallback(); hit != nil {
+		return hit, nil
 	}
 	return a.wire.decode()
 }
 
 // httpHeaders returns the headers an allowed request is forwarded with,
-// decoded once per answer: HTTP mode writes them on every hit.
-func (a *answer) httpHeaders() ([]header, error) {
-	if hs := a.http.Load(); hs != nil {
-		return *hs, nil
+// decoded once per token and policy and kept in the token's memo beside
+// the answer: HTTP mode writes them on every hit, and only HTTP mode pays
+// for them.
+func (d *decision) httpHeaders(a *answer) ([]header, error) {
+	var err error
+	hs := d.token.Memo(d.policy.httpKey, func() any {
+		m, e := a.message()
+		if e != nil {
+			err = e
+			return []header(nil)
+		}
+		var hs []header
+		for _, o := range m.GetOkResponse().GetHeaders() {
+			hs = append(hs, header{o.GetHeader().GetKey(), o.GetHeader().GetValue()})
+		}
+		return hs
+	}).([]header)
+	if hs == nil && err == nil {
+		err = errors.New("authz: an allow without headers")
 	}
-	m, err := a.message()
-	if err != nil {
-		return nil, err
-	}
-	var hs []header
-	for _, o := range m.GetOkResponse().GetHeaders() {
-		hs = append(hs, header{o.GetHeader().GetKey(), o.GetHeader().GetValue()})
-	}
-	a.http.Store(&hs)
-	return hs, nil
+	return hs, err
 }
 
 // response returns the answer to an allow: a hit's encoding, shared and
@@ -124,9 +154,9 @@ func (a *answer) httpHeaders() ([]header, error) {
 // DPoP allow adds the request's own proof.
 func (d *decision) response() (any, error) {
 	a := d.answer()
-	if d.source.Hit() && a.hit == nil {
+	if d.source.Hit() && a.fallback() == nil {
 		if d.proof == "" {
-			return &a.wire, nil
+			return a.wire.out(), nil
 		}
 		return a.wire.with(encodeHeaderField("DPoP", d.proof)), nil
 	}

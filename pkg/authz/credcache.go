@@ -26,44 +26,40 @@ const credentialCacheSize = 10_000
 // canonical spelling, so that neither wrong secrets nor respellings of a
 // right one (extra spaces, missing padding) fill it.
 type credentialCache struct {
-	m *bounded.Map[string, *credentials]
+	m *bounded.Map[string, credentials]
 }
 
 func newCredentialCache() *credentialCache {
-	return &credentialCache{bounded.New[string, *credentials](credentialCacheSize, nil)}
+	return &credentialCache{bounded.New[string, credentials](credentialCacheSize, nil)}
 }
 
+// credentials are what an Authorization header decodes to, kept by value.
 type credentials struct {
 	creds idp.Credentials
 	key   tokencache.Key
-	// header is the Authorization header to remember these under; empty
-	// when they are remembered already, or the header is not canonical.
-	header string
 }
 
-// get returns the credentials of header: remembered ones, or parsed anew.
-func (c *credentialCache) get(header string, e *tokencache.Endpoint) (*credentials, error) {
+// get returns the credentials of header, remembered or parsed anew; fresh
+// says they were parsed, and remember may keep them.
+func (c *credentialCache) get(header string, e *tokencache.Endpoint) (cr credentials, fresh bool, err error) {
 	if cr, ok := c.m.Get(header, 0); ok {
-		return cr, nil
+		return cr, false, nil
 	}
 	id, sec, err := parseBasic(header)
 	if err != nil {
-		return nil, err
+		return credentials{}, false, err
 	}
-	cr := &credentials{creds: idp.Credentials{ID: id, Secret: secret.New(sec)}}
+	cr.creds = idp.Credentials{ID: id, Secret: secret.New(sec)}
 	cr.key = e.Key(cr.creds)
-	if canonicalBasic(header) {
-		cr.header = header
-	}
-	return cr, nil
+	return cr, true, nil
 }
 
-// remember keeps cr, whose credentials just got a token, for its header.
-func (c *credentialCache) remember(cr *credentials) {
-	if cr.header == "" {
-		return
+// remember keeps cr, parsed from header, whose credentials just got a
+// token: only in the header's one canonical spelling.
+func (c *credentialCache) remember(header string, cr credentials) {
+	if canonicalBasic(header) {
+		c.m.Put(header, cr, bounded.Never, time.Now().UnixNano())
 	}
-	c.m.Put(cr.header, &credentials{creds: cr.creds, key: cr.key}, bounded.Never, time.Now().UnixNano())
 }
 
 // canonicalBasic reports a header spelt as RFC 7617 writes it: "Basic",

@@ -86,34 +86,39 @@ func TestCredentialCache(t *testing.T) {
 	f := newFixture(t, "")
 	p := f.srv.state.Load().policies["orders"]
 	h := "Basic " + b64("app:s3cret")
-	first, err := p.callers.get(h, p.endpoint)
-	if err != nil || first.creds.ID != "app" || first.creds.Secret.Reveal() != "s3cret" || first.key != p.endpoint.Key(first.creds) {
-		t.Fatalf("first: %+v %v", first, err)
+	first, fresh, err := p.callers.get(h, p.endpoint)
+	if err != nil || !fresh || first.creds.ID != "app" || first.creds.Secret.Reveal() != "s3cret" || first.key != p.endpoint.Key(first.creds) {
+		t.Fatalf("first: %+v %v %v", first, fresh, err)
 	}
 	if n := p.callers.len(); n != 0 {
 		t.Errorf("%d headers remembered before their credentials got a token", n)
 	}
-	p.callers.remember(first)
-	again, _ := p.callers.get(h, p.endpoint)
-	if again.key != first.key || again.header != "" {
+	p.callers.remember(h, first)
+	again, fresh, _ := p.callers.get(h, p.endpoint)
+	if again.key != first.key || fresh {
 		t.Error("the remembered header was parsed again")
 	}
-	if other, _ := p.callers.get("Basic "+b64("app:other"), p.endpoint); other.key == first.key {
+	if other, _, _ := p.callers.get("Basic "+b64("app:other"), p.endpoint); other.key == first.key {
 		t.Error("another secret got the same key")
 	}
-	if _, err := p.callers.get("Basic !!!", p.endpoint); err == nil {
+	if _, _, err := p.callers.get("Basic !!!", p.endpoint); err == nil {
 		t.Fatal("a malformed header was accepted")
 	}
 	// Respellings of the same credentials are parsed, but never remembered.
 	for _, h := range []string{"basic " + b64("app:s3cret"), "Basic  " + b64("app:s3cret"), "Basic " + strings.TrimRight(b64("app:s3cret"), "="), "BASIC " + b64("app:s3cret")} {
-		cr, err := p.callers.get(h, p.endpoint)
-		if err != nil || cr.key != first.key || cr.header != "" {
-			t.Errorf("%q: %+v %v; want the same key, not to be remembered", h, cr, err)
+		cr, fresh, err := p.callers.get(h, p.endpoint)
+		if err != nil || cr.key != first.key || !fresh {
+			t.Errorf("%q: %+v %v; want the same key, parsed", h, cr, err)
 		}
+		p.callers.remember(h, cr)
+	}
+	if n := p.callers.len(); n != 1 {
+		t.Errorf("%d headers remembered, want only the canonical one", n)
 	}
 	for i := range credentialCacheSize + 10 {
-		cr, _ := p.callers.get("Basic "+b64(fmt.Sprintf("app%d:s", i)), p.endpoint)
-		p.callers.remember(cr)
+		h := "Basic " + b64(fmt.Sprintf("app%d:s", i))
+		cr, _, _ := p.callers.get(h, p.endpoint)
+		p.callers.remember(h, cr)
 	}
 	if n := p.callers.len(); n > credentialCacheSize {
 		t.Errorf("%d remembered headers, want at most %d", n, credentialCacheSize)

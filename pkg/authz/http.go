@@ -57,7 +57,7 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 	h := w.Header()
 	h.Set("Cache-Control", "no-store")
 	if d.outcome == allow {
-		hs, err := d.answer().httpHeaders()
+		hs, err := d.httpHeaders(d.answer())
 		if err != nil { // the answer's own encoding does not decode: a bug
 			http.Error(w, `{"error":"internal_error"}`, http.StatusInternalServerError)
 			return

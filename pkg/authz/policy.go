@@ -37,6 +37,7 @@ type policy struct {
 	// token's memo keeps one answer per distinct shape, however often the
 	// configuration is reloaded.
 	answerKey tokencache.MemoKey
+	httpKey   tokencache.MemoKey // HTTP mode's headers, beside the answer
 	// callers remembers application-mode Authorization headers.
 	callers *credentialCache
 	// checks counts decisions by outcome, resolved once per policy.
@@ -125,6 +126,8 @@ func (s *Server) compile(o *builder.Runtime, prev *state) (*state, error) {
 			p.removeAuthorization = !strings.EqualFold(p.tokenHeader, "authorization")
 		}
 		p.answerKey = p.answerShape()
+		h := sha256.Sum256(append(p.answerKey[:], "http mode headers"...))
+		p.httpKey = tokencache.MemoKey(h[:])
 		rt.policies[po.Name] = p
 	}
 	for _, r := range o.Routes {

@@ -98,8 +98,8 @@ func New(o Options) (*Server, error) {
 // Register) sends hits as they are kept, encoded.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	resp, err := s.check(ctx, req)
-	if w, ok := resp.(*wire); ok {
-		return w.decode()
+	if o, ok := resp.(*wireOut); ok {
+		return o.decode()
 	}
 	if err != nil {
 		return nil, err
@@ -108,7 +108,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 }
 
 // check is Check as the gRPC server answers it: a *CheckResponse, or a
-// hit's encoding, a *wire.
+// hit's encoding, a *wireOut.
 func (s *Server) check(ctx context.Context, req *authv3.CheckRequest) (any, error) {
 	httpReq := req.GetAttributes().GetRequest().GetHttp()
 	if httpReq == nil {
@@ -167,18 +167,20 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 		return decision{outcome: denyNoPolicy, cause: err}
 	}
 	creds, key := p.creds, p.key
-	var caller *credentials
+	var header string
+	fresh := false
 	if !p.gateway {
-		h, _ := in.header("authorization")
-		if caller, err = p.callers.get(h, p.endpoint); err != nil {
+		header, _ = in.header("authorization")
+		var cr credentials
+		if cr, fresh, err = p.callers.get(header, p.endpoint); err != nil {
 			return decision{outcome: denyInvalidRequest, policy: p, cause: err}
 		}
-		creds, key = caller.creds, caller.key
+		creds, key = cr.creds, cr.key
 	}
 	d := decision{policy: p, clientID: creds.ID}
 	d.token, d.source, err = s.tokens.Token(ctx, p.endpoint, key, creds)
-	if err == nil && caller != nil && caller.header != "" {
-		p.callers.remember(caller) // proven: these credentials got a token
+	if err == nil && fresh {
+		p.callers.remember(header, credentials{creds, key}) // proven: these credentials got a token
 	}
 	if err != nil {
 		d.outcome, d.retryAfter = p.failure(err)
@@ -190,7 +192,7 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 		d.outcome, d.cause = a.deny, denyCauses[a.deny]
 	case p.dpop != nil:
 		// The proof names this request: made for it, never cached.
-		if d.proof, err = proofFor(p.dpop, in, a.ath); err != nil {
+		if d.proof, err = proofFor(p.dpop, in, a.ath()); err != nil {
 			d.outcome, d.cause = denyAmbiguous, err
 			break
 		}

@@ -18,9 +18,9 @@ import (
 
 // A cache hit's CheckResponse is kept encoded, as the bytes gRPC sends,
 // around the token rather than with a copy of it: one cached client costs
-// its token once, plus the few hundred bytes of the rest of its answer. A
+// its token once, plus the two hundred bytes of the rest of its answer. A
 // hit writes those bytes and the token's as they are (see Codec), with no
-// message to build or marshal.
+// message to build or marshal: one small allocation, for the parts.
 
 // CheckResponse field numbers (envoy/service/auth/v3/external_auth.proto).
 const (
@@ -31,19 +31,24 @@ const (
 )
 
 // wireBuf is one part of an encoded answer. A pointer to it is a
-// mem.Buffer that costs no allocation to make, unlike a boxed SliceBuffer.
+// mem.Buffer that costs no allocation of its own, unlike a boxed SliceBuffer.
 type wireBuf struct{ mem.SliceBuffer }
 
-// wire is an encoded hit: front, then the token, then tail. front holds
-// the status field, the ok_response tag and length, and the ok response up
-// to the token; tail the rest of it and the dynamic metadata, which starts
-// at metaAt.
+// wire is an encoded hit: front, then the token, then tail, with front and
+// tail in one buffer. front holds the status field, the ok_response tag and
+// length, and the ok response up to the token; tail the rest of it and the
+// dynamic metadata, which starts at metaAt.
 type wire struct {
-	front, token, tail wireBuf // token is the token's own bytes, not a copy
-	statusLen          int32   // bytes of the status field at the start of front
-	lenLen             int32   // bytes of ok_response's length, after its tag
-	metaAt             int32   // where the dynamic metadata field starts in tail
+	enc       []byte // front, then tail
+	token     string // the token itself: referred to, not copied
+	frontLen  int32
+	metaAt    int32 // in tail
+	statusLen uint8 // bytes of the status field at the start of front
+	lenLen    uint8 // bytes of ok_response's length, after its tag
 }
+
+func (w *wire) front() []byte { return w.enc[:w.frontLen] }
+func (w *wire) tail() []byte  { return w.enc[w.frontLen:] }
 
 var errTokenNotInAnswer = errors.New("authz: the token is not in the encoded answer")
 
@@ -67,35 +72,45 @@ func (w *wire) encode(hit *authv3.CheckResponse, token string) error {
 	if at < 0 || token == "" {
 		return errTokenNotInAnswer
 	}
-	var front []byte
+	var enc []byte
 	if hit.Status != nil {
-		front = protowire.AppendBytes(protowire.AppendTag(nil, fieldStatus, protowire.BytesType), status)
+		enc = protowire.AppendBytes(protowire.AppendTag(nil, fieldStatus, protowire.BytesType), status)
 	}
-	w.statusLen = int32(len(front))
-	front = protowire.AppendTag(front, fieldOkResponse, protowire.BytesType)
-	w.lenLen = int32(protowire.SizeVarint(uint64(len(ok))))
-	front = protowire.AppendVarint(front, uint64(len(ok)))
-	front = append(front, ok[:at]...)
-	tail := make([]byte, 0, len(ok)-at-len(token)+1+protowire.SizeBytes(len(meta)))
-	tail = append(tail, ok[at+len(token):]...)
-	w.metaAt = int32(len(tail))
-	tail = protowire.AppendBytes(protowire.AppendTag(tail, fieldDynamicMetadata, protowire.BytesType), meta)
-	w.front.SliceBuffer = bytes.Clone(front) // no spare capacity kept
-	w.tail.SliceBuffer = tail
-	w.token.SliceBuffer = unsafe.Slice(unsafe.StringData(token), len(token)) // read only, as gRPC reads it
+	statusLen := len(enc)
+	enc = protowire.AppendTag(enc, fieldOkResponse, protowire.BytesType)
+	lenLen := protowire.SizeVarint(uint64(len(ok)))
+	enc = protowire.AppendVarint(enc, uint64(len(ok)))
+	enc = append(enc, ok[:at]...)
+	frontLen := len(enc)
+	enc = append(enc, ok[at+len(token):]...)
+	metaAt := len(enc) - frontLen
+	enc = protowire.AppendBytes(protowire.AppendTag(enc, fieldDynamicMetadata, protowire.BytesType), meta)
+	*w = wire{enc: bytes.Clone(enc), token: token, frontLen: int32(frontLen), metaAt: int32(metaAt), statusLen: uint8(statusLen), lenLen: uint8(lenLen)}
 	return nil
 }
 
-// parts returns the encoding as gRPC writes it.
-func (w *wire) parts() mem.BufferSlice { return mem.BufferSlice{&w.front, &w.token, &w.tail} }
+// wireOut is one response as gRPC writes it: the parts of an encoded hit.
+type wireOut struct {
+	bufs  [3]wireBuf
+	parts [3]mem.Buffer
+}
+
+func newWireOut(front []byte, token string, tail []byte) *wireOut {
+	o := &wireOut{bufs: [3]wireBuf{{front}, {unsafe.Slice(unsafe.StringData(token), len(token))}, {tail}}} // read only, as gRPC reads it
+	o.parts = [3]mem.Buffer{&o.bufs[0], &o.bufs[1], &o.bufs[2]}
+	return o
+}
+
+// out returns the encoding as gRPC writes it.
+func (w *wire) out() *wireOut { return newWireOut(w.front(), w.token, w.tail()) }
 
 // with returns the encoding with one more header: the ok response grows by
 // extra, an encoded OkHttpResponse.headers field placed after the others,
 // so its length is written anew.
-func (w *wire) with(extra []byte) *wire {
-	f, t := w.front.SliceBuffer, w.tail.SliceBuffer
-	okStart := int(w.statusLen + 1 + w.lenLen)
-	okLen := len(f) - okStart + len(w.token.SliceBuffer) + int(w.metaAt) + len(extra)
+func (w *wire) with(extra []byte) *wireOut {
+	f, t := w.front(), w.tail()
+	okStart := int(w.statusLen) + 1 + int(w.lenLen)
+	okLen := len(f) - okStart + len(w.token) + int(w.metaAt) + len(extra)
 	front := make([]byte, 0, len(f)+2)
 	front = append(front, f[:w.statusLen+1]...)
 	front = protowire.AppendVarint(front, uint64(okLen))
@@ -104,7 +119,17 @@ func (w *wire) with(extra []byte) *wire {
 	tail = append(tail, t[:w.metaAt]...)
 	tail = append(tail, extra...)
 	tail = append(tail, t[w.metaAt:]...)
-	return &wire{front: wireBuf{front}, token: w.token, tail: wireBuf{tail}}
+	return newWireOut(front, w.token, tail)
+}
+
+// decode returns the encoding as a CheckResponse: for misses, HTTP mode
+// and callers in the process, never for a gRPC hit.
+func (w *wire) decode() (*authv3.CheckResponse, error) { return w.out().decode() }
+
+// decode returns o as a CheckResponse.
+func (o *wireOut) decode() (*authv3.CheckResponse, error) {
+	resp := &authv3.CheckResponse{}
+	return resp, protov2.Unmarshal(mem.BufferSlice(o.parts[:]).Materialize(), resp)
 }
 
 // encodeHeaderField encodes one OkHttpResponse.headers field as
@@ -137,13 +162,6 @@ func encodeHeaderField(name, value string) []byte {
 	return b
 }
 
-// decode returns the encoding as a CheckResponse: for misses, HTTP mode
-// and callers in the process, never for a gRPC hit.
-func (w *wire) decode() (*authv3.CheckResponse, error) {
-	resp := &authv3.CheckResponse{}
-	return resp, protov2.Unmarshal(w.parts().Materialize(), resp)
-}
-
 // codec is gRPC's proto codec, but for an encoded hit, which it writes as
 // it is.
 type codec struct{ proto encoding.CodecV2 }
@@ -154,8 +172,8 @@ type codec struct{ proto encoding.CodecV2 }
 func Codec() encoding.CodecV2 { return codec{proto: encoding.GetCodecV2(proto.Name)} }
 
 func (c codec) Marshal(v any) (mem.BufferSlice, error) {
-	if w, ok := v.(*wire); ok {
-		return w.parts(), nil
+	if o, ok := v.(*wireOut); ok {
+		return o.parts[:], nil
 	}
 	return c.proto.Marshal(v)
 }

@@ -155,7 +155,7 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 	}
 	// Either no token, or one close to its expiry. Close to expiry, the
 	// exact clock decides: the coarse one may lag when the process starves.
-	if t != nil && !c.exact().Before(t.Expiry) {
+	if t != nil && !c.exact().Before(t.Expiry()) {
 		t = nil
 	}
 	// A token close to its expiry serves while its refresh is under way, so
@@ -203,7 +203,7 @@ func (c *Cache) wait(ctx context.Context, e *Endpoint, key Key, creds idp.Creden
 	}
 	// The endpoint could not give a new token: the old one serves until it
 	// expires, unless the endpoint said the client may no longer have one.
-	if old != nil && !revoked(err) && c.exact().Before(old.Expiry) {
+	if old != nil && !revoked(err) && c.exact().Before(old.Expiry()) {
 		c.counters.memoryStale.Inc()
 		return old, FromMemory, nil
 	}
@@ -224,7 +224,7 @@ func (c *Cache) refreshAhead(e *Endpoint, key Key, creds idp.Credentials, t *Tok
 		defer cancel()
 		// Sharing the key's flight keeps refreshes and cold fetches to one at a time.
 		_, err, _ := c.flight.Do(string(key.id[:]), func() (any, error) {
-			return c.fill(ctx, fillRequest{e: e, key: key, creds: creds, newerThan: t.Fetched, known: true,
+			return c.fill(ctx, fillRequest{e: e, key: key, creds: creds, newerThan: t.Fetched(), known: true,
 				queueBy: time.Now().Add(e.Client.AttemptTimeout())})
 		})
 		if err != nil {
@@ -259,7 +259,7 @@ func (c *Cache) fill(ctx context.Context, r fillRequest) (filled, error) {
 	e, key := r.e, r.key
 	now := c.now()
 	// A flight that ended just before this one began may have done the work.
-	if t := c.store.get(key, now); t != nil && t.Fetched.After(r.newerThan) && now.Before(t.serveUntil()) {
+	if t := c.store.get(key, now); t != nil && t.Fetched().After(r.newerThan) && now.Before(t.serveUntil()) {
 		return filled{t, FromMemory}, nil
 	}
 	if e.Shared != nil {
@@ -377,12 +377,8 @@ func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, clientID s
 	lockTTL := e.Client.AttemptTimeout() + time.Second
 	usable := func() (*Token, error) {
 		t, err := sh.Get(ctx, key)
-		if t == nil || err != nil || !t.Fetched.After(newerThan) || !c.now().Before(t.serveUntil()) {
+		if t == nil || err != nil || !t.Fetched().After(newerThan) || !c.now().Before(t.serveUntil()) {
 			return nil, err
-		}
-		if t.issuedTo != "" && t.issuedTo != clientID {
-			c.log.Warn("token in redis was issued to another client; fetching a new one", zap.String("client_id", clientID))
-			return nil, nil
 		}
 		if e.Verifier != nil {
 			if err := e.Verifier.Verify(ctx, t.AccessToken.Reveal()); err != nil {
@@ -437,22 +433,23 @@ func (c *Cache) fromShared(ctx context.Context, e *Endpoint, key Key, clientID s
 
 func (c *Cache) newToken(resp *idp.Token, defaultTTL time.Duration) (*Token, error) {
 	now := c.now()
-	t := &Token{AccessToken: resp.AccessToken, Type: resp.Type, Fetched: now}
+	t := &Token{AccessToken: resp.AccessToken, bound: isDPoP(resp.Type), fetched: now.UnixNano()}
 	payload := t.Claims()
+	var expiry time.Time
 	switch {
 	case resp.ExpiresIn > 0:
-		t.Expiry = now.Add(resp.ExpiresIn)
+		expiry = now.Add(resp.ExpiresIn)
 	case payload != nil:
 		if exp, ok := payload.Expiry(); ok {
-			t.Expiry = exp
+			expiry = exp
 			break
 		}
 		fallthrough
 	default:
-		t.Expiry = now.Add(defaultTTL)
+		expiry = now.Add(defaultTTL)
 	}
-	t.clampExpiry(payload, now)
-	if !t.Expiry.After(now) {
+	t.setExpiry(expiry, payload, now)
+	if !t.Expiry().After(now) {
 		return nil, ErrExpired
 	}
 	return t, nil

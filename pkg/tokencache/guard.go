@@ -41,9 +41,9 @@ const (
 	// maxBudgetClients bounds the client ids whose rejections are counted.
 	maxBudgetClients = 10_000
 	// maxAcceptedKeys is how many credentials of one client id the
-	// endpoint accepted are remembered as known good (a secret and its
-	// successor during a rotation, and then some).
-	maxAcceptedKeys = 4
+	// endpoint accepted are remembered as known good: a secret and its
+	// successor during a rotation.
+	maxAcceptedKeys = 2
 )
 
 // budgets keeps the failure budget of every client id per token endpoint:
@@ -57,29 +57,34 @@ const (
 // the right one.
 type budgets struct {
 	mu      sync.Mutex // guards the records' fields
-	clients *bounded.Map[[sha256.Size]byte, *budgetRecord]
+	clients *bounded.Map[[16]byte, *budgetRecord]
 }
 
 type budgetRecord struct {
 	rejected []time.Time // the latest rejections, oldest first
-	inflight int         // requests with unknown credentials under way
-	accepted [maxAcceptedKeys]Key
-	next     int // where the next accepted key goes in accepted
+	inflight int32       // requests with unknown credentials under way
+	next     int32       // where the next accepted key goes in accepted
+	// accepted holds the first 16 bytes of the ids of accepted keys: as
+	// unforgeable as the whole, in a third of the memory (a record per
+	// client id).
+	accepted [maxAcceptedKeys][16]byte
 }
 
 func newBudgets() *budgets {
-	return &budgets{clients: bounded.New[[sha256.Size]byte, *budgetRecord](maxBudgetClients, func(k [sha256.Size]byte) uint64 { return uint64(k[0]) })}
+	return &budgets{clients: bounded.New[[16]byte, *budgetRecord](maxBudgetClients, func(k [16]byte) uint64 { return uint64(k[0]) })}
 }
 
 // budgetKey names a client id at a token endpoint: IdPs count failures per
 // client, whatever the scope or audience asked for.
-func budgetKey(url, clientID string) [sha256.Size]byte {
+// Its first 16 bytes of SHA-256 are as unforgeable for the purpose as all 32.
+func budgetKey(url, clientID string) [16]byte {
 	buf := make([]byte, 0, 16+len(url)+len(clientID))
 	buf = binary.BigEndian.AppendUint64(buf, uint64(len(url)))
 	buf = append(buf, url...)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(len(clientID)))
 	buf = append(buf, clientID...)
-	return sha256.Sum256(buf)
+	sum := sha256.Sum256(buf)
+	return [16]byte(sum[:16])
 }
 
 // admit decides whether a token request for key may be sent. known says
@@ -104,7 +109,7 @@ func (b *budgets) admit(e *Endpoint, clientID string, key Key, known bool, now t
 	r.prune(now.Add(-window))
 	trusted := known || r.knows(key)
 	if !trusted {
-		if len(r.rejected)+r.inflight >= limit {
+		if len(r.rejected)+int(r.inflight) >= limit {
 			retry := time.Second // only requests under way: they end soon
 			if len(r.rejected) > 0 {
 				retry = max(r.rejected[0].Add(window).Sub(now), time.Second)
@@ -128,7 +133,7 @@ func (b *budgets) admit(e *Endpoint, clientID string, key Key, known bool, now t
 			}
 			return len(r.rejected) == limit
 		case accepted && !r.knows(key):
-			r.accepted[r.next] = key
+			r.accepted[r.next] = acceptedID(key)
 			r.next = (r.next + 1) % maxAcceptedKeys
 		}
 		return false
@@ -146,9 +151,13 @@ func (r *budgetRecord) prune(since time.Time) {
 	}
 }
 
+// acceptedID is what a record keeps of an accepted key.
+func acceptedID(key Key) [16]byte { return [16]byte(key.id[:16]) }
+
 func (r *budgetRecord) knows(key Key) bool {
+	id := acceptedID(key)
 	for _, k := range r.accepted {
-		if k == key {
+		if k == id {
 			return true
 		}
 	}
@@ -156,9 +165,10 @@ func (r *budgetRecord) knows(key Key) bool {
 }
 
 func (r *budgetRecord) forget(key Key) {
+	id := acceptedID(key)
 	for i, k := range r.accepted {
-		if k == key {
-			r.accepted[i] = Key{}
+		if k == id {
+			r.accepted[i] = [16]byte{}
 		}
 	}
 }

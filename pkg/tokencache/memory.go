@@ -24,7 +24,7 @@ func (t memoryTier) get(key Key, now time.Time) *Token {
 }
 
 func (t memoryTier) put(key Key, tok *Token, now time.Time) {
-	t.m.Put(key, tok, tok.Expiry.UnixNano(), now.UnixNano())
+	t.m.Put(key, tok, tok.expiry, now.UnixNano())
 }
 
 func (t memoryTier) delete(key Key) { t.m.Delete(key) }

@@ -337,12 +337,18 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.decode(data, rk)
+	t, issuedTo, err := s.decode(data, rk)
 	if err != nil {
 		s.redis.log.Debug("unreadable value in redis, treated as a miss", zap.String("key", rk), zap.Error(err))
 		return nil, nil
 	}
-	if !s.redis.now().Before(t.Expiry) {
+	if issuedTo != "" && clientHash(issuedTo) != k.client {
+		// Sealed under this key name, yet issued to another client: not
+		// served, whatever wrote it.
+		s.redis.log.Warn("token in redis was issued to another client; fetching a new one", zap.String("key", rk))
+		return nil, nil
+	}
+	if !s.redis.now().Before(t.Expiry()) {
 		return nil, nil
 	}
 	return t, nil
@@ -350,7 +356,7 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 
 // Set stores t under k until the token expires.
 func (s *Shared) Set(ctx context.Context, k Key, t *Token) error {
-	ttl := t.Expiry.Sub(s.redis.now())
+	ttl := t.Expiry().Sub(s.redis.now())
 	if ttl < time.Millisecond {
 		return nil
 	}
@@ -420,14 +426,14 @@ const sealedHeader = 25
 // data, so that a value can be neither read, changed, nor moved to another
 // key.
 func (s *Shared) encode(t *Token, redisKey string) ([]byte, error) {
-	typ, tok := t.Type, t.AccessToken.Reveal()
+	typ, tok := t.Type(), t.AccessToken.Reveal()
 	if len(typ) > 255 {
 		typ = typ[:255]
 	}
 	body := make([]byte, 0, sealedHeader+len(typ)+len(tok))
 	body = binary.BigEndian.AppendUint64(body, uint64(s.generation.Load()))
-	body = binary.BigEndian.AppendUint64(body, uint64(t.Fetched.UnixMilli()))
-	body = binary.BigEndian.AppendUint64(body, uint64(t.Expiry.UnixMilli()))
+	body = binary.BigEndian.AppendUint64(body, uint64(t.Fetched().UnixMilli()))
+	body = binary.BigEndian.AppendUint64(body, uint64(t.Expiry().UnixMilli()))
 	body = append(body, byte(len(typ)))
 	body = append(body, typ...)
 	body = append(body, tok...)
@@ -441,43 +447,43 @@ func (s *Shared) encode(t *Token, redisKey string) ([]byte, error) {
 
 // decode opens a value and checks what it says: written in the current
 // purge generation, fetched before now, an expiry no later than the JWT's
-// exp nor a year away.
-func (s *Shared) decode(data []byte, redisKey string) (*Token, error) {
+// exp nor a year away. issuedTo is the client the JWT names, if any.
+func (s *Shared) decode(data []byte, redisKey string) (t *Token, issuedTo string, err error) {
 	n := s.aead.NonceSize()
 	switch {
 	case len(data) == 0:
-		return nil, errors.New("empty value")
+		return nil, "", errors.New("empty value")
 	case data[0] != formatSealed:
-		return nil, fmt.Errorf("value format %d, want %d", data[0], formatSealed)
+		return nil, "", fmt.Errorf("value format %d, want %d", data[0], formatSealed)
 	case len(data) < 1+n:
-		return nil, errors.New("short value")
+		return nil, "", errors.New("short value")
 	}
 	body, err := s.aead.Open(nil, data[1:1+n], data[1+n:], []byte(redisKey))
 	if err != nil {
-		return nil, errors.New("cannot decrypt value: another key, another key name, or changed")
+		return nil, "", errors.New("cannot decrypt value: another key, another key name, or changed")
 	}
 	if len(body) < sealedHeader || len(body) < sealedHeader+int(body[sealedHeader-1]) {
-		return nil, errors.New("short value")
+		return nil, "", errors.New("short value")
 	}
 	if gen := int64(binary.BigEndian.Uint64(body)); gen < s.generation.Load() {
-		return nil, fmt.Errorf("value from purge generation %d, before the latest purge (%d)", gen, s.generation.Load())
+		return nil, "", fmt.Errorf("value from purge generation %d, before the latest purge (%d)", gen, s.generation.Load())
 	}
 	typeLen := int(body[sealedHeader-1])
 	now := s.redis.now()
-	t := &Token{
-		Fetched:     time.UnixMilli(int64(binary.BigEndian.Uint64(body[8:]))),
-		Expiry:      time.UnixMilli(int64(binary.BigEndian.Uint64(body[16:]))),
-		Type:        string(body[sealedHeader : sealedHeader+typeLen]),
+	t = &Token{
+		bound:       isDPoP(string(body[sealedHeader : sealedHeader+typeLen])),
 		AccessToken: secret.New(string(body[sealedHeader+typeLen:])),
 	}
-	t.Fetched = minTime(t.Fetched, now)
-	if t.AccessToken.Empty() || !t.Fetched.Before(t.Expiry) {
-		return nil, errors.New("value holds no usable token")
+	fetched := minTime(time.UnixMilli(int64(binary.BigEndian.Uint64(body[8:]))), now)
+	expiry := time.UnixMilli(int64(binary.BigEndian.Uint64(body[16:])))
+	if t.AccessToken.Empty() || !fetched.Before(expiry) {
+		return nil, "", errors.New("value holds no usable token")
 	}
 	c := t.Claims()
-	t.clampExpiry(c, now)
+	t.fetched = fetched.UnixNano()
+	t.setExpiry(expiry, c, now)
 	if c != nil {
-		t.issuedTo, _ = c.Client()
+		issuedTo, _ = c.Client()
 	}
-	return t, nil
+	return t, issuedTo, nil
 }

@@ -69,7 +69,7 @@ func testKey(s string) Key { return Key{id: sha256.Sum256([]byte(s)), client: cl
 
 func newTestToken(value string, lifetime time.Duration) *Token {
 	now := time.Now().Truncate(time.Millisecond)
-	return &Token{AccessToken: secret.New(value), Type: "Bearer", Fetched: now, Expiry: now.Add(lifetime)}
+	return &Token{AccessToken: secret.New(value), fetched: now.UnixNano(), expiry: now.Add(lifetime).UnixNano()}
 }
 
 func TestMain(m *testing.M) {
@@ -99,7 +99,7 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 		if err != nil || got == nil {
 			t.Fatalf("Get = %v, %v", got, err)
 		}
-		if got.AccessToken.Reveal() != jwtLike || got.Type != "Bearer" || !got.Expiry.Equal(want.Expiry) || !got.Fetched.Equal(want.Fetched) {
+		if got.AccessToken.Reveal() != jwtLike || got.Type() != "Bearer" || got.expiry != want.expiry || got.fetched != want.fetched {
 			t.Errorf("got %+v, want %+v", got, want)
 		}
 		if got.Claims() == nil {
@@ -115,8 +115,8 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 	})
 	t.Run("gone at expiry", func(t *testing.T) {
 		tok := newTestToken("short", time.Hour)
-		tok.Fetched = time.Now().Add(-time.Hour).Truncate(time.Millisecond)
-		tok.Expiry = time.Now().Add(200 * time.Millisecond).Truncate(time.Millisecond)
+		tok.fetched = time.Now().Add(-time.Hour).Truncate(time.Millisecond).UnixNano()
+		tok.expiry = time.Now().Add(200 * time.Millisecond).Truncate(time.Millisecond).UnixNano()
 		_ = s.Set(ctx, testKey("c"), tok)
 		if got, err := s.Get(ctx, testKey("c")); got == nil || err != nil {
 			t.Fatalf("a token 200ms from expiry is not returned: %v, %v", got, err)
@@ -232,7 +232,7 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 		tok := newTestToken(jwtExpiring(time.Now().Add(time.Minute)), time.Hour)
 		_ = s.Set(ctx, testKey("late"), tok)
 		got, _ := s.Get(ctx, testKey("late"))
-		if got == nil || got.Expiry.After(time.Now().Add(time.Minute+time.Second)) {
+		if got == nil || got.Expiry().After(time.Now().Add(time.Minute+time.Second)) {
 			t.Errorf("expiry %v, want the JWT's exp, a minute away", got)
 		}
 	})

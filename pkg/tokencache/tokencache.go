@@ -68,6 +68,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -92,14 +93,31 @@ const (
 // expression's verdict) is made once per use and kept in the memo.
 type Token struct {
 	AccessToken secret.Value
-	Type        string
-	Fetched     time.Time // when the endpoint issued it
-	Expiry      time.Time // the token's own end of validity
-	issuedTo    string    // from Redis only: the client its JWT names, if any
+	fetched     int64 // UnixNano: when the endpoint issued it
+	expiry      int64 // UnixNano: the token's own end of validity
 	memo        atomic.Pointer[memoEntry]
 	nextRefresh atomic.Int64 // UnixNano before which no refresh starts
 	refreshing  atomic.Bool  // a background refresh is under way
+	bound       bool         // token_type DPoP: bound to a key (RFC 9449)
 }
+
+// Type is the token's type: DPoP for a bound token, else Bearer (idp
+// accepts no other).
+func (t *Token) Type() string {
+	if t.bound {
+		return "DPoP"
+	}
+	return "Bearer"
+}
+
+// Fetched is when the endpoint issued the token.
+func (t *Token) Fetched() time.Time { return time.Unix(0, t.fetched) }
+
+// Expiry is the token's own end of validity.
+func (t *Token) Expiry() time.Time { return time.Unix(0, t.expiry) }
+
+// isDPoP reports a token_type of DPoP, in any case.
+func isDPoP(tokenType string) bool { return strings.EqualFold(tokenType, "DPoP") }
 
 // Claims decodes the token's JWT payload; nil when the token is not a JWT.
 // It decodes anew on every call: for building what a memo keeps, never
@@ -112,31 +130,31 @@ func (t *Token) Claims() *claims.Claims {
 	return c
 }
 
-func (t *Token) lifetime() time.Duration { return t.Expiry.Sub(t.Fetched) }
+func (t *Token) lifetime() time.Duration { return time.Duration(t.expiry - t.fetched) }
 
 // refreshAt is when a hit starts a background refresh.
 func (t *Token) refreshAt() time.Time {
-	return t.Fetched.Add(time.Duration(float64(t.lifetime()) * refreshShare))
+	return t.Fetched().Add(time.Duration(float64(t.lifetime()) * refreshShare))
 }
 
 // serveUntil is when the token stops being handed out while the endpoint
 // works: min(30s, lifetime/10) before it expires, so that it never reaches
 // an upstream about to expire.
 func (t *Token) serveUntil() time.Time {
-	return t.Expiry.Add(-min(maxSkew, t.lifetime()/10))
+	return t.Expiry().Add(-min(maxSkew, t.lifetime()/10))
 }
 
-// clampExpiry ends the token no later than its JWT exp (c, its claims, nil
-// for none) and idp.MaxLifetime after now: whatever the endpoint or a
-// stored value says, a token is never served past its own exp, and its
-// expiry fits every clock.
-func (t *Token) clampExpiry(c *claims.Claims, now time.Time) {
+// setExpiry ends the token at expiry, but no later than its JWT exp (c,
+// its claims, nil for none) and idp.MaxLifetime after now: whatever the
+// endpoint or a stored value says, a token is never served past its own
+// exp, and its expiry fits every clock (and an int64 of nanoseconds).
+func (t *Token) setExpiry(expiry time.Time, c *claims.Claims, now time.Time) {
 	if c != nil {
-		if exp, ok := c.Expiry(); ok && exp.Before(t.Expiry) {
-			t.Expiry = exp
+		if exp, ok := c.Expiry(); ok && exp.Before(expiry) {
+			expiry = exp
 		}
 	}
-	t.Expiry = minTime(t.Expiry, now.Add(idp.MaxLifetime))
+	t.expiry = minTime(expiry, now.Add(idp.MaxLifetime)).UnixNano()
 }
 
 func minTime(a, b time.Time) time.Time {

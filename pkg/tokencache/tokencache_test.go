@@ -116,7 +116,7 @@ func TestLifetime(t *testing.T) {
 			if hit {
 				t.Fatal("first lookup was a hit")
 			}
-			if got := tok.Expiry.Sub(start); got != tt.wantExpiry {
+			if got := tok.Expiry().Sub(start); got != tt.wantExpiry {
 				t.Errorf("expiry in %v, want %v", got, tt.wantExpiry)
 			}
 			if (tok.Claims() != nil) != tt.wantClaims {
@@ -144,7 +144,7 @@ func TestServingWindows(t *testing.T) {
 	}
 	poll(t, func() bool {
 		tok, hit := f.get(t, 0)
-		return hit && tok != first && tok.Fetched.Equal(start.Add(80*time.Second))
+		return hit && tok != first && tok.Fetched().Equal(start.Add(80*time.Second))
 	})
 	if n := f.idp.Requests(); n != 2 {
 		t.Errorf("%d token requests, want 2", n)
