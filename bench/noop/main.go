@@ -1,6 +1,9 @@
 // Command noop is an ext_authz v3 server that allows every request and
 // does nothing else: the physical limit extauthz is measured against, built
-// with the same grpc-go. It prints "listening <address>" once it serves.
+// with the same grpc-go. It serves HTTP mode's no-op too: a net/http
+// handler that answers 200 with the two headers extauthz's HTTP mode
+// writes for the load's policy (a token of -token bytes, and X-Group). It
+// prints "listening <gRPC address> <HTTP address>" once it serves.
 package main
 
 import (
@@ -8,8 +11,10 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -29,22 +34,38 @@ func (noop) Check(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse,
 }
 
 func main() {
-	addr := flag.String("addr", "127.0.0.1:0", "address to listen on")
+	addr := flag.String("addr", "127.0.0.1:0", "gRPC address to listen on")
+	httpAddr := flag.String("http", "127.0.0.1:0", "HTTP address to listen on")
+	tokenBytes := flag.Int("token", 300, "length of the token the HTTP no-op answers with")
 	flag.Parse()
 	lis, err := net.Listen("tcp", *addr)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	httpLis, err := net.Listen("tcp", *httpAddr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
 	gs := grpc.NewServer()
 	authv3.RegisterAuthorizationServer(gs, noop{})
-	fmt.Printf("listening %s\n", lis.Addr())
+	token := "Bearer " + strings.Repeat("t", *tokenBytes)
+	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		h := w.Header()
+		h["Authorization"] = []string{token}
+		h["X-Group"] = []string{"admin"}
+		w.WriteHeader(http.StatusOK)
+	})}
+	fmt.Printf("listening %s %s\n", lis.Addr(), httpLis.Addr())
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	go func() {
 		<-ctx.Done()
 		gs.Stop()
+		hs.Close()
 	}()
+	go func() { _ = hs.Serve(httpLis) }()
 	if err := gs.Serve(lis); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)

@@ -13,8 +13,9 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
-	"runtime/debug"
 	"syscall"
+
+	"github.com/extauthz/extauthz/internal/gctune"
 )
 
 // version is set at build time with -ldflags "-X main.version=…".
@@ -43,18 +44,10 @@ type stdio struct {
 	out, err io.Writer
 }
 
-// defaultGCPercent is extauthz's GOGC when the environment sets none. Most
-// of its heap is cached tokens and answers, which live for their token's
-// lifetime, while a cache hit allocates under 200 bytes: a collection when
-// the heap has grown by a quarter costs little CPU, where Go's default of
-// 100 would let resident memory reach twice what is cached (make bench
-// prints both figures).
-const defaultGCPercent = 25
-
 func main() {
-	if os.Getenv("GOGC") == "" {
-		debug.SetGCPercent(defaultGCPercent)
-	}
+	// Unless GOGC is set: the GC's headroom is a fifth of the live heap,
+	// at least 4 MiB (internal/gctune), not Go's 100%.
+	gctune.Run(context.Background(), os.Getenv)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], stdio{os.Stdin, os.Stdout, os.Stderr})
 	stop()

@@ -3,6 +3,7 @@ package authz
 import (
 	"encoding/json"
 	"errors"
+	"net/textproto"
 	"strconv"
 	"strings"
 
@@ -16,7 +17,6 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/extauthz/extauthz/pkg/claims"
-	"github.com/extauthz/extauthz/pkg/dpop"
 )
 
 // Dynamic metadata keys, read by Envoy access logs as
@@ -32,6 +32,13 @@ const (
 // header is one header an allowed request is forwarded with.
 type header struct{ name, value string }
 
+// httpHeader is a header as HTTP mode writes it: its canonical key, and a
+// value slice shared by every hit.
+type httpHeader struct {
+	key    string
+	values []string
+}
+
 // answer is everything the decisions for one token under one policy
 // repeat: the claims' verdict, and for an allow the hit's gRPC encoding.
 // It is built once per token and policy, from claims decoded for the
@@ -41,30 +48,7 @@ type header struct{ name, value string }
 // a miss's response, HTTP mode's headers — is decoded from the encoding.
 type answer struct {
 	wire wire
-	deny outcome     // allow, or why every request with this token is denied
-	rare *rareAnswer // what few answers need; nil for most
-}
-
-// rareAnswer is the part of an answer that few policies or tokens have.
-type rareAnswer struct {
-	ath string                // DPoP: the token's hash, for every proof
-	hit *authv3.CheckResponse // the hit, when the token could not be encoded (not UTF-8)
-}
-
-// ath returns the token's hash for DPoP proofs.
-func (a *answer) ath() string {
-	if a.rare == nil {
-		return ""
-	}
-	return a.rare.ath
-}
-
-// fallback returns the hit kept as a message, if the token could not be encoded.
-func (a *answer) fallback() *authv3.CheckResponse {
-	if a.rare == nil {
-		return nil
-	}
-	return a.rare.hit
+	deny outcome // allow, or why every request with this token is denied
 }
 
 // answer returns the decision's answer, building it on first use.
@@ -103,46 +87,36 @@ func (d *decision) answer() *answer {
 			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
 			DynamicMetadata: metadata(meta),
 		}
-		var rare rareAnswer
 		if err := a.wire.encode(hit, tok.AccessToken.Reveal()); err != nil {
-			rare.hit = hit // a token the encoding would not carry as it is: kept as a message
-		}
-		if p.dpop != nil {
-			rare.ath = dpop.TokenHash(tok.AccessToken.Reveal())
-		}
-		if rare != (rareAnswer{}) {
-			a.rare = &rare
+			// idp takes only printable ASCII tokens, and claims decode to
+			// UTF-8: an answer that does not encode is a bug, and denies.
+			return &answer{deny: denyInvalidTokenResponse}
 		}
 		return a
 	}).(*answer)
 }
 
 // message returns the hit as a CheckResponse.
-func (a *answer) message() (*authv3.CheckResponse, error) {
-	if hit := a.fallback(); hit != nil {
-		return hit, nil
-	}
-	return a.wire.decode()
-}
+func (a *answer) message() (*authv3.CheckResponse, error) { return a.wire.decode() }
 
 // httpHeaders returns the headers an allowed request is forwarded with,
 // decoded once per token and policy and kept in the token's memo beside
 // the answer: HTTP mode writes them on every hit, and only HTTP mode pays
 // for them.
-func (d *decision) httpHeaders(a *answer) ([]header, error) {
+func (d *decision) httpHeaders(a *answer) ([]httpHeader, error) {
 	var err error
 	hs := d.token.Memo(d.policy.httpKey, func() any {
 		m, e := a.message()
 		if e != nil {
 			err = e
-			return []header(nil)
+			return []httpHeader(nil)
 		}
-		var hs []header
+		var hs []httpHeader
 		for _, o := range m.GetOkResponse().GetHeaders() {
-			hs = append(hs, header{o.GetHeader().GetKey(), o.GetHeader().GetValue()})
+			hs = append(hs, httpHeader{textproto.CanonicalMIMEHeaderKey(o.GetHeader().GetKey()), []string{o.GetHeader().GetValue()}})
 		}
 		return hs
-	}).([]header)
+	}).([]httpHeader)
 	if hs == nil && err == nil {
 		err = errors.New("authz: an allow without headers")
 	}
@@ -154,7 +128,7 @@ func (d *decision) httpHeaders(a *answer) ([]header, error) {
 // DPoP allow adds the request's own proof.
 func (d *decision) response() (any, error) {
 	a := d.answer()
-	if d.source.Hit() && a.fallback() == nil {
+	if d.source.Hit() {
 		if d.proof == "" {
 			return a.wire.out(), nil
 		}

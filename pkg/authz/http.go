@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/textproto"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/extauthz/extauthz/pkg/urlpath"
@@ -43,19 +45,23 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if d.cause = in.parse(st.policyPath, st.policyHeader); d.cause != nil {
 		d.outcome = denyAmbiguous
 	} else {
-		ctx, cancel := context.WithTimeout(ctx, HTTPCheckTimeout)
-		d = s.decide(ctx, st, in)
-		cancel()
+		// The deadline is made only if something waits: a hit never does.
+		lazy := &lazyDeadline{Context: ctx, deadline: start.Add(HTTPCheckTimeout)}
+		d = s.decide(lazy, st, in)
+		lazy.stop()
 	}
 	s.record(&d, start)
 	endSpan(span, &d)
 	writeHTTP(w, &d)
 }
 
+// noStore is every answer's Cache-Control: shared, never changed.
+var noStore = []string{"no-store"}
+
 // writeHTTP answers an HTTP-mode check with d.
 func writeHTTP(w http.ResponseWriter, d *decision) {
 	h := w.Header()
-	h.Set("Cache-Control", "no-store")
+	h["Cache-Control"] = noStore
 	if d.outcome == allow {
 		hs, err := d.httpHeaders(d.answer())
 		if err != nil { // the answer's own encoding does not decode: a bug
@@ -63,10 +69,10 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 			return
 		}
 		for _, hd := range hs {
-			h[http.CanonicalHeaderKey(hd.name)] = []string{hd.value}
+			h[hd.key] = hd.values // shared by every hit: net/http only reads them
 		}
 		if d.proof != "" {
-			h.Set("DPoP", d.proof)
+			h["Dpop"] = []string{d.proof}
 		}
 		if d.policy.removeAuthorization {
 			// The token travels in another header: the caller's Basic
@@ -123,7 +129,7 @@ func (h *httpInput) parse(policyPath bool, policyHeader string) error {
 	case policyHeader != "":
 		// A proxy that adds its value after the caller's would leave the
 		// caller's first: more than one is refused, not guessed at.
-		v := h.r.Header.Values(policyHeader)
+		v := h.r.Header[policyHeader]
 		if len(v) > 1 {
 			return errPolicyHeaders
 		}
@@ -135,7 +141,7 @@ func (h *httpInput) parse(policyPath bool, policyHeader string) error {
 	// The original path, when the proxy sends it apart from the check's own.
 	var fwd []string
 	for _, name := range [...]string{"X-Forwarded-Uri", "X-Original-Uri"} {
-		for _, v := range h.r.Header.Values(name) {
+		for _, v := range h.r.Header[name] {
 			p, err := urlpath.Normalize(v)
 			if err != nil {
 				return err
@@ -169,10 +175,17 @@ func policyInPath(p string) (name string, ok bool) {
 func (h *httpInput) contextExtension(string) string { return h.policy }
 
 func (h *httpInput) host() string {
-	if v := h.r.Header.Get("X-Forwarded-Host"); v != "" {
+	if v := first(h.r.Header["X-Forwarded-Host"]); v != "" {
 		return v
 	}
 	return h.r.Host
+}
+
+func first(vs []string) string {
+	if len(vs) == 0 {
+		return ""
+	}
+	return vs[0]
 }
 
 func (h *httpInput) path() string { return h.normPath }
@@ -182,7 +195,7 @@ func (h *httpInput) path() string { return h.normPath }
 // own (Envoy's http_service keeps it).
 func (h *httpInput) method() string {
 	for _, name := range [...]string{"X-Forwarded-Method", "X-Original-Method"} {
-		if v := h.r.Header.Get(name); v != "" {
+		if v := first(h.r.Header[name]); v != "" {
 			return v
 		}
 	}
@@ -191,16 +204,69 @@ func (h *httpInput) method() string {
 
 // scheme is the original request's, as X-Forwarded-Proto says; else http.
 func (h *httpInput) scheme() string {
-	if v := h.r.Header.Get("X-Forwarded-Proto"); v != "" {
+	if v := first(h.r.Header["X-Forwarded-Proto"]); v != "" {
 		return v
 	}
 	return "http"
 }
 
 func (h *httpInput) header(name string) (string, bool) {
-	v := h.r.Header.Values(name)
+	v := h.r.Header[canonicalKey(name)]
 	if len(v) == 0 {
 		return "", false
 	}
 	return v[0], true
+}
+
+// canonicalKeys remembers the canonical form of the lower-case header
+// names decisions look up: the program's own and the configuration's, a
+// few dozen at most, never a caller's.
+var canonicalKeys sync.Map
+
+func canonicalKey(name string) string {
+	if k, ok := canonicalKeys.Load(name); ok {
+		return k.(string)
+	}
+	k := textproto.CanonicalMIMEHeaderKey(name)
+	canonicalKeys.Store(name, k)
+	return k
+}
+
+// lazyDeadline is a context whose deadline, and its timer, are made only
+// when something asks for them: when a check waits on the token endpoint,
+// not on a cache hit.
+type lazyDeadline struct {
+	context.Context
+	deadline time.Time
+
+	mu      sync.Mutex
+	made    context.Context
+	cancel  context.CancelFunc
+	stopped bool
+}
+
+func (l *lazyDeadline) ctx() context.Context {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.made == nil {
+		l.made, l.cancel = context.WithDeadline(l.Context, l.deadline)
+		if l.stopped {
+			l.cancel()
+		}
+	}
+	return l.made
+}
+
+func (l *lazyDeadline) Deadline() (time.Time, bool) { return l.deadline, true }
+func (l *lazyDeadline) Done() <-chan struct{}       { return l.ctx().Done() }
+func (l *lazyDeadline) Err() error                  { return l.ctx().Err() }
+
+// stop releases the timer, if one was made; the context is done from then on.
+func (l *lazyDeadline) stop() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.stopped = true
+	if l.cancel != nil {
+		l.cancel()
+	}
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net/textproto"
 	"strconv"
 	"strings"
 
@@ -68,7 +69,7 @@ type state struct {
 	routes        []route
 	defaultPolicy *policy
 	selector      string // context extension key
-	policyHeader  string // HTTP mode: the header that names a policy; none when empty
+	policyHeader  string // HTTP mode: the header that names a policy, canonical; none when empty
 	policyPath    bool   // HTTP mode: a path /policy/<name> names the policy
 	hostRoutes    bool   // a route matches on the host, so requests' hosts are read
 }
@@ -88,7 +89,7 @@ func (s *Server) Update(rt *builder.Runtime) error {
 // compile makes rt ready to decide.
 func (s *Server) compile(o *builder.Runtime, prev *state) (*state, error) {
 	rt := &state{policies: map[string]*policy{}, selector: o.ContextExtension,
-		policyHeader: o.PolicyHeader, policyPath: o.PolicyFromPath}
+		policyHeader: canonicalPolicyHeader(o.PolicyHeader), policyPath: o.PolicyFromPath}
 	for _, po := range o.Policies {
 		if po.Endpoint == nil {
 			return nil, fmt.Errorf("policy %s: no token endpoint", po.Name)
@@ -244,4 +245,13 @@ func (r *route) matches(host, port, path string, in input) bool {
 		}
 	}
 	return true
+}
+
+// canonicalPolicyHeader returns the policy header's canonical key, as
+// net/http keeps request headers; "" stays "".
+func canonicalPolicyHeader(name string) string {
+	if name == "" {
+		return ""
+	}
+	return textproto.CanonicalMIMEHeaderKey(name)
 }

@@ -192,7 +192,7 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 		d.outcome, d.cause = a.deny, denyCauses[a.deny]
 	case p.dpop != nil:
 		// The proof names this request: made for it, never cached.
-		if d.proof, err = proofFor(p.dpop, in, a.ath()); err != nil {
+		if d.proof, err = proofFor(p.dpop, in, dpop.TokenHash(d.token.AccessToken.Reveal())); err != nil {
 			d.outcome, d.cause = denyAmbiguous, err
 			break
 		}
@@ -228,7 +228,7 @@ var errBadMethod = errors.New("the request's method is not an HTTP token")
 
 // denyCauses are why an answer denies every request with its token.
 var denyCauses = map[outcome]error{
-	denyInvalidTokenResponse: errors.New("the policy reads claims but the access token is not a JWT"),
+	denyInvalidTokenResponse: errors.New("the policy reads claims but the access token is not a JWT, or the answer does not encode"),
 	denyInsufficientClaims:   errors.New("the claims expression is false"),
 }
 

@@ -39,7 +39,7 @@ type wireBuf struct{ mem.SliceBuffer }
 // length, and the ok response up to the token; tail the rest of it and the
 // dynamic metadata, which starts at metaAt.
 type wire struct {
-	enc       []byte // front, then tail
+	enc       string // front, then tail; a string, as it never changes
 	token     string // the token itself: referred to, not copied
 	frontLen  int32
 	metaAt    int32 // in tail
@@ -47,8 +47,11 @@ type wire struct {
 	lenLen    uint8 // bytes of ok_response's length, after its tag
 }
 
-func (w *wire) front() []byte { return w.enc[:w.frontLen] }
-func (w *wire) tail() []byte  { return w.enc[w.frontLen:] }
+func (w *wire) front() []byte { return readOnly(w.enc[:w.frontLen]) }
+func (w *wire) tail() []byte  { return readOnly(w.enc[w.frontLen:]) }
+
+// readOnly returns s's bytes without copying them: gRPC only reads them.
+func readOnly(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 var errTokenNotInAnswer = errors.New("authz: the token is not in the encoded answer")
 
@@ -85,7 +88,7 @@ func (w *wire) encode(hit *authv3.CheckResponse, token string) error {
 	enc = append(enc, ok[at+len(token):]...)
 	metaAt := len(enc) - frontLen
 	enc = protowire.AppendBytes(protowire.AppendTag(enc, fieldDynamicMetadata, protowire.BytesType), meta)
-	*w = wire{enc: bytes.Clone(enc), token: token, frontLen: int32(frontLen), metaAt: int32(metaAt), statusLen: uint8(statusLen), lenLen: uint8(lenLen)}
+	*w = wire{enc: string(enc), token: token, frontLen: int32(frontLen), metaAt: int32(metaAt), statusLen: uint8(statusLen), lenLen: uint8(lenLen)}
 	return nil
 }
 
@@ -96,7 +99,7 @@ type wireOut struct {
 }
 
 func newWireOut(front []byte, token string, tail []byte) *wireOut {
-	o := &wireOut{bufs: [3]wireBuf{{front}, {unsafe.Slice(unsafe.StringData(token), len(token))}, {tail}}} // read only, as gRPC reads it
+	o := &wireOut{bufs: [3]wireBuf{{front}, {readOnly(token)}, {tail}}}
 	o.parts = [3]mem.Buffer{&o.bufs[0], &o.bufs[1], &o.bufs[2]}
 	return o
 }

@@ -214,7 +214,8 @@ func (c *Cache) wait(ctx context.Context, e *Endpoint, key Key, creds idp.Creden
 // recently: at most one per token per negative TTL.
 func (c *Cache) refreshAhead(e *Endpoint, key Key, creds idp.Credentials, t *Token, now time.Time) {
 	next := t.nextRefresh.Load()
-	if now.UnixNano() < next || !t.nextRefresh.CompareAndSwap(next, now.Add(e.NegativeTTL).UnixNano()) {
+	since := now.Sub(t.Fetched())
+	if since < time.Duration(next)*time.Second || !t.nextRefresh.CompareAndSwap(next, int32((since+e.NegativeTTL+time.Second-1)/time.Second)) {
 		return
 	}
 	t.refreshing.Store(true)

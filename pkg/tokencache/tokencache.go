@@ -96,9 +96,11 @@ type Token struct {
 	fetched     int64 // UnixNano: when the endpoint issued it
 	expiry      int64 // UnixNano: the token's own end of validity
 	memo        atomic.Pointer[memoEntry]
-	nextRefresh atomic.Int64 // UnixNano before which no refresh starts
-	refreshing  atomic.Bool  // a background refresh is under way
-	bound       bool         // token_type DPoP: bound to a key (RFC 9449)
+	// nextRefresh is when a refresh may start, in whole seconds after
+	// fetched, rounded up (a token lives at most idp.MaxLifetime, a year).
+	nextRefresh atomic.Int32
+	refreshing  atomic.Bool // a background refresh is under way
+	bound       bool        // token_type DPoP: bound to a key (RFC 9449)
 }
 
 // Type is the token's type: DPoP for a bound token, else Bearer (idp
