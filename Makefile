@@ -12,10 +12,10 @@ BENCHTIME ?= 1s
 
 export GRPCURL := $(CURDIR)/bin/tools/grpcurl
 
-.PHONY: help build tools deps demo test fuzz bench fmt lint generate cover clean
+.PHONY: help build tools deps demo test fuzz bench bench-peers fmt lint generate cover clean
 
 help: ## Show the targets and what they do
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 build: ## Build the static binary bin/extauthz
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/extauthz
@@ -36,10 +36,15 @@ test: tools deps ## Run every test with the race detector, then fuzz for FUZZTIM
 fuzz: ## Fuzz longer: make fuzz FUZZTIME=10m
 	@scripts/fuzz.sh $(FUZZTIME)
 
-bench: build ## Benchmarks with allocation counts, then extauthz against a no-op server under load (bench/)
+bench: build ## Benchmarks with allocation counts, then extauthz against no-op servers under load, Redis-tier hits and memory per cached client (bench/)
 	$(GO) build -o bin/noop ./bench/noop
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
+	$(GO) test -run='^$$' -bench='Parallel' -benchmem -benchtime=$(BENCHTIME) -cpu 1,2 ./pkg/authz ./pkg/claims
 	$(GO) run ./bench/load -bin $(BIN) -noop bin/noop
+
+bench-peers: build ## extauthz's HTTP mode against Ory Oathkeeper on the same IdP (builds it once into bin/tools, ~3 min); not in make test
+	@scripts/oathkeeper.sh
+	$(GO) run ./bench/peers -bin $(BIN) -oathkeeper bin/tools/oathkeeper
 
 fmt: ## Format every Go file
 	gofmt -w $$(git ls-files '*.go')

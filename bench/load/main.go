@@ -8,6 +8,7 @@
 //     two headers;
 //   - a DPoP policy against a Bearer one (gateway mode, the same token
 //     cache: the difference is the proof signed per request);
+//   - hits from the Redis tier against hits from memory;
 //
 // then the memory extauthz holds per cached client, in a fresh process
 // each, with the in-process tier alone and with Redis behind it. `make
@@ -150,6 +151,9 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	report("policy", results[0], results[1], "bearer", "dpop", 0, 0)
 	fmt.Printf("DPoP signs one proof per Check: its throughput is bounded by signatures per second per core (make bench: BenchmarkES256Sign).\n")
 
+	if err := redisHits(bin, dir, idp.TokenURL, clients, rounds, duration); err != nil {
+		return err
+	}
 	if cached > 0 {
 		return memoryFigures(bin, dir, cached, clients)
 	}

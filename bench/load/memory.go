@@ -189,3 +189,63 @@ func rss(pid int) (int64, error) {
 	}
 	return 0, errors.New("no VmRSS")
 }
+
+// redisTemplate serves application mode from a Redis tier with an
+// in-process tier of one entry: the load's clients take turns evicting one
+// another, so every Check reads Redis.
+const redisTemplate = `
+server: {grpcAddress: "127.0.0.1:0", httpAddress: "", adminAddress: "127.0.0.1:0"}
+log: {level: info}
+store:
+  maxEntries: %[1]d
+  encryptionKey: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
+  redis: {endpoints: ["%[3]s"], timeoutMillis: 1000}
+policies:
+  app:
+    url: %[2]s
+    forwardHeaders: {X-Group: grp, X-Roles: roles}
+    claims: Equals(` + "`grp`, `admin`" + `) && Contains(` + "`roles`, `write`" + `)
+`
+
+// redisHits measures Checks served from the Redis tier (the in-process
+// tier cold) against the same Checks served from memory, each client with
+// its own credentials.
+func redisHits(bin, dir, tokenURL string, clients, rounds int, duration time.Duration) error {
+	fmt.Printf("\nRedis-tier hits (the in-process tier holds one token, so every Check reads Redis) against memory-tier hits:\n")
+	addr, stopRedis, err := startRedis(dir)
+	if err != nil {
+		fmt.Printf("  skipped: %v\n", err)
+		return nil
+	}
+	defer stopRedis()
+	start := func(name string, maxEntries int) (*harness.Process, error) {
+		cfg := filepath.Join(dir, name+".yaml")
+		if err := os.WriteFile(cfg, []byte(fmt.Sprintf(redisTemplate, maxEntries, tokenURL, addr)), 0o600); err != nil {
+			return nil, err
+		}
+		return harness.Start(bin, cfg)
+	}
+	cold, err := start("redis-cold", 1)
+	if err != nil {
+		return err
+	}
+	defer cold.Stop()
+	warm, err := start("redis-warm", 1000)
+	if err != nil {
+		return err
+	}
+	defer warm.Stop()
+	perClient := func(addr string) target {
+		return target{"", func(w int) (func() bool, func(), error) {
+			return grpcTarget("", addr, request("app", fmt.Sprintf("client-%d", w))).client(w)
+		}}
+	}
+	redisT, memoryT := perClient(cold.GRPCAddress), perClient(warm.GRPCAddress)
+	redisT.name, memoryT.name = "redis", "memory"
+	results, err := compare(rounds, clients, duration, memoryT, redisT)
+	if err != nil {
+		return err
+	}
+	report("tier", results[0], results[1], "memory", "redis", 0, 0)
+	return nil
+}

@@ -195,6 +195,7 @@ func (r *Redis) call(ctx context.Context, fn func(ctx context.Context) error) er
 type Shared struct {
 	redis  *Redis
 	prefix string
+	genKey string // prefix + "generation"
 	aead   cipher.AEAD
 	names  *sync.Pool // of HMAC-SHA-256 hashes that tag key names
 	// generation is the highest purge generation seen: values written in
@@ -249,7 +250,7 @@ func newShared(r *Redis, prefix string, encryptionKey []byte) (*Shared, error) {
 	if len(encryptionKey) != 32 {
 		return nil, ErrNoEncryptionKey
 	}
-	s := &Shared{redis: r, prefix: prefix}
+	s := &Shared{redis: r, prefix: prefix, genKey: prefix + "generation"}
 	block, err := aes.NewCipher(encryptionKey)
 	if err != nil {
 		return nil, fmt.Errorf("encryption key: %w", err)
@@ -275,16 +276,19 @@ const (
 // tag writes one part of a key name: an HMAC of it, in hex, so that Redis
 // holds nothing a guessed client id or secret could be checked against
 // offline.
-func (s *Shared) tag(kind byte, b []byte) string {
+func (s *Shared) tag(kind byte, b []byte) string { return string(s.appendTag(nil, kind, b)) }
+
+// appendTag appends tag(kind, b) to dst.
+func (s *Shared) appendTag(dst []byte, kind byte, b []byte) []byte {
 	m := s.names.Get().(hash.Hash)
 	m.Reset()
 	k := [1]byte{kind}
 	m.Write(k[:])
 	m.Write(b)
 	var sum [sha256.Size]byte
-	tag := hex.EncodeToString(m.Sum(sum[:0])[:len(b)])
+	dst = hex.AppendEncode(dst, m.Sum(sum[:0])[:len(b)])
 	s.names.Put(m)
-	return tag
+	return dst
 }
 
 // Redis returns the connection the tier uses.
@@ -293,7 +297,11 @@ func (s *Shared) Redis() *Redis { return s.redis }
 // valueKey is <prefix><endpoint>:<client>:<key>, each a tag in hex: the
 // short ones let a purge find a policy's or a client's tokens with SCAN.
 func (s *Shared) valueKey(k Key) string {
-	return s.prefix + s.tag(tagEndpoint, k.endpoint[:]) + ":" + s.tag(tagClient, k.client[:]) + ":" + s.tag(tagKey, k.id[:])
+	b := make([]byte, 0, len(s.prefix)+2*(len(k.endpoint)+len(k.client)+len(k.id))+2)
+	b = append(b, s.prefix...)
+	b = append(s.appendTag(b, tagEndpoint, k.endpoint[:]), ':')
+	b = append(s.appendTag(b, tagClient, k.client[:]), ':')
+	return string(s.appendTag(b, tagKey, k.id[:]))
 }
 
 func (s *Shared) lockKey(k Key) string { return s.prefix + "lock:" + s.tag(tagKey, k.id[:]) }
@@ -301,7 +309,7 @@ func (s *Shared) lockKey(k Key) string { return s.prefix + "lock:" + s.tag(tagKe
 // generationKey holds the tier's purge generation, which every purge
 // increments (INCR): a plain counter, since a forged one can only make
 // replicas refuse values, never accept old ones.
-func (s *Shared) generationKey() string { return s.prefix + "generation" }
+func (s *Shared) generationKey() string { return s.genKey }
 
 // observe raises the generation this replica knows to g.
 func (s *Shared) observe(g int64) {
