@@ -9,7 +9,6 @@ package bounded
 import (
 	"hash/maphash"
 	"math"
-	"sync"
 	"sync/atomic"
 )
 
@@ -42,8 +41,8 @@ type Map[K comparable, V any] struct {
 }
 
 type shard[K comparable, V any] struct {
-	mu sync.RWMutex
-	m  map[K]*entry[V]
+	m  map[K]*entry[V] // read by every Get: before the lock's flag, away from its counters
+	mu rwlock
 }
 
 type entry[V any] struct {
@@ -78,9 +77,9 @@ func (m *Map[K, V]) shard(k K) *shard[K, V] {
 // Get returns the value under k unless it expired at now, and records the use.
 func (m *Map[K, V]) Get(k K, now int64) (V, bool) {
 	sh := m.shard(k)
-	sh.mu.RLock()
+	r := sh.mu.rlock()
 	e := sh.m[k]
-	sh.mu.RUnlock()
+	runlock(r)
 	var zero V
 	if e == nil || now != 0 && now >= e.expiry {
 		return zero, false
@@ -96,8 +95,8 @@ func (m *Map[K, V]) Put(k K, v V, expiry, now int64) {
 	e := &entry[V]{value: v, expiry: expiry}
 	e.lastUsed.Store(now)
 	sh := m.shard(k)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
+	sh.mu.lock()
+	defer sh.mu.unlock()
 	if _, ok := sh.m[k]; !ok && len(sh.m) >= m.perShard {
 		sh.evict(now)
 	}
@@ -129,8 +128,8 @@ func (sh *shard[K, V]) evict(now int64) {
 // is atomic. When fn returns keep false the entry goes.
 func (m *Map[K, V]) Update(k K, now int64, fn func(v V, ok bool) (next V, expiry int64, keep bool)) {
 	sh := m.shard(k)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
+	sh.mu.lock()
+	defer sh.mu.unlock()
 	var cur V
 	e, ok := sh.m[k]
 	if ok && now != 0 && now >= e.expiry {
@@ -155,9 +154,9 @@ func (m *Map[K, V]) Update(k K, now int64, fn func(v V, ok bool) (next V, expiry
 // Delete drops the entry under k.
 func (m *Map[K, V]) Delete(k K) {
 	sh := m.shard(k)
-	sh.mu.Lock()
+	sh.mu.lock()
 	delete(sh.m, k)
-	sh.mu.Unlock()
+	sh.mu.unlock()
 }
 
 // DeleteFunc drops the entries match selects, and counts them.
@@ -165,14 +164,14 @@ func (m *Map[K, V]) DeleteFunc(match func(K, V) bool) int64 {
 	var n int64
 	for i := range m.shards {
 		sh := &m.shards[i]
-		sh.mu.Lock()
+		sh.mu.lock()
 		for k, e := range sh.m {
 			if match(k, e.value) {
 				delete(sh.m, k)
 				n++
 			}
 		}
-		sh.mu.Unlock()
+		sh.mu.unlock()
 	}
 	return n
 }
@@ -181,9 +180,9 @@ func (m *Map[K, V]) DeleteFunc(match func(K, V) bool) int64 {
 func (m *Map[K, V]) Len() int {
 	n := 0
 	for i := range m.shards {
-		m.shards[i].mu.RLock()
+		r := m.shards[i].mu.rlock()
 		n += len(m.shards[i].m)
-		m.shards[i].mu.RUnlock()
+		runlock(r)
 	}
 	return n
 }

@@ -13,12 +13,14 @@ import (
 type Metrics struct {
 	// Checks counts decisions by policy, decision (allow, deny) and code
 	// (ok or the denial's error code).
-	Checks *prometheus.CounterVec
+	// Checks, CheckDuration and CacheLookups count every Check: they are
+	// striped (striped.go).
+	Checks *StripedCounterVec
 	// CheckDuration is the time a Check takes, by decision.
-	CheckDuration *prometheus.HistogramVec
+	CheckDuration *StripedHistogramVec
 	// CacheLookups counts token lookups by tier (memory, redis) and result
 	// (hit, miss, stale: served while its refresh runs or the IdP fails).
-	CacheLookups *prometheus.CounterVec
+	CacheLookups *StripedCounterVec
 	// NegativeHits counts requests answered with a remembered failure.
 	NegativeHits prometheus.Counter
 	// IdPRequests counts token requests by policy and outcome (ok, or the
@@ -57,13 +59,13 @@ func newMetrics() *Metrics {
 	latency := []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5}
 	idpLatency := []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30}
 	return &Metrics{
-		Checks: prometheus.NewCounterVec(prometheus.CounterOpts{
+		Checks: NewStripedCounterVec(prometheus.CounterOpts{
 			Name: "extauthz_checks_total", Help: "Authorization checks by policy, decision and code.",
 		}, []string{"policy", "decision", "code"}),
-		CheckDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		CheckDuration: NewStripedHistogramVec(prometheus.HistogramOpts{
 			Name: "extauthz_check_duration_seconds", Help: "Time to decide a check.", Buckets: latency,
 		}, []string{"decision"}),
-		CacheLookups: prometheus.NewCounterVec(prometheus.CounterOpts{
+		CacheLookups: NewStripedCounterVec(prometheus.CounterOpts{
 			Name: "extauthz_cache_lookups_total", Help: "Token lookups by tier and result.",
 		}, []string{"tier", "result"}),
 		NegativeHits: prometheus.NewCounter(prometheus.CounterOpts{
