@@ -342,8 +342,8 @@ func TestSecretlessRefusals(t *testing.T) {
 	if s.idp.Requests() != before {
 		t.Error("an expiring assertion was sent")
 	}
-	if logs := s.proc.Logs(); !strings.Contains(logs, "tokens/idp-token expires at") {
-		t.Errorf("the log does not name the file and its exp:\n%s", logs)
+	if !s.proc.WaitLog("tokens/idp-token expires at", 5*time.Second) {
+		t.Errorf("the log does not name the file and its exp:\n%s", s.proc.Logs())
 	}
 	if strings.Contains(s.proc.Logs(), "orders-s3cret") || strings.Contains(s.proc.Logs(), "reports-hmac") {
 		t.Error("a secret reached the log")

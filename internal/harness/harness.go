@@ -52,7 +52,9 @@ func Start(bin, config string, env ...string) (*Process, error) {
 		return nil, err
 	}
 	serving := make(chan map[string]any, 1)
+	drained := make(chan struct{})
 	go func() {
+		defer close(drained)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 64<<10), 1<<20)
 		for sc.Scan() {
@@ -60,11 +62,16 @@ func Start(bin, config string, env ...string) (*Process, error) {
 			p.logs.Write(append(line, '\n'))
 			var entry map[string]any
 			if json.Unmarshal(line, &entry) == nil && entry["msg"] == "serving" {
-				serving <- entry
+				select {
+				case serving <- entry:
+				default:
+				}
 			}
 		}
+		_, _ = io.Copy(io.Discard, stderr) // a line beyond the scanner's limit
 	}()
 	go func() {
+		<-drained // Wait closes the pipe: every line is read first
 		p.err = cmd.Wait()
 		close(p.done)
 	}()
@@ -88,6 +95,20 @@ func (p *Process) PID() int { return p.cmd.Process.Pid }
 
 // Logs returns what the process has logged so far.
 func (p *Process) Logs() string { return p.logs.String() }
+
+// WaitLog reports whether the log shows substr within timeout. The process
+// writes its log through a pipe that is read concurrently, so a line about
+// an answer the test already holds may arrive a moment later.
+func (p *Process) WaitLog(substr string, timeout time.Duration) bool {
+	deadline := time.Now().Add(timeout)
+	for !strings.Contains(p.logs.String(), substr) {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return true
+}
 
 // Stop sends SIGTERM and waits for the process to exit, returning its
 // error (nil for exit status 0).

@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -466,7 +467,7 @@ func (s *Shared) decode(data []byte, redisKey string) (t *Token, issuedTo string
 	case len(data) < 1+n:
 		return nil, "", errors.New("short value")
 	}
-	body, err := s.aead.Open(nil, data[1:1+n], data[1+n:], []byte(redisKey))
+	body, err := s.aead.Open(data[1+n:1+n], data[1:1+n], data[1+n:], []byte(redisKey)) // in place: data is ours
 	if err != nil {
 		return nil, "", errors.New("cannot decrypt value: another key, another key name, or changed")
 	}
@@ -479,7 +480,7 @@ func (s *Shared) decode(data []byte, redisKey string) (t *Token, issuedTo string
 	typeLen := int(body[sealedHeader-1])
 	now := s.redis.now()
 	t = &Token{
-		bound:       isDPoP(string(body[sealedHeader : sealedHeader+typeLen])),
+		bound:       bytes.EqualFold(body[sealedHeader:sealedHeader+typeLen], []byte("DPoP")),
 		AccessToken: secret.New(string(body[sealedHeader+typeLen:])),
 	}
 	fetched := minTime(time.UnixMilli(int64(binary.BigEndian.Uint64(body[8:]))), now)
