@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -158,6 +159,14 @@ func (s *Server) Kill() {
 		_ = s.cmd.Process.Kill()
 		<-s.done
 	}
+}
+
+// Freeze stops the server without closing its connections (SIGSTOP), as a
+// server stuck in a long command or a dead host behind a live socket looks;
+// it resumes at the end of the test.
+func (s *Server) Freeze() {
+	_ = s.cmd.Process.Signal(syscall.SIGSTOP)
+	s.t.Cleanup(func() { _ = s.cmd.Process.Signal(syscall.SIGCONT) })
 }
 
 // Log returns what the server logged.

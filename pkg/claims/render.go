@@ -122,7 +122,29 @@ func (c *Claims) Expiry() (time.Time, bool) {
 	if !ok || v.kind != kindNumber {
 		return time.Time{}, false
 	}
-	f, err := strconv.ParseFloat(v.text, 64)
+	return numericDate(v.text)
+}
+
+// numericDate is the time of a JSON number literal counting seconds since
+// the epoch, if it is a sensible one.
+func numericDate[T string | []byte](lit T) (time.Time, bool) {
+	if n := len(lit); n > 0 && n <= 12 {
+		sec := int64(0) // the common case, whole seconds: no conversion
+		for i := 0; i < n; i++ {
+			if lit[i] < '0' || lit[i] > '9' {
+				sec = -1
+				break
+			}
+			sec = sec*10 + int64(lit[i]-'0')
+		}
+		if sec >= 0 {
+			if sec <= 0 || sec > maxNumericDate {
+				return time.Time{}, false
+			}
+			return time.Unix(sec, 0), true
+		}
+	}
+	f, err := strconv.ParseFloat(string(lit), 64)
 	if err != nil || f <= 0 || f > maxNumericDate {
 		return time.Time{}, false
 	}

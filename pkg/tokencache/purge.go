@@ -32,6 +32,9 @@ type Purged struct {
 type purgeSelector struct {
 	Endpoints []string `json:"endpoints,omitempty"` // hex short hashes; all when empty
 	Client    string   `json:"client,omitempty"`    // hex short hash; all when empty
+	// Generation is the purge generation the purge started: a replica
+	// learns it at once instead of at its next look at the counter.
+	Generation int64 `json:"generation,omitempty"`
 }
 
 func (p purgeSelector) match(k Key) bool {
@@ -126,6 +129,7 @@ func (s *Shared) purge(ctx context.Context, sel purgeSelector) (int64, error) {
 			deleted += c.(*redis.IntCmd).Val()
 		}
 	}
+	sel.Generation = gen
 	msg, _ := json.Marshal(sel)
 	if err := s.redis.client.Publish(ctx, s.purgeChannel(), msg).Err(); err != nil {
 		return deleted, fmt.Errorf("redis: telling the other replicas: %w", err)
@@ -181,6 +185,7 @@ func (s *Shared) subscribe(onPurge func(match func(Key) bool), log *zap.Logger) 
 				log.Warn("unreadable purge message", zap.String("channel", msg.Channel))
 				continue
 			}
+			s.observe(sel.Generation)
 			onPurge(sel.match)
 		}
 	}()

@@ -19,11 +19,13 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
+	"github.com/extauthz/extauthz/pkg/claims"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
@@ -169,9 +171,7 @@ func (r *Redis) call(ctx context.Context, fn func(ctx context.Context) error) er
 			return ErrRedisDown
 		}
 	}
-	cctx, cancel := context.WithTimeout(ctx, r.timeout)
-	defer cancel()
-	err := fn(cctx)
+	err := fn(withDeadline(ctx, time.Now().Add(r.timeout))) // the real clock, as the socket keeps it
 	if err != nil && !errors.Is(err, redis.Nil) {
 		r.failures.Add(1)
 		r.errors.Inc()
@@ -189,6 +189,37 @@ func (r *Redis) call(ctx context.Context, fn func(ctx context.Context) error) er
 	return err
 }
 
+// deadlineCtx is ctx with an earlier deadline and no timer. go-redis sets
+// a context's deadline on the socket for every step of a call
+// (ContextTimeoutEnabled) and bounds a wait for a pooled connection by
+// PoolTimeout, the same timeout: nothing of a call waits on Done for the
+// deadline, so the timer and goroutine-safe cancellation context.WithTimeout
+// sets up (five allocations a call) would buy nothing.
+type deadlineCtx struct {
+	context.Context
+	deadline time.Time
+}
+
+// withDeadline is ctx, ending at deadline unless it ends sooner.
+func withDeadline(ctx context.Context, deadline time.Time) context.Context {
+	if d, ok := ctx.Deadline(); ok && !deadline.Before(d) {
+		return ctx
+	}
+	return &deadlineCtx{Context: ctx, deadline: deadline}
+}
+
+func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+
+func (c *deadlineCtx) Err() error {
+	if err := c.Context.Err(); err != nil {
+		return err
+	}
+	if !time.Now().Before(c.deadline) {
+		return context.DeadlineExceeded
+	}
+	return nil
+}
+
 // Shared is a Redis tier as a policy sees it: a key prefix and an
 // encryption key. Redis is not trusted: every value is sealed with
 // AES-256-GCM, bound to its key name and to the purge generation it was
@@ -198,11 +229,14 @@ type Shared struct {
 	prefix string
 	genKey string // prefix + "generation"
 	aead   cipher.AEAD
-	names  *sync.Pool // of HMAC-SHA-256 hashes that tag key names
+	names  *sync.Pool // of *namer
 	// generation is the highest purge generation seen: values written in
 	// an earlier one were purged, and are refused if they come back.
 	generation atomic.Int64
-	sub        *redis.PubSub // purges announced by other replicas; nil without OnPurge
+	// genCheckedAt is when this replica last read the generation counter
+	// (Unix nanoseconds); see generationRecheck.
+	genCheckedAt atomic.Int64
+	sub          *redis.PubSub // purges announced by other replicas; nil without OnPurge
 }
 
 // SharedOptions configure NewShared.
@@ -263,7 +297,7 @@ func newShared(r *Redis, prefix string, encryptionKey []byte) (*Shared, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.names = &sync.Pool{New: func() any { return hmac.New(sha256.New, namesKey) }}
+	s.names = &sync.Pool{New: func() any { return &namer{mac: hmac.New(sha256.New, namesKey)} }}
 	return s, nil
 }
 
@@ -279,16 +313,27 @@ const (
 // offline.
 func (s *Shared) tag(kind byte, b []byte) string { return string(s.appendTag(nil, kind, b)) }
 
+// namer is an HMAC-SHA-256 that tags key names, with room for its input
+// and output so that tagging allocates nothing.
+type namer struct {
+	mac hash.Hash
+	in  [1 + len(Key{}.id)]byte // the kind and the part
+	sum [sha256.Size]byte
+}
+
 // appendTag appends tag(kind, b) to dst.
 func (s *Shared) appendTag(dst []byte, kind byte, b []byte) []byte {
-	m := s.names.Get().(hash.Hash)
-	m.Reset()
-	k := [1]byte{kind}
-	m.Write(k[:])
-	m.Write(b)
-	var sum [sha256.Size]byte
-	dst = hex.AppendEncode(dst, m.Sum(sum[:0])[:len(b)])
-	s.names.Put(m)
+	n := s.names.Get().(*namer)
+	n.mac.Reset()
+	if len(b) < len(n.in) {
+		n.in[0] = kind
+		n.mac.Write(n.in[:1+copy(n.in[1:], b)])
+	} else {
+		n.mac.Write([]byte{kind})
+		n.mac.Write(b)
+	}
+	dst = hex.AppendEncode(dst, n.mac.Sum(n.sum[:0])[:len(b)])
+	s.names.Put(n)
 	return dst
 }
 
@@ -302,8 +347,13 @@ func (s *Shared) valueKey(k Key) string {
 	b = append(b, s.prefix...)
 	b = append(s.appendTag(b, tagEndpoint, k.endpoint[:]), ':')
 	b = append(s.appendTag(b, tagClient, k.client[:]), ':')
-	return string(s.appendTag(b, tagKey, k.id[:]))
+	b = s.appendTag(b, tagKey, k.id[:])
+	return unsafe.String(&b[0], len(b)) // b is never written again
 }
+
+// readOnly is s as bytes, for calls that only read them (such as the
+// associated data of a seal): a key name needs no copy per Redis read.
+func readOnly(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
 
 func (s *Shared) lockKey(k Key) string { return s.prefix + "lock:" + s.tag(tagKey, k.id[:]) }
 
@@ -311,6 +361,13 @@ func (s *Shared) lockKey(k Key) string { return s.prefix + "lock:" + s.tag(tagKe
 // increments (INCR): a plain counter, since a forged one can only make
 // replicas refuse values, never accept old ones.
 func (s *Shared) generationKey() string { return s.genKey }
+
+// generationRecheck is how often a read also fetches the generation
+// counter. Purges announce their generation, so a replica normally knows it
+// at once; the counter is what it falls back on when it missed an
+// announcement (pub/sub delivers at most once), and what a replica that
+// just started learns from on its first read.
+const generationRecheck = time.Second
 
 // observe raises the generation this replica knows to g.
 func (s *Shared) observe(g int64) {
@@ -325,7 +382,14 @@ func (s *Shared) observe(g int64) {
 func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 	var data []byte
 	rk := s.valueKey(k)
+	now := s.redis.now().UnixNano()
+	recheck := now >= s.genCheckedAt.Load()+int64(generationRecheck)
 	err := s.redis.call(ctx, func(ctx context.Context) error {
+		if !recheck {
+			var err error
+			data, err = s.redis.client.Get(ctx, rk).Bytes()
+			return err
+		}
 		var value, gen *redis.StringCmd
 		if _, err := s.redis.client.Pipelined(ctx, func(p redis.Pipeliner) error {
 			value, gen = p.Get(ctx, rk), p.Get(ctx, s.generationKey())
@@ -333,8 +397,9 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 		}); err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
-		if g, err := gen.Int64(); err == nil {
+		if g, err := gen.Int64(); err == nil || errors.Is(err, redis.Nil) {
 			s.observe(g)
+			s.genCheckedAt.Store(now)
 		}
 		var err error
 		data, err = value.Bytes()
@@ -467,7 +532,7 @@ func (s *Shared) decode(data []byte, redisKey string) (t *Token, issuedTo string
 	case len(data) < 1+n:
 		return nil, "", errors.New("short value")
 	}
-	body, err := s.aead.Open(data[1+n:1+n], data[1:1+n], data[1+n:], []byte(redisKey)) // in place: data is ours
+	body, err := s.aead.Open(nil, data[1:1+n], data[1+n:], readOnly(redisKey))
 	if err != nil {
 		return nil, "", errors.New("cannot decrypt value: another key, another key name, or changed")
 	}
@@ -479,20 +544,28 @@ func (s *Shared) decode(data []byte, redisKey string) (t *Token, issuedTo string
 	}
 	typeLen := int(body[sealedHeader-1])
 	now := s.redis.now()
+	tok := body[sealedHeader+typeLen:]
+	if len(tok) == 0 {
+		return nil, "", errors.New("value holds no usable token")
+	}
 	t = &Token{
-		bound:       bytes.EqualFold(body[sealedHeader:sealedHeader+typeLen], []byte("DPoP")),
-		AccessToken: secret.New(string(body[sealedHeader+typeLen:])),
+		bound: bytes.EqualFold(body[sealedHeader:sealedHeader+typeLen], []byte("DPoP")),
+		// body is this call's own plaintext, never written again: the token
+		// can stay where it is.
+		AccessToken: secret.New(unsafe.String(&tok[0], len(tok))),
 	}
 	fetched := minTime(time.UnixMilli(int64(binary.BigEndian.Uint64(body[8:]))), now)
 	expiry := time.UnixMilli(int64(binary.BigEndian.Uint64(body[16:])))
-	if t.AccessToken.Empty() || !fetched.Before(expiry) {
+	if !fetched.Before(expiry) {
 		return nil, "", errors.New("value holds no usable token")
 	}
-	c := t.Claims()
-	t.fetched = fetched.UnixNano()
-	t.setExpiry(expiry, c, now)
-	if c != nil {
-		issuedTo, _ = c.Client()
+	// What the JWT says is checked again, without decoding all of it: the
+	// exp clamps the stored expiry, and the client must be the key's.
+	var peek claims.Peek
+	if p, err := claims.PeekJWT(t.AccessToken.Reveal()); err == nil {
+		peek = p
 	}
-	return t, issuedTo, nil
+	t.fetched = fetched.UnixNano()
+	t.setExpiryAt(expiry, peek.Expiry, now)
+	return t, peek.Client, nil
 }

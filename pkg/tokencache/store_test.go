@@ -228,6 +228,45 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 			t.Error("a value written after the purge is not read")
 		}
 	})
+	t.Run("a replica learns of a purge from its announcement, else from the counter", func(t *testing.T) {
+		k := testKey("announced")
+		b := newStore(t, prefix, testEncryptionKey)
+		clock := time.Now()
+		b.redis.now = func() time.Time { return clock } // frozen: no recheck of the counter
+		b.sub = b.subscribe(func(func(Key) bool) {}, zap.NewNop())
+		t.Cleanup(func() { b.Close() })
+		replay := func() string {
+			_ = s.Set(ctx, k, newTestToken(jwtLike, time.Hour))
+			if got, err := b.Get(ctx, k); got == nil || err != nil {
+				t.Fatalf("before the purge: %v, %v", got, err)
+			}
+			saved := rawGet(t, s, k)
+			if _, err := s.purge(ctx, purgeSelector{}); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.redis.client.Set(ctx, s.valueKey(k), saved, time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+			return saved
+		}
+		replay()
+		poll(t, func() bool { return b.generation.Load() == s.generation.Load() })
+		if got, err := b.Get(ctx, k); got != nil || err != nil {
+			t.Errorf("after an announced purge: %v, %v; want a miss", got, err)
+		}
+		// The announcement is lost (pub/sub delivers at most once): the
+		// replica reads the counter again within generationRecheck.
+		b.Close()
+		b.sub = nil
+		replay()
+		clock = clock.Add(generationRecheck)
+		if got, err := b.Get(ctx, k); got != nil || err != nil {
+			t.Errorf("after an unannounced purge and generationRecheck: %v, %v; want a miss", got, err)
+		}
+		if b.generation.Load() != s.generation.Load() {
+			t.Errorf("generation %d, want %d", b.generation.Load(), s.generation.Load())
+		}
+	})
 	t.Run("a stored expiry past the token's exp is clamped", func(t *testing.T) {
 		tok := newTestToken(jwtExpiring(time.Now().Add(time.Minute)), time.Hour)
 		_ = s.Set(ctx, testKey("late"), tok)
@@ -417,4 +456,45 @@ func newTestShared(t *testing.T, addr, prefix string) (*Shared, error) {
 	}
 	t.Cleanup(func() { r.Close() })
 	return newShared(r, prefix, testEncryptionKey)
+}
+
+// TestRedisCallsEndAtTheTimeout: a Redis that stops answering on an open
+// connection costs a read no more than the timeout, with or without a
+// deadline of the caller's, and marks Redis down.
+func TestRedisCallsEndAtTheTimeout(t *testing.T) {
+	server := redistest.Single(t)
+	const timeout = 100 * time.Millisecond
+	r, err := NewRedis(RedisOptions{Mode: RedisSingle, Endpoints: []string{server.Addr}, Timeout: timeout}, zap.NewNop(), metrics.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	s, err := newShared(r, "timeout:", testEncryptionKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	k := testKey("frozen")
+	if err := s.Set(ctx, k, newTestToken(jwtLike, time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := s.Get(ctx, k); got == nil || err != nil {
+		t.Fatalf("Get before the freeze: %v, %v", got, err)
+	}
+	server.Freeze()
+	late, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for _, c := range []context.Context{ctx, late} {
+		start := time.Now()
+		got, err := s.Get(c, k)
+		// Generous against a busy machine, yet far from the minute a
+		// deadline taken from the caller would wait.
+		if took := time.Since(start); got != nil || err == nil || took > 20*timeout {
+			t.Errorf("Get from a frozen Redis: %v, %v after %v; want an error within the timeout", got, err, took)
+		}
+		r.down.Store(false) // try again rather than skip
+	}
+	if r.Failures() < 2 {
+		t.Errorf("failures %d, want 2", r.Failures())
+	}
 }

@@ -151,10 +151,17 @@ func (t *Token) serveUntil() time.Time {
 // endpoint or a stored value says, a token is never served past its own
 // exp, and its expiry fits every clock (and an int64 of nanoseconds).
 func (t *Token) setExpiry(expiry time.Time, c *claims.Claims, now time.Time) {
+	var exp time.Time
 	if c != nil {
-		if exp, ok := c.Expiry(); ok && exp.Before(expiry) {
-			expiry = exp
-		}
+		exp, _ = c.Expiry()
+	}
+	t.setExpiryAt(expiry, exp, now)
+}
+
+// setExpiryAt is setExpiry with the JWT's exp known (zero if none).
+func (t *Token) setExpiryAt(expiry, exp time.Time, now time.Time) {
+	if !exp.IsZero() && exp.Before(expiry) {
+		expiry = exp
 	}
 	t.expiry = minTime(expiry, now.Add(idp.MaxLifetime)).UnixNano()
 }
