@@ -79,6 +79,9 @@ Commands:
             extauthz validate --config FILE
   claims    evaluate a claims expression against JSON claims:
             extauthz claims --expr EXPR [--claims FILE|-]
+  migrate   turn Traefik Middleware manifests (oAuthClientCredentials) into extauthz
+            policies and the forwardAuth Middlewares that replace them:
+            extauthz migrate [--address URL] [--values] FILE...
   version   print the version
   help      print this help
 
@@ -98,6 +101,8 @@ func run(ctx context.Context, args []string, std stdio) error {
 		return runValidate(ctx, rest, std)
 	case "claims":
 		return runClaims(ctx, rest, std)
+	case "migrate":
+		return runMigrate(ctx, rest, std)
 	case "version":
 		if len(rest) > 0 {
 			return usagef("version takes no arguments")

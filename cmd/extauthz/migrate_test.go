@@ -1,0 +1,146 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"flag"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/extauthz/extauthz/internal/harness"
+	"github.com/extauthz/extauthz/internal/testpki"
+	"github.com/extauthz/extauthz/pkg/config"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of TestMigrate")
+
+// TestMigrate runs extauthz migrate over every input under
+// testdata/migrate, as a configuration and as chart values, and compares
+// what it prints with the golden files beside them (go test -run
+// TestMigrate -update rewrites them). What it prints as a configuration
+// loads, with the input's own Secrets mounted.
+func TestMigrate(t *testing.T) {
+	inputs, err := filepath.Glob("testdata/migrate/*.yaml")
+	if err != nil || len(inputs) < 3 {
+		t.Fatalf("inputs %v: %v", inputs, err)
+	}
+	for _, in := range inputs {
+		for _, mode := range []string{"config", "values"} {
+			base := strings.TrimSuffix(in, ".yaml") + "." + mode
+			t.Run(filepath.Base(base), func(t *testing.T) {
+				args := []string{"migrate", in}
+				if mode == "values" {
+					args = []string{"migrate", "--values", "--address", "http://extauthz.auth.svc:8001", in}
+				}
+				var stdout, stderr bytes.Buffer
+				code := report(run(context.Background(), args, stdio{strings.NewReader(""), &stdout, &stderr}), &stderr)
+				got := stdout.String() + "\n## stderr, exit " + string(rune('0'+code)) + "\n" + stderr.String()
+				golden := base + ".golden"
+				if *update {
+					if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+						t.Fatal(err)
+					}
+				}
+				want, err := os.ReadFile(golden)
+				if err != nil {
+					t.Fatalf("%v (go test -run TestMigrate -update writes it)", err)
+				}
+				if got != string(want) {
+					t.Errorf("extauthz %s printed:\n%s\nwant (%s):\n%s", strings.Join(args, " "), got, golden, want)
+				}
+				if code == exitOK && mode == "config" {
+					loads(t, in, stdout.String())
+				}
+			})
+		}
+	}
+}
+
+// loads checks that the policies migrate printed load as a configuration,
+// with the Secrets of the input mounted under secrets.dir (and the Redis
+// encryption key the migration asks for).
+func loads(t *testing.T, input, printed string) {
+	t.Helper()
+	dir := t.TempDir()
+	data, err := os.ReadFile(input)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	for {
+		var s struct {
+			Kind       string `yaml:"kind"`
+			Metadata   struct{ Name string }
+			StringData map[string]string `yaml:"stringData"`
+		}
+		if dec.Decode(&s) != nil {
+			break
+		}
+		if s.Kind == "Secret" {
+			if err := harness.MountSecret(filepath.Join(dir, "secrets", s.Metadata.Name), 1, s.StringData); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for _, ref := range regexp.MustCompile(`urn:k8s:secret:([a-z0-9.-]+):([A-Za-z0-9._-]+)`).FindAllStringSubmatch(printed, -1) {
+		p := filepath.Join(dir, "secrets", ref[1], ref[2])
+		if _, err := os.Stat(p); err == nil {
+			continue
+		}
+		value := "a-value-for-" + ref[2]
+		if ref[2] == "encryptionKey" {
+			value = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
+		}
+		if strings.HasSuffix(ref[2], ".crt") {
+			value = testpki.NewCA(t).CertPEM
+		}
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(value), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policies, _, _ := strings.Cut(printed, "\n---")
+	file := filepath.Join(dir, "config.yaml")
+	if err := os.WriteFile(file, []byte("secrets: {dir: secrets}\n"+policies+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := config.Load(file); err != nil {
+		t.Errorf("the migrated policies do not load: %v\n%s", err, policies)
+	}
+}
+
+// TestMigrateCoversTheReference: every YAML example of the Traefik Hub
+// document is among the migration's test inputs, as written there. The
+// document is beside the repository on a development machine only.
+func TestMigrateCoversTheReference(t *testing.T) {
+	root, err := harness.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := os.ReadFile(filepath.Join(root, "..", "shared", "reference", "traefik-hub-oauth-client-credentials.md"))
+	if err != nil {
+		t.Skip("the Traefik Hub document is not beside the repository")
+	}
+	var inputs strings.Builder
+	files, _ := filepath.Glob("testdata/migrate/*.yaml")
+	for _, f := range files {
+		data, _ := os.ReadFile(f)
+		inputs.Write(data)
+	}
+	blocks := regexp.MustCompile("(?s)```yaml[^\n]*\n(.*?)```").FindAllStringSubmatch(string(doc), -1)
+	if len(blocks) == 0 {
+		t.Fatal("no YAML example in the document")
+	}
+	for _, b := range blocks {
+		if !strings.Contains(inputs.String(), b[1]) {
+			t.Errorf("an example of the document is not a migration test input:\n%s", b[1])
+		}
+	}
+}
