@@ -12,7 +12,7 @@ BENCHTIME ?= 1s
 
 export GRPCURL := $(CURDIR)/bin/tools/grpcurl
 
-.PHONY: help build tools deps demo test fuzz bench bench-peers fmt lint generate cover clean
+.PHONY: help build tools deps demo test fuzz bench bench-peers fmt lint generate manifests cover clean
 
 help: ## Show the targets and what they do
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -20,7 +20,7 @@ help: ## Show the targets and what they do
 build: ## Build the static binary bin/extauthz
 	CGO_ENABLED=0 $(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/extauthz
 
-tools: ## Install the pinned tools the tests and demo use (grpcurl) into bin/tools
+tools: ## Build the pinned tools the tests and demo use (grpcurl, helm, caddy, promtool) into bin/tools, once
 	@scripts/tools.sh
 
 deps: ## Install the servers the tests run for real (redis-server, redis-sentinel, nginx) when missing
@@ -56,6 +56,9 @@ lint: ## go vet, a gofmt check and staticcheck (pinned in go.mod)
 
 generate: ## Regenerate proto/ Go code with pinned protoc plugins (the output is committed)
 	@scripts/generate.sh
+
+manifests: tools ## Render deploy/kubernetes/extauthz.yaml and deploy/prometheus/alerts.yaml from the Helm chart
+	@scripts/manifests.sh
 
 cover: ## Write a coverage report to cover.html
 	$(GO) test -count=1 -coverprofile=cover.out ./...
