@@ -606,3 +606,24 @@ func TestAlertRules(t *testing.T) {
 		}
 	}
 }
+
+// TestMigratedValuesInstall: what extauthz migrate --values prints for the
+// Traefik Hub document's example installs with the chart, and the pods'
+// configuration loads with the Secrets it names mounted.
+func TestMigratedValuesInstall(t *testing.T) {
+	tool(t, "helm")
+	out, err := exec.Command(extauthz(t), "migrate", "--values", "../cmd/extauthz/testdata/migrate/reference-example.yaml").Output()
+	if err != nil {
+		t.Fatalf("extauthz migrate: %v", err)
+	}
+	values, _, _ := strings.Cut(string(out), "\n---")
+	file := filepath.Join(t.TempDir(), "values.yaml")
+	if err := os.WriteFile(file, []byte(values), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := render(t, "-f", file)
+	checkConfig(t, r)
+	if cfg := configText(t, r); !strings.Contains(cfg, "test-client-creds:") || strings.Contains(cfg, "idp.example.com") {
+		t.Errorf("the migrated policy is not the one served:\n%s", cfg)
+	}
+}

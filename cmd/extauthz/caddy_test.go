@@ -262,12 +262,14 @@ policies:
 
 	// Gateway mode: no credentials asked, and the gateway's token in place
 	// of whatever Authorization the caller brings.
-	resp, body = send("partners.example.com", "intruder", "forged")
-	if resp.StatusCode != 200 || body != "partners 1" {
-		t.Fatalf("gateway mode: %d %q", resp.StatusCode, body)
-	}
-	if got := last(); got.site != "partners" || !bearer(got.header) || !strings.Contains(got.header.Get("Authorization"), claimsSegment(t, "partner-gw")) {
-		t.Errorf("the upstream saw Authorization %q; want the gateway's Bearer JWT", got.header.Values("Authorization"))
+	for _, caller := range [][2]string{{"", ""}, {"intruder", "forged"}} {
+		resp, body = send("partners.example.com", caller[0], caller[1])
+		if resp.StatusCode != 200 || body != "partners 1" {
+			t.Fatalf("gateway mode, caller %q: %d %q", caller[0], resp.StatusCode, body)
+		}
+		if got := last(); got.site != "partners" || !bearer(got.header) || !strings.Contains(got.header.Get("Authorization"), claimsSegment(t, "partner-gw")) {
+			t.Errorf("gateway mode, caller %q: the upstream saw Authorization %q; want the gateway's Bearer JWT", caller[0], got.header.Values("Authorization"))
+		}
 	}
 	// orders-app, the wrong secret (rejected), viewer-app and the gateway.
 	if n := idp.Requests(); n != 4 {
