@@ -18,7 +18,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"gopkg.in/yaml.v3"
 
-	"github.com/extauthz/extauthz/internal/harness"
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/testidp"
 	adminv1 "github.com/extauthz/extauthz/proto/extauthz/admin/v1"
@@ -35,7 +34,7 @@ server: {grpcAddress: "127.0.0.1:0", httpAddress: "", adminAddress: "127.0.0.1:0
 secrets: {dir: secrets}
 store:
   encryptionKey: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
-  redis: {endpoints: ["%[2]s"], timeoutMillis: 1000}
+  redis: {endpoints: ["REDIS"], timeoutMillis: 1000}
 policies:
   orders:
     url: %[1]s
@@ -52,28 +51,15 @@ func TestMonitoringUsesExportedMetrics(t *testing.T) {
 		t.Fatalf("found only %d metrics in the rules and the dashboard: %v", len(used), used)
 	}
 
-	redis := redistest.Single(t)
-	idp, err := testidp.New(testidp.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(idp.Close)
-	idp.AddClient("orders-app", testidp.Client{Secret: "s3cret"})
+	yaml := strings.Replace(monitoringConfig, "REDIS", redistest.Single(t).Addr, 1)
+	proc, dir, idp := startWith(t, testidp.Options{}, yaml, nil) // orders-app/s3cret is a client
 	idp.SetBehavior(testidp.Behavior{Lifetime: 4 * time.Second}) // refreshed within seconds
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "config.yaml")
-	write := func(mark string) { // a new comment: the file changes, the configuration does not
-		text := fmt.Sprintf(monitoringConfig, idp.TokenURL, redis.Addr) + "# " + mark + "\n"
-		if err := os.WriteFile(cfg, []byte(text), 0o600); err != nil {
+	write := func(mark string) {                                 // a new comment: the file changes, the configuration does not
+		text := fmt.Sprintf(yaml, idp.TokenURL) + "# " + mark + "\n"
+		if err := os.WriteFile(filepath.Join(dir, "config.yaml"), []byte(text), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	write("first")
-	proc, err := harness.Start(binPath, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proc.Kill)
 
 	conn, err := grpc.NewClient(proc.GRPCAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
