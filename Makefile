@@ -29,8 +29,9 @@ deps: ## Install the servers the tests run for real (redis-server, redis-sentine
 demo: build tools ## Start a test IdP and bin/extauthz, send Checks with grpcurl, show the answers
 	@$(GO) run ./internal/demo -bin $(BIN) -grpcurl $(GRPCURL)
 
-test: tools deps ## Run every test with the race detector, then fuzz for FUZZTIME (5s) per target
+test: tools deps ## Run every test with the race detector, the allocation counts without it, then fuzz for FUZZTIME (5s) per target
 	$(GO) test -race -count=1 ./...
+	$(GO) test -count=1 -run 'Alloc' ./pkg/...
 	@scripts/fuzz.sh $(FUZZTIME)
 
 fuzz: ## Fuzz longer: make fuzz FUZZTIME=10m

@@ -11,10 +11,39 @@ import (
 
 // Peek is what a token cache needs of a JWT to trust a stored copy of it:
 // its expiry and the client it names, read as [Claims.Expiry] and
-// [Claims.Client] read them.
+// [Claims.Client] read them. A client id of up to 64 bytes is held in
+// place, so that reading it allocates nothing.
 type Peek struct {
-	Expiry time.Time // zero when the token has no usable exp
-	Client string    // "" when no client claim holds a string
+	Expiry    time.Time // zero when the token has no usable exp
+	client    [64]byte
+	clientLen int    // of client, -1 when the id is in long
+	long      string // a longer client id
+	hasClient bool
+}
+
+// Client returns the client the token names, as [Claims.Client] does.
+func (p *Peek) Client() (string, bool) {
+	if p.clientLen < 0 {
+		return p.long, p.hasClient
+	}
+	return string(p.client[:p.clientLen]), p.hasClient
+}
+
+// ClientBytes is Client without a copy: it points into p.
+func (p *Peek) ClientBytes() ([]byte, bool) {
+	if p.clientLen < 0 {
+		return []byte(p.long), p.hasClient
+	}
+	return p.client[:p.clientLen], p.hasClient
+}
+
+func (p *Peek) setClient(id []byte) {
+	p.hasClient = true
+	if len(id) <= len(p.client) {
+		p.clientLen = copy(p.client[:], id)
+		return
+	}
+	p.clientLen, p.long = -1, string(id)
 }
 
 // peekBuffer is the size of payload decoded without allocating: a typical
@@ -56,7 +85,7 @@ func PeekJWT(token string) (Peek, error) {
 	}
 	for _, raw := range members.client {
 		if raw != nil && raw[0] == '"' {
-			p.Client = string(raw[1 : len(raw)-1])
+			p.setClient(raw[1 : len(raw)-1])
 			break
 		}
 	}
@@ -71,7 +100,9 @@ func fullPeek(token string) (Peek, error) {
 	}
 	var p Peek
 	p.Expiry, _ = c.Expiry()
-	p.Client, _ = c.Client()
+	if id, ok := c.Client(); ok {
+		p.setClient([]byte(id))
+	}
 	return p, nil
 }
 

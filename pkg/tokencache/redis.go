@@ -165,13 +165,19 @@ func (r *Redis) Down() bool { return r.down.Load() }
 // call runs fn with the Redis timeout, unless Redis is marked down and not
 // due for another try. A miss (redis.Nil) is a success.
 func (r *Redis) call(ctx context.Context, fn func(ctx context.Context) error) error {
+	return r.callIn(ctx, nil, fn)
+}
+
+// callIn is call with dc, when not nil, as the room for the call's
+// context (see lookup).
+func (r *Redis) callIn(ctx context.Context, dc *deadlineCtx, fn func(ctx context.Context) error) error {
 	if r.down.Load() {
 		at := r.retryAt.Load()
 		if r.now().UnixNano() < at || !r.retryAt.CompareAndSwap(at, r.now().Add(redisRetryInterval).UnixNano()) {
 			return ErrRedisDown
 		}
 	}
-	err := fn(withDeadline(ctx, time.Now().Add(r.timeout))) // the real clock, as the socket keeps it
+	err := fn(withDeadline(ctx, time.Now().Add(r.timeout), dc)) // the real clock, as the socket keeps it
 	if err != nil && !errors.Is(err, redis.Nil) {
 		r.failures.Add(1)
 		r.errors.Inc()
@@ -200,12 +206,17 @@ type deadlineCtx struct {
 	deadline time.Time
 }
 
-// withDeadline is ctx, ending at deadline unless it ends sooner.
-func withDeadline(ctx context.Context, deadline time.Time) context.Context {
+// withDeadline is ctx, ending at deadline unless it ends sooner, kept in
+// dc unless it is nil.
+func withDeadline(ctx context.Context, deadline time.Time, dc *deadlineCtx) context.Context {
 	if d, ok := ctx.Deadline(); ok && !deadline.Before(d) {
 		return ctx
 	}
-	return &deadlineCtx{Context: ctx, deadline: deadline}
+	if dc == nil {
+		dc = new(deadlineCtx)
+	}
+	*dc = deadlineCtx{Context: ctx, deadline: deadline}
+	return dc
 }
 
 func (c *deadlineCtx) Deadline() (time.Time, bool) { return c.deadline, true }
@@ -325,12 +336,13 @@ type namer struct {
 func (s *Shared) appendTag(dst []byte, kind byte, b []byte) []byte {
 	n := s.names.Get().(*namer)
 	n.mac.Reset()
-	if len(b) < len(n.in) {
-		n.in[0] = kind
-		n.mac.Write(n.in[:1+copy(n.in[1:], b)])
-	} else {
-		n.mac.Write([]byte{kind})
-		n.mac.Write(b)
+	// Through n.in, so that b does not escape through the interface.
+	n.in[0] = kind
+	w := 1 + copy(n.in[1:], b)
+	n.mac.Write(n.in[:w])
+	for rest := b[w-1:]; len(rest) > 0; rest = rest[w:] {
+		w = copy(n.in[:], rest)
+		n.mac.Write(n.in[:w])
 	}
 	dst = hex.AppendEncode(dst, n.mac.Sum(n.sum[:0])[:len(b)])
 	s.names.Put(n)
@@ -343,7 +355,11 @@ func (s *Shared) Redis() *Redis { return s.redis }
 // valueKey is <prefix><endpoint>:<client>:<key>, each a tag in hex: the
 // short ones let a purge find a policy's or a client's tokens with SCAN.
 func (s *Shared) valueKey(k Key) string {
-	b := make([]byte, 0, len(s.prefix)+2*(len(k.endpoint)+len(k.client)+len(k.id))+2)
+	return s.valueKeyIn(make([]byte, 0, len(s.prefix)+2*(len(k.endpoint)+len(k.client)+len(k.id))+2), k)
+}
+
+// valueKeyIn is valueKey written into b's room (or more, if it is short).
+func (s *Shared) valueKeyIn(b []byte, k Key) string {
 	b = append(b, s.prefix...)
 	b = append(s.appendTag(b, tagEndpoint, k.endpoint[:]), ':')
 	b = append(s.appendTag(b, tagClient, k.client[:]), ':')
@@ -375,16 +391,25 @@ func (s *Shared) observe(g int64) {
 	}
 }
 
+// lookup is what one read of the tier keeps on the heap, in one
+// allocation rather than two: the call's context and the key name (which
+// fits unless the key prefix is longer than 62 bytes).
+type lookup struct {
+	ctx deadlineCtx
+	key [160]byte
+}
+
 // Get returns the token stored under k, or nil when there is none that has
 // not expired. A value that cannot be read (another format, another
 // encryption key, another key name) or that was written before the latest
 // purge is a miss; it is overwritten by the next Set.
 func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 	var data []byte
-	rk := s.valueKey(k)
+	l := new(lookup)
+	rk := s.valueKeyIn(l.key[:0], k)
 	now := s.redis.now().UnixNano()
 	recheck := now >= s.genCheckedAt.Load()+int64(generationRecheck)
-	err := s.redis.call(ctx, func(ctx context.Context) error {
+	err := s.redis.callIn(ctx, &l.ctx, func(ctx context.Context) error {
 		if !recheck {
 			var err error
 			data, err = s.redis.client.Get(ctx, rk).Bytes()
@@ -411,15 +436,15 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, issuedTo, err := s.decode(data, rk)
-	if err != nil {
-		s.redis.log.Debug("unreadable value in redis, treated as a miss", zap.String("key", rk), zap.Error(err))
-		return nil, nil
-	}
-	if issuedTo != "" && clientHash(issuedTo) != k.client {
+	t, err := s.decode(data, rk, k.client)
+	if errors.Is(err, errOtherClient) {
 		// Sealed under this key name, yet issued to another client: not
 		// served, whatever wrote it.
 		s.redis.log.Warn("token in redis was issued to another client; fetching a new one", zap.String("key", rk))
+		return nil, nil
+	}
+	if err != nil {
+		s.redis.log.Debug("unreadable value in redis, treated as a miss", zap.String("key", rk), zap.Error(err))
 		return nil, nil
 	}
 	if !s.redis.now().Before(t.Expiry()) {
@@ -519,34 +544,39 @@ func (s *Shared) encode(t *Token, redisKey string) ([]byte, error) {
 	return s.aead.Seal(out, out[1:], body, []byte(redisKey)), nil
 }
 
+// errOtherClient reports a value whose JWT names another client than the
+// key's.
+var errOtherClient = errors.New("the token was issued to another client")
+
 // decode opens a value and checks what it says: written in the current
 // purge generation, fetched before now, an expiry no later than the JWT's
-// exp nor a year away. issuedTo is the client the JWT names, if any.
-func (s *Shared) decode(data []byte, redisKey string) (t *Token, issuedTo string, err error) {
+// exp nor a year away, and a JWT that names a client names the key's
+// (client; else errOtherClient).
+func (s *Shared) decode(data []byte, redisKey string, client [8]byte) (t *Token, err error) {
 	n := s.aead.NonceSize()
 	switch {
 	case len(data) == 0:
-		return nil, "", errors.New("empty value")
+		return nil, errors.New("empty value")
 	case data[0] != formatSealed:
-		return nil, "", fmt.Errorf("value format %d, want %d", data[0], formatSealed)
+		return nil, fmt.Errorf("value format %d, want %d", data[0], formatSealed)
 	case len(data) < 1+n:
-		return nil, "", errors.New("short value")
+		return nil, errors.New("short value")
 	}
 	body, err := s.aead.Open(nil, data[1:1+n], data[1+n:], readOnly(redisKey))
 	if err != nil {
-		return nil, "", errors.New("cannot decrypt value: another key, another key name, or changed")
+		return nil, errors.New("cannot decrypt value: another key, another key name, or changed")
 	}
 	if len(body) < sealedHeader || len(body) < sealedHeader+int(body[sealedHeader-1]) {
-		return nil, "", errors.New("short value")
+		return nil, errors.New("short value")
 	}
 	if gen := int64(binary.BigEndian.Uint64(body)); gen < s.generation.Load() {
-		return nil, "", fmt.Errorf("value from purge generation %d, before the latest purge (%d)", gen, s.generation.Load())
+		return nil, fmt.Errorf("value from purge generation %d, before the latest purge (%d)", gen, s.generation.Load())
 	}
 	typeLen := int(body[sealedHeader-1])
 	now := s.redis.now()
 	tok := body[sealedHeader+typeLen:]
 	if len(tok) == 0 {
-		return nil, "", errors.New("value holds no usable token")
+		return nil, errors.New("value holds no usable token")
 	}
 	t = &Token{
 		bound: bytes.EqualFold(body[sealedHeader:sealedHeader+typeLen], []byte("DPoP")),
@@ -557,7 +587,7 @@ func (s *Shared) decode(data []byte, redisKey string) (t *Token, issuedTo string
 	fetched := minTime(time.UnixMilli(int64(binary.BigEndian.Uint64(body[8:]))), now)
 	expiry := time.UnixMilli(int64(binary.BigEndian.Uint64(body[16:])))
 	if !fetched.Before(expiry) {
-		return nil, "", errors.New("value holds no usable token")
+		return nil, errors.New("value holds no usable token")
 	}
 	// What the JWT says is checked again, without decoding all of it: the
 	// exp clamps the stored expiry, and the client must be the key's.
@@ -567,5 +597,8 @@ func (s *Shared) decode(data []byte, redisKey string) (t *Token, issuedTo string
 	}
 	t.fetched = fetched.UnixNano()
 	t.setExpiryAt(expiry, peek.Expiry, now)
-	return t, peek.Client, nil
+	if id, ok := peek.ClientBytes(); ok && clientHashBytes(id) != client {
+		return nil, errOtherClient
+	}
+	return t, nil
 }

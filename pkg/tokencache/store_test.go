@@ -498,3 +498,37 @@ func TestRedisCallsEndAtTheTimeout(t *testing.T) {
 		t.Errorf("failures %d, want 2", r.Failures())
 	}
 }
+
+// TestRedisLookupAllocations: a Redis-tier hit allocates at most ten
+// times — go-redis's own six (its command, arguments, reply and the
+// health check of the pooled connection), the call's context and key
+// name, the plaintext, the Token — so that a change that adds to the
+// path fails here, not in a profile.
+func TestRedisLookupAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector allocates on its own: make test runs this test without it")
+	}
+	server := redistest.Single(t)
+	r, err := NewRedis(RedisOptions{Mode: RedisSingle, Endpoints: []string{server.Addr}, Timeout: time.Second}, zap.NewNop(), metrics.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	s, err := newShared(r, "allocs:", testEncryptionKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	k := Key{id: sha256.Sum256([]byte("allocs")), client: clientHash("orders-app")}
+	payload := base64.RawURLEncoding.EncodeToString([]byte(fmt.Sprintf(`{"client_id":"orders-app","exp":%d,"scope":"read write"}`, time.Now().Add(time.Hour).Unix())))
+	if err := s.Set(ctx, k, newTestToken("eyJhbGciOiJub25lIn0."+payload+".c2ln", time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if n := testing.AllocsPerRun(200, func() {
+		if got, err := s.Get(ctx, k); got == nil || err != nil {
+			t.Fatalf("Get: %v, %v", got, err)
+		}
+	}); n > 10 {
+		t.Errorf("a Redis-tier hit allocates %v times, want at most 10", n)
+	}
+}

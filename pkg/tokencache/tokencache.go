@@ -261,8 +261,10 @@ type Key struct {
 }
 
 // clientHash is the short hash of a client id in a Key.
-func clientHash(clientID string) [8]byte {
-	sum := sha256.Sum256([]byte(clientID))
+func clientHash(clientID string) [8]byte { return clientHashBytes([]byte(clientID)) }
+
+func clientHashBytes(clientID []byte) [8]byte {
+	sum := sha256.Sum256(clientID)
 	return [8]byte(sum[:8])
 }
 
