@@ -44,7 +44,7 @@ func main() {
 	bin := flag.String("bin", "bin/extauthz", "the extauthz binary")
 	noopBin := flag.String("noop", "bin/noop", "the no-op ext_authz server")
 	clients := flag.Int("clients", 8, "concurrent clients, each with its own connection")
-	rounds := flag.Int("rounds", 3, "rounds per server, alternating")
+	rounds := flag.Int("rounds", 5, "rounds per server, alternating")
 	duration := flag.Duration("duration", 5*time.Second, "length of a round")
 	cached := flag.Int("cached", 20_000, "application-mode clients to cache for the memory figures; 0 to skip")
 	flag.Parse()
@@ -110,7 +110,7 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 		}
 	}
 	// The HTTP no-op answers with a token as long as extauthz's.
-	web, err := measure(httpTarget("warm-up", "http://"+ext.HTTPAddress+"/policy/web/orders/42"), clients, 0)
+	web, err := measure(httpTarget("warm-up", "http://"+ext.HTTPAddress+"/policy/web/orders/42", 0), clients, 0)
 	if err != nil || web.errors.Load() > 0 {
 		return fmt.Errorf("warm-up of web: %v", err)
 	}
@@ -118,7 +118,7 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	if err != nil {
 		return err
 	}
-	noop, noopHTTP, stopNoop, err := startNoop(noopBin, tokenLen)
+	noop, noopHTTP, noopPID, stopNoop, err := startNoop(noopBin, tokenLen)
 	if err != nil {
 		return err
 	}
@@ -128,7 +128,7 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 		clients, rounds, duration, runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	fmt.Printf("\ngRPC, application mode, cache hits:\n")
 	results, err := compare(rounds, clients, duration,
-		grpcTarget("no-op", noop, request("app", "client-0")), grpcTarget("extauthz", ext.GRPCAddress, request("app", "client-0")))
+		grpcTarget("no-op", noop, noopPID, request("app", "client-0")), grpcTarget("extauthz", ext.GRPCAddress, ext.PID(), request("app", "client-0")))
 	if err != nil {
 		return err
 	}
@@ -136,7 +136,7 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 
 	fmt.Printf("\nHTTP mode, application mode, cache hits (GET /policy/web/..., each client its own Basic credentials):\n")
 	results, err = compare(rounds, clients, duration,
-		httpTarget("no-op", "http://"+noopHTTP+"/policy/web/orders/42"), httpTarget("extauthz", "http://"+ext.HTTPAddress+"/policy/web/orders/42"))
+		httpTarget("no-op", "http://"+noopHTTP+"/policy/web/orders/42", noopPID), httpTarget("extauthz", "http://"+ext.HTTPAddress+"/policy/web/orders/42", ext.PID()))
 	if err != nil {
 		return err
 	}
@@ -144,7 +144,7 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 
 	fmt.Printf("\nDPoP against Bearer, gateway mode, cache hits:\n")
 	results, err = compare(rounds, clients, duration,
-		grpcTarget("bearer", ext.GRPCAddress, request("bearer", "")), grpcTarget("dpop", ext.GRPCAddress, request("bound", "")))
+		grpcTarget("bearer", ext.GRPCAddress, ext.PID(), request("bearer", "")), grpcTarget("dpop", ext.GRPCAddress, ext.PID(), request("bound", "")))
 	if err != nil {
 		return err
 	}
@@ -181,14 +181,14 @@ func httpTokenLength(url string) (int, error) {
 
 // startNoop runs the no-op servers, the HTTP one answering with a token of
 // tokenLen bytes, and returns their gRPC and HTTP addresses.
-func startNoop(bin string, tokenLen int) (string, string, func(), error) {
+func startNoop(bin string, tokenLen int) (string, string, int, func(), error) {
 	cmd := exec.Command(bin, "-token", strconv.Itoa(tokenLen))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", "", nil, err
+		return "", "", 0, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", "", nil, err
+		return "", "", 0, nil, err
 	}
 	stop := func() {
 		_ = cmd.Process.Kill()
@@ -198,7 +198,7 @@ func startNoop(bin string, tokenLen int) (string, string, func(), error) {
 	addrs := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "listening "))
 	if err != nil || len(addrs) != 2 {
 		stop()
-		return "", "", nil, fmt.Errorf("the no-op server said %q: %v", line, err)
+		return "", "", 0, nil, fmt.Errorf("the no-op server said %q: %v", line, err)
 	}
-	return addrs[0], addrs[1], stop, nil
+	return addrs[0], addrs[1], cmd.Process.Pid, stop, nil
 }

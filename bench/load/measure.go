@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,13 +24,52 @@ type result struct {
 	latencies []time.Duration
 	elapsed   time.Duration
 	errors    atomic.Int64
+	cpu       time.Duration // the server's CPU time (user and system) over the round; 0 if unknown
 }
 
 func (r *result) add(o *result) {
 	r.latencies = append(r.latencies, o.latencies...)
 	r.elapsed += o.elapsed
+	r.cpu += o.cpu
 	r.errors.Add(o.errors.Load())
 	slices.Sort(r.latencies)
+}
+
+// cpuPerCall is the server's CPU time per call: what a call costs it,
+// whatever else the machine did meanwhile.
+func (r *result) cpuPerCall() time.Duration {
+	if len(r.latencies) == 0 {
+		return 0
+	}
+	return r.cpu / time.Duration(len(r.latencies))
+}
+
+// clockTick is the unit of /proc/<pid>/stat's CPU times (USER_HZ, 100 on
+// Linux everywhere).
+const clockTick = 10 * time.Millisecond
+
+// cpuTime returns the CPU time process pid has used, or 0 when it cannot
+// be read (not Linux, or pid 0).
+func cpuTime(pid int) time.Duration {
+	if pid == 0 {
+		return 0
+	}
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, in parentheses, may hold spaces: count from after it.
+	_, rest, ok := strings.Cut(string(data), ") ")
+	fields := strings.Fields(rest)
+	if !ok || len(fields) < 13 {
+		return 0
+	}
+	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
+	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0
+	}
+	return time.Duration(utime+stime) * clockTick
 }
 
 func (r *result) rps() float64 { return float64(len(r.latencies)) / r.elapsed.Seconds() }
@@ -45,11 +87,12 @@ func (r *result) quantile(q float64) time.Duration {
 type target struct {
 	name   string
 	client func(w int) (call func() bool, closer func(), err error)
+	pid    int // the server's process, for its CPU time; 0 if not measured
 }
 
 // grpcTarget sends req over one connection per client.
-func grpcTarget(name, addr string, req *authv3.CheckRequest) target {
-	return target{name, func(int) (func() bool, func(), error) {
+func grpcTarget(name, addr string, pid int, req *authv3.CheckRequest) target {
+	return target{name: name, pid: pid, client: func(int) (func() bool, func(), error) {
 		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 		if err != nil {
 			return nil, nil, err
@@ -64,8 +107,8 @@ func grpcTarget(name, addr string, req *authv3.CheckRequest) target {
 
 // httpTarget sends GET url over one keep-alive connection per client, with
 // client w's own Basic credentials.
-func httpTarget(name, url string) target {
-	return target{name, func(w int) (func() bool, func(), error) {
+func httpTarget(name, url string, pid int) target {
+	return target{name: name, pid: pid, client: func(w int) (func() bool, func(), error) {
 		tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true}
 		client := &http.Client{Transport: tr}
 		req, err := http.NewRequest(http.MethodGet, url, nil)
@@ -103,6 +146,7 @@ func measure(t target, n int, d time.Duration) (*result, error) {
 	}
 	res := &result{}
 	per := make([][]time.Duration, n)
+	cpu := cpuTime(t.pid)
 	start := time.Now()
 	deadline := start.Add(d)
 	var wg sync.WaitGroup
@@ -122,6 +166,9 @@ func measure(t target, n int, d time.Duration) (*result, error) {
 	}
 	wg.Wait()
 	res.elapsed = time.Since(start)
+	if cpu > 0 {
+		res.cpu = cpuTime(t.pid) - cpu
+	}
 	for _, l := range per {
 		res.latencies = append(res.latencies, l...)
 	}
@@ -158,10 +205,25 @@ func compare(rounds, clients int, duration time.Duration, targets ...target) ([]
 // for none) are met.
 func report(label string, base, other *result, baseName, otherName string, minTput, maxP99 float64) {
 	tput, p50, p99 := other.rps()/base.rps(), float64(other.quantile(0.5))/float64(base.quantile(0.5)), float64(other.quantile(0.99))/float64(base.quantile(0.99))
-	fmt.Printf("%-9s %10s %10s %10s\n", label, "rps", "p50", "p99")
-	fmt.Printf("%-9s %10.0f %10v %10v\n", baseName, base.rps(), base.quantile(0.5), base.quantile(0.99))
-	fmt.Printf("%-9s %10.0f %10v %10v\n", otherName, other.rps(), other.quantile(0.5), other.quantile(0.99))
-	fmt.Printf("%-9s %9.2fx %9.2fx %9.2fx\n", "ratio", tput, p50, p99)
+	cpu := ""
+	if base.cpuPerCall() > 0 && other.cpuPerCall() > 0 {
+		cpu = fmt.Sprintf(" %14s", "CPU per call")
+	}
+	fmt.Printf("%-9s %10s %10s %10s%s\n", label, "rps", "p50", "p99", cpu)
+	row := func(name string, r *result) {
+		if cpu != "" {
+			fmt.Printf("%-9s %10.0f %10v %10v %14v\n", name, r.rps(), r.quantile(0.5), r.quantile(0.99), r.cpuPerCall().Round(10*time.Nanosecond))
+			return
+		}
+		fmt.Printf("%-9s %10.0f %10v %10v\n", name, r.rps(), r.quantile(0.5), r.quantile(0.99))
+	}
+	row(baseName, base)
+	row(otherName, other)
+	if cpu != "" {
+		fmt.Printf("%-9s %9.2fx %9.2fx %9.2fx %13.2fx\n", "ratio", tput, p50, p99, float64(other.cpuPerCall())/float64(base.cpuPerCall()))
+	} else {
+		fmt.Printf("%-9s %9.2fx %9.2fx %9.2fx\n", "ratio", tput, p50, p99)
+	}
 	if minTput > 0 {
 		fmt.Printf("targets: throughput ratio >= %.2f: %s; p99 ratio <= %.2f: %s\n", minTput, verdict(tput >= minTput), maxP99, verdict(p99 <= maxP99))
 	}

@@ -235,13 +235,12 @@ func redisHits(bin, dir, tokenURL string, clients, rounds int, duration time.Dur
 		return err
 	}
 	defer warm.Stop()
-	perClient := func(addr string) target {
-		return target{"", func(w int) (func() bool, func(), error) {
-			return grpcTarget("", addr, request("app", fmt.Sprintf("client-%d", w))).client(w)
+	perClient := func(name string, p *harness.Process) target {
+		return target{name: name, pid: p.PID(), client: func(w int) (func() bool, func(), error) {
+			return grpcTarget("", p.GRPCAddress, 0, request("app", fmt.Sprintf("client-%d", w))).client(w)
 		}}
 	}
-	redisT, memoryT := perClient(cold.GRPCAddress), perClient(warm.GRPCAddress)
-	redisT.name, memoryT.name = "redis", "memory"
+	redisT, memoryT := perClient("redis", cold), perClient("memory", warm)
 	results, err := compare(rounds, clients, duration, memoryT, redisT)
 	if err != nil {
 		return err
