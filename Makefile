@@ -26,7 +26,8 @@ tools: ## Build the pinned tools the tests and demo use (grpcurl, helm, caddy, p
 deps: ## Install the servers the tests run for real (redis-server, redis-sentinel, nginx) when missing
 	@scripts/deps.sh
 
-demo: build tools ## Start a test IdP and bin/extauthz, send Checks with grpcurl, show the answers
+demo: build ## Start a test IdP and bin/extauthz, send Checks with grpcurl, show the answers
+	@scripts/tools.sh grpcurl
 	@$(GO) run ./internal/demo -bin $(BIN) -grpcurl $(GRPCURL)
 
 test: tools deps ## Run every test with the race detector, the allocation counts without it, then fuzz for FUZZTIME (5s) per target
@@ -58,7 +59,8 @@ lint: ## go vet, a gofmt check and staticcheck (pinned in go.mod)
 generate: ## Regenerate proto/ Go code with pinned protoc plugins (the output is committed)
 	@scripts/generate.sh
 
-manifests: tools ## Render deploy/kubernetes/extauthz.yaml and deploy/prometheus/alerts.yaml from the Helm chart
+manifests: ## Render deploy/kubernetes/extauthz.yaml and deploy/prometheus/alerts.yaml from the Helm chart
+	@scripts/tools.sh helm
 	@scripts/manifests.sh
 
 cover: ## Write a coverage report to cover.html

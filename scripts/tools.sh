@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # Installs the command-line tools the tests and the demo drive, into
-# bin/tools, unless they are there already. Versions are pinned here; a
-# tool's file name holds its version, so a new pin installs anew.
+# bin/tools, unless they are there already: all of them, or those named
+# (scripts/tools.sh grpcurl). Versions are pinned here; a tool's file name
+# holds its version, so a new pin installs anew.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go=${GO:-go}
 tools=$PWD/bin/tools
 mkdir -p "$tools"
+wanted=("$@")
 
 install() { # name version module/cmd [build flags...] (a few minutes each, once)
   local name=$1 version=$2 pkg=$3
   shift 3
+  if [ ${#wanted[@]} -gt 0 ] && [[ " ${wanted[*]} " != *" $name "* ]]; then return; fi
   if [ -x "$tools/$name-$version" ]; then return; fi
   echo "installing $pkg@$version into bin/tools (once)"
   local tmp
