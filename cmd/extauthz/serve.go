@@ -118,7 +118,11 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		return err
 	}
 	defer stopTracing()
-	srv, err := authz.New(authz.Options{Tokens: cache, Logger: log, Metrics: m, Tracer: tracer})
+	o := authz.Options{Tokens: cache, Logger: log, Metrics: m}
+	if cfg.Tracing.Endpoint != "" {
+		o.Tracer = tracer // without one, Checks skip spans and trace headers altogether
+	}
+	srv, err := authz.New(o)
 	if err != nil {
 		return err
 	}
