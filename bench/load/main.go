@@ -1,8 +1,9 @@
 // Command load measures extauthz against no-op servers with the same load
 // generator in the same run: closed-loop calls from a fixed number of
 // clients, one connection each, in alternating rounds, every server on the
-// same machine. It prints requests per second, p50 and p99 and their
-// ratios for
+// same machine — on CPU 0 with one P, the load on the other CPUs, when
+// taskset is there (pin.go). It prints requests per second, p50, p99 and
+// the server's CPU time per call, and their ratios, for
 //   - gRPC Checks, cache hits, against a minimal no-op ext_authz server;
 //   - HTTP mode, cache hits, against a net/http no-op that writes the same
 //     two headers;
@@ -48,6 +49,9 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "length of a round")
 	cached := flag.Int("cached", 20_000, "application-mode clients to cache for the memory figures; 0 to skip")
 	flag.Parse()
+	if ran, code := pinSelf(); ran {
+		os.Exit(code)
+	}
 	if err := run(*bin, *noopBin, *clients, *rounds, *duration, *cached); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
@@ -97,7 +101,16 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(configTemplate, idp.TokenURL)), 0o600); err != nil {
 		return err
 	}
-	ext, err := harness.Start(bin, cfg)
+	pin := newPinning(dir)
+	pinnedBin, err := pin.wrap(bin)
+	if err != nil {
+		return err
+	}
+	pinnedNoop, err := pin.wrap(noopBin)
+	if err != nil {
+		return err
+	}
+	ext, err := harness.Start(pinnedBin, cfg)
 	if err != nil {
 		return err
 	}
@@ -118,14 +131,14 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	if err != nil {
 		return err
 	}
-	noop, noopHTTP, noopPID, stopNoop, err := startNoop(noopBin, tokenLen)
+	noop, noopHTTP, noopPID, stopNoop, err := startNoop(pinnedNoop, tokenLen)
 	if err != nil {
 		return err
 	}
 	defer stopNoop()
 
-	fmt.Printf("load: %d clients, %d rounds of %v per server, alternating; %s, %d CPUs, GOMAXPROCS %d\n",
-		clients, rounds, duration, runtime.Version(), runtime.NumCPU(), runtime.GOMAXPROCS(0))
+	fmt.Printf("load: %d clients, %d rounds of %v per server, alternating; %s, %d CPUs; %s\n",
+		clients, rounds, duration, runtime.Version(), runtime.NumCPU(), pin.describe())
 	fmt.Printf("\ngRPC, application mode, cache hits:\n")
 	results, err := compare(rounds, clients, duration,
 		grpcTarget("no-op", noop, noopPID, request("app", "client-0")), grpcTarget("extauthz", ext.GRPCAddress, ext.PID(), request("app", "client-0")))
@@ -151,7 +164,7 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	report("policy", results[0], results[1], "bearer", "dpop", 0, 0)
 	fmt.Printf("DPoP signs one proof per Check: its throughput is bounded by signatures per second per core (make bench: BenchmarkES256Sign).\n")
 
-	if err := redisHits(bin, dir, idp.TokenURL, clients, rounds, duration); err != nil {
+	if err := redisHits(pinnedBin, dir, idp.TokenURL, clients, rounds, duration); err != nil {
 		return err
 	}
 	if cached > 0 {
