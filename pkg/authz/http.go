@@ -39,20 +39,27 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	defer s.recoverHTTP(w, start)
 	st := s.state.Load()
-	in := &httpInput{r: r}
+	c := &httpCheck{in: httpInput{r: r}} // one allocation for what a check keeps on the heap
+	in := &c.in
 	ctx, span := s.startSpan(r.Context(), in)
 	var d decision
 	if d.cause = in.parse(st.policyPath, st.policyHeader); d.cause != nil {
 		d.outcome = denyAmbiguous
 	} else {
 		// The deadline is made only if something waits: a hit never does.
-		lazy := &lazyDeadline{Context: ctx, deadline: start.Add(HTTPCheckTimeout)}
-		d = s.decide(lazy, st, in)
-		lazy.stop()
+		c.lazy = lazyDeadline{Context: ctx, deadline: start.Add(HTTPCheckTimeout)}
+		d = s.decide(&c.lazy, st, in)
+		c.lazy.stop()
 	}
 	s.record(&d, start)
 	endSpan(span, &d)
 	writeHTTP(w, &d)
+}
+
+// httpCheck is an HTTP-mode check's input and its lazy deadline.
+type httpCheck struct {
+	in   httpInput
+	lazy lazyDeadline
 }
 
 // noStore is every answer's Cache-Control: shared, never changed.
