@@ -29,6 +29,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/extauthz/extauthz/bench/internal/loadgen"
 	"github.com/extauthz/extauthz/internal/harness"
 	"github.com/extauthz/extauthz/internal/testidp"
 )
@@ -49,7 +50,7 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "length of a round")
 	cached := flag.Int("cached", 20_000, "application-mode clients to cache for the memory figures; 0 to skip")
 	flag.Parse()
-	if ran, code := pinSelf(); ran {
+	if ran, code := loadgen.PinSelf(); ran {
 		os.Exit(code)
 	}
 	if err := run(*bin, *noopBin, *clients, *rounds, *duration, *cached); err != nil {
@@ -101,12 +102,12 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(configTemplate, idp.TokenURL)), 0o600); err != nil {
 		return err
 	}
-	pin := newPinning(dir)
-	pinnedBin, err := pin.wrap(bin)
+	pin := loadgen.NewPinning(dir)
+	pinnedBin, err := pin.Wrap(bin)
 	if err != nil {
 		return err
 	}
-	pinnedNoop, err := pin.wrap(noopBin)
+	pinnedNoop, err := pin.Wrap(noopBin)
 	if err != nil {
 		return err
 	}
@@ -123,8 +124,8 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 		}
 	}
 	// The HTTP no-op answers with a token as long as extauthz's.
-	web, err := measure(httpTarget("warm-up", "http://"+ext.HTTPAddress+"/policy/web/orders/42", 0), clients, 0)
-	if err != nil || web.errors.Load() > 0 {
+	web, err := loadgen.Measure(loadgen.HTTPTarget("warm-up", "http://"+ext.HTTPAddress+"/policy/web/orders/42", 0), clients, 0)
+	if err != nil || web.Errors.Load() > 0 {
 		return fmt.Errorf("warm-up of web: %v", err)
 	}
 	tokenLen, err := httpTokenLength("http://" + ext.HTTPAddress + "/policy/web/orders/42")
@@ -138,9 +139,9 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	defer stopNoop()
 
 	fmt.Printf("load: %d clients, %d rounds of %v per server, alternating; %s, %d CPUs; %s\n",
-		clients, rounds, duration, runtime.Version(), runtime.NumCPU(), pin.describe())
+		clients, rounds, duration, runtime.Version(), loadgen.CPUs(), pin.Describe())
 	fmt.Printf("\ngRPC, application mode, cache hits:\n")
-	results, err := compare(rounds, clients, duration,
+	results, err := loadgen.Compare(rounds, clients, duration,
 		grpcTarget("no-op", noop, noopPID, request("app", "client-0")), grpcTarget("extauthz", ext.GRPCAddress, ext.PID(), request("app", "client-0")))
 	if err != nil {
 		return err
@@ -148,15 +149,15 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	report("server", results[0], results[1], "no-op", "extauthz", minThroughputRatio, maxP99Ratio)
 
 	fmt.Printf("\nHTTP mode, application mode, cache hits (GET /policy/web/..., each client its own Basic credentials):\n")
-	results, err = compare(rounds, clients, duration,
-		httpTarget("no-op", "http://"+noopHTTP+"/policy/web/orders/42", noopPID), httpTarget("extauthz", "http://"+ext.HTTPAddress+"/policy/web/orders/42", ext.PID()))
+	results, err = loadgen.Compare(rounds, clients, duration,
+		loadgen.HTTPTarget("no-op", "http://"+noopHTTP+"/policy/web/orders/42", noopPID), loadgen.HTTPTarget("extauthz", "http://"+ext.HTTPAddress+"/policy/web/orders/42", ext.PID()))
 	if err != nil {
 		return err
 	}
 	report("server", results[0], results[1], "no-op", "extauthz", minHTTPThroughputRatio, maxHTTPP99Ratio)
 
 	fmt.Printf("\nDPoP against Bearer, gateway mode, cache hits:\n")
-	results, err = compare(rounds, clients, duration,
+	results, err = loadgen.Compare(rounds, clients, duration,
 		grpcTarget("bearer", ext.GRPCAddress, ext.PID(), request("bearer", "")), grpcTarget("dpop", ext.GRPCAddress, ext.PID(), request("bound", "")))
 	if err != nil {
 		return err
@@ -168,7 +169,11 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 		return err
 	}
 	if cached > 0 {
-		return memoryFigures(bin, dir, cached, clients)
+		free, err := pin.Free(bin)
+		if err != nil {
+			return err
+		}
+		return memoryFigures(free, dir, cached, clients)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/extauthz/extauthz/bench/internal/loadgen"
 	"github.com/extauthz/extauthz/internal/harness"
 	"github.com/extauthz/extauthz/internal/testidp"
 )
@@ -235,13 +236,13 @@ func redisHits(bin, dir, tokenURL string, clients, rounds int, duration time.Dur
 		return err
 	}
 	defer warm.Stop()
-	perClient := func(name string, p *harness.Process) target {
-		return target{name: name, pid: p.PID(), client: func(w int) (func() bool, func(), error) {
-			return grpcTarget("", p.GRPCAddress, 0, request("app", fmt.Sprintf("client-%d", w))).client(w)
+	perClient := func(name string, p *harness.Process) loadgen.Target {
+		return loadgen.Target{Name: name, PID: p.PID(), Client: func(w int) (func() bool, func(), error) {
+			return grpcTarget("", p.GRPCAddress, 0, request("app", fmt.Sprintf("client-%d", w))).Client(w)
 		}}
 	}
 	redisT, memoryT := perClient("redis", cold), perClient("memory", warm)
-	results, err := compare(rounds, clients, duration, memoryT, redisT)
+	results, err := loadgen.Compare(rounds, clients, duration, memoryT, redisT)
 	if err != nil {
 		return err
 	}

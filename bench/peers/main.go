@@ -3,7 +3,7 @@
 // application mode: its oauth2_client_credentials authenticator exchanges
 // the caller's Basic credentials at a token endpoint and caches the token.
 // Both run against the same test IdP, each pinned to CPU 0 with GOMAXPROCS
-// 1 when taskset is there, the load on the other CPUs, in alternating
+// 1 when taskset is there, the load on the other CPUs (loadgen), in alternating
 // rounds. It prints throughput and latency on cache hits, then the cold
 // path: a client's first request, less the IdP's own time. `make
 // bench-peers` runs it; it is not part of make test.
@@ -12,7 +12,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"encoding/base64"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,13 +21,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
+	"github.com/extauthz/extauthz/bench/internal/loadgen"
 	"github.com/extauthz/extauthz/internal/testidp"
 )
 
@@ -40,6 +38,9 @@ func main() {
 	duration := flag.Duration("duration", 5*time.Second, "length of a round")
 	cold := flag.Int("cold", 200, "clients whose first request measures the cold path")
 	flag.Parse()
+	if ran, code := loadgen.PinSelf(); ran {
+		os.Exit(code)
+	}
 	if err := run(*bin, *okBin, *clients, *rounds, *duration, *cold); err != nil {
 		fmt.Fprintln(os.Stderr, "peers:", err)
 		os.Exit(1)
@@ -105,7 +106,7 @@ func run(bin, okBin string, clients, rounds int, duration time.Duration, cold in
 		return err
 	}
 	defer os.RemoveAll(dir)
-	pin := pinning()
+	pin := loadgen.NewPinning(dir)
 
 	// extauthz
 	cfg := filepath.Join(dir, "extauthz.yaml")
@@ -139,9 +140,10 @@ func run(bin, okBin string, clients, rounds int, duration time.Duration, cold in
 		return err
 	}
 
-	fmt.Printf("peers: %d clients, %d rounds of %v per server, alternating; servers %s\n", clients, rounds, duration, pin.describe())
+	fmt.Printf("peers: %d clients, %d rounds of %v per server, alternating; %s\n", clients, rounds, duration, pin.Describe())
 	fmt.Printf("\ncache hits (each client its own Basic credentials, GET .../orders/42):\n")
-	results, err := compare(rounds, clients, duration, target{"oathkeeper", okURL}, target{"extauthz", extURL})
+	results, err := loadgen.Compare(rounds, clients, duration,
+		loadgen.HTTPTarget("oathkeeper", okURL, ok.cmd.Process.Pid), loadgen.HTTPTarget("extauthz", extURL, ext.cmd.Process.Pid))
 	if err != nil {
 		return err
 	}
@@ -152,10 +154,10 @@ func run(bin, okBin string, clients, rounds int, duration time.Duration, cold in
 	}
 	o, e := results[0], results[1]
 	fmt.Printf("%-11s %10s %10s %10s\n", "server", "rps", "p50", "p99")
-	fmt.Printf("%-11s %10.0f %10v %10v\n", "oathkeeper", o.rps(), o.quantile(0.5), o.quantile(0.99))
-	fmt.Printf("%-11s %10.0f %10v %10v\n", "extauthz", e.rps(), e.quantile(0.5), e.quantile(0.99))
+	fmt.Printf("%-11s %10.0f %10v %10v\n", "oathkeeper", o.RPS(), o.Quantile(0.5), o.Quantile(0.99))
+	fmt.Printf("%-11s %10.0f %10v %10v\n", "extauthz", e.RPS(), e.Quantile(0.5), e.Quantile(0.99))
 	fmt.Printf("extauthz does %.1fx Oathkeeper's throughput, at %.2fx its p50 and %.2fx its p99\n",
-		e.rps()/o.rps(), float64(e.quantile(0.5))/float64(o.quantile(0.5)), float64(e.quantile(0.99))/float64(o.quantile(0.99)))
+		e.RPS()/o.RPS(), float64(e.Quantile(0.5))/float64(o.Quantile(0.5)), float64(e.Quantile(0.99))/float64(o.Quantile(0.99)))
 
 	fmt.Printf("\ncold path: the first request of %d new clients each, one at a time, less the IdP's own time:\n", cold)
 	idpTime, err := idpLatency(idp.TokenURL, cold)
@@ -167,40 +169,10 @@ func run(bin, okBin string, clients, rounds int, duration time.Duration, cold in
 		if err != nil {
 			return err
 		}
-		fmt.Printf("%-11s p50 %-9v p99 %-9v beyond the IdP's p50 of %v\n", s.name, (quantile(lat, 0.5) - idpTime).Round(time.Microsecond),
-			(quantile(lat, 0.99) - idpTime).Round(time.Microsecond), idpTime.Round(time.Microsecond))
+		fmt.Printf("%-11s p50 %-9v p99 %-9v beyond the IdP's p50 of %v\n", s.name, (loadgen.Quantile(lat, 0.5) - idpTime).Round(time.Microsecond),
+			(loadgen.Quantile(lat, 0.99) - idpTime).Round(time.Microsecond), idpTime.Round(time.Microsecond))
 	}
 	return nil
-}
-
-// pin runs servers on CPU 0 with one P when taskset is installed and there
-// are CPUs left for the load.
-type pin struct{ taskset string }
-
-func pinning() pin {
-	p, err := exec.LookPath("taskset")
-	if err != nil || runtimeCPUs() < 2 {
-		return pin{}
-	}
-	return pin{p}
-}
-
-func (p pin) describe() string {
-	if p.taskset == "" {
-		return "unpinned (no taskset, or one CPU)"
-	}
-	return "pinned to CPU 0, GOMAXPROCS=1"
-}
-
-func (p pin) command(argv []string) *exec.Cmd {
-	if p.taskset != "" {
-		argv = append([]string{p.taskset, "-c", "0"}, argv...)
-	}
-	cmd := exec.Command(argv[0], argv[1:]...)
-	if p.taskset != "" {
-		cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
-	}
-	return cmd
 }
 
 type server struct {
@@ -218,8 +190,12 @@ func (s *server) stop() {
 
 // startServer starts argv; with serving set, it waits for extauthz's
 // "serving" log line and takes the HTTP address from it.
-func startServer(p pin, serving string, argv []string) (*server, error) {
-	cmd := p.command(argv)
+func startServer(p loadgen.Pinning, serving string, argv []string) (*server, error) {
+	bin, err := p.Wrap(argv[0])
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin, argv[1:]...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		return nil, err
@@ -292,112 +268,6 @@ func freePort() int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// result is one server's measurements.
-type result struct {
-	latencies []time.Duration
-	elapsed   time.Duration
-	errors    atomic.Int64
-}
-
-func (r *result) rps() float64 { return float64(len(r.latencies)) / r.elapsed.Seconds() }
-
-func (r *result) quantile(q float64) time.Duration { return quantile(r.latencies, q) }
-
-func quantile(sorted []time.Duration, q float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(int(q*float64(len(sorted))), len(sorted)-1)].Round(time.Microsecond)
-}
-
-type target struct{ name, url string }
-
-func basic(id string) string {
-	return "Basic " + base64.StdEncoding.EncodeToString([]byte(id+":s3cret"))
-}
-
-// get sends one GET with client's credentials and reports a 200.
-func get(client *http.Client, url, id string) bool {
-	req, err := http.NewRequest(http.MethodGet, url, nil)
-	if err != nil {
-		return false
-	}
-	req.Header.Set("Authorization", basic(id))
-	resp, err := client.Do(req)
-	if err != nil {
-		return false
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	return resp.StatusCode == http.StatusOK
-}
-
-// measure runs closed-loop requests to t from n clients for d, after one
-// request each (the token fetched, the connection made).
-func measure(t target, n int, d time.Duration) (*result, error) {
-	httpClients := make([]*http.Client, n)
-	for w := range n {
-		tr := &http.Transport{MaxIdleConnsPerHost: 1, MaxConnsPerHost: 1, DisableCompression: true}
-		defer tr.CloseIdleConnections()
-		httpClients[w] = &http.Client{Transport: tr, Timeout: 10 * time.Second}
-		if !get(httpClients[w], t.url, fmt.Sprintf("client-%d", w)) {
-			return nil, fmt.Errorf("%s denied client-%d", t.name, w)
-		}
-	}
-	res := &result{}
-	per := make([][]time.Duration, n)
-	start := time.Now()
-	deadline := start.Add(d)
-	var wg sync.WaitGroup
-	for w := range n {
-		wg.Go(func() {
-			id := fmt.Sprintf("client-%d", w)
-			lat := make([]time.Duration, 0, 1<<16)
-			for time.Now().Before(deadline) {
-				began := time.Now()
-				ok := get(httpClients[w], t.url, id)
-				lat = append(lat, time.Since(began))
-				if !ok {
-					res.errors.Add(1)
-				}
-			}
-			per[w] = lat
-		})
-	}
-	wg.Wait()
-	res.elapsed = time.Since(start)
-	for _, l := range per {
-		res.latencies = append(res.latencies, l...)
-	}
-	slices.Sort(res.latencies)
-	return res, nil
-}
-
-func compare(rounds, clients int, duration time.Duration, targets ...target) ([]*result, error) {
-	results := make([]*result, len(targets))
-	for i := range results {
-		results[i] = &result{}
-	}
-	for r := range rounds {
-		for i, t := range targets {
-			res, err := measure(t, clients, duration)
-			if err != nil {
-				return nil, err
-			}
-			if errs := res.errors.Load(); errs > 0 {
-				return nil, fmt.Errorf("%s: %d requests failed or were denied", t.name, errs)
-			}
-			fmt.Printf("  round %d %-11s %9.0f rps  p50 %-9v p99 %v\n", r+1, t.name, res.rps(), res.quantile(0.5), res.quantile(0.99))
-			results[i].latencies = append(results[i].latencies, res.latencies...)
-			results[i].elapsed += res.elapsed
-		}
-	}
-	for _, r := range results {
-		slices.Sort(r.latencies)
-	}
-	return results, nil
-}
-
 // idpLatency is the median time of a token request straight to the IdP.
 func idpLatency(tokenURL string, n int) (time.Duration, error) {
 	client := &http.Client{Timeout: 10 * time.Second}
@@ -420,7 +290,7 @@ func idpLatency(tokenURL string, n int) (time.Duration, error) {
 		lat = append(lat, time.Since(began))
 	}
 	slices.Sort(lat)
-	return quantile(lat, 0.5), nil
+	return loadgen.Quantile(lat, 0.5), nil
 }
 
 // firstRequests times the first request of n new clients, one at a time.
@@ -429,7 +299,12 @@ func firstRequests(url, name string, n int) ([]time.Duration, error) {
 	var lat []time.Duration
 	for i := range n {
 		began := time.Now()
-		if !get(client, url, fmt.Sprintf("%s-cold-%d", name, i)) {
+		req, err := http.NewRequest(http.MethodGet, url, nil)
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Authorization", loadgen.Basic(fmt.Sprintf("%s-cold-%d", name, i)))
+		if !loadgen.Get(client, req) {
 			return nil, fmt.Errorf("%s denied a new client", name)
 		}
 		lat = append(lat, time.Since(began))
@@ -437,5 +312,3 @@ func firstRequests(url, name string, n int) ([]time.Duration, error) {
 	slices.Sort(lat)
 	return lat, nil
 }
-
-func runtimeCPUs() int { return runtime.NumCPU() }
