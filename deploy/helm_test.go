@@ -6,9 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/x509"
 	"encoding/base64"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"os/exec"
@@ -29,6 +27,7 @@ import (
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/extauthz/extauthz/internal/harness"
+	"github.com/extauthz/extauthz/internal/testpki"
 )
 
 const chart = "helm/extauthz"
@@ -434,11 +433,7 @@ func secretValue(t *testing.T, key string) []byte {
 		if err != nil {
 			t.Fatal(err)
 		}
-		der, err := x509.MarshalPKCS8PrivateKey(k)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})
+		return []byte(testpki.PKCS8PEM(t, k))
 	default:
 		return []byte(fmt.Sprintf("%x", sha256.Sum256([]byte(key)))) // long enough for an admin token
 	}

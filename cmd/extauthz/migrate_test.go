@@ -144,3 +144,38 @@ func TestMigrateCoversTheReference(t *testing.T) {
 		}
 	}
 }
+
+// TestMigrateRefuses: manifests migrate cannot turn into something that
+// serves — hostile or broken ones included — are refused with what is
+// wrong, exit 2, and nothing on standard output.
+func TestMigrateRefuses(t *testing.T) {
+	mw := func(name, plugin string) string {
+		return "apiVersion: traefik.io/v1alpha1\nkind: Middleware\nmetadata: {name: " + name + "}\nspec:\n  plugin:\n    oAuthClientCredentials:\n" + plugin
+	}
+	// A billion-laughs document: aliases that expand exponentially.
+	laughs := "a: &a [x, x, x, x, x, x, x, x, x, x]\n"
+	for i := 'b'; i <= 'k'; i++ {
+		prev := string(i - 1)
+		laughs += string(i) + ": &" + string(i) + " [*" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + ", *" + prev + "]\n"
+	}
+	for _, tt := range []struct {
+		name, input, want string
+	}{
+		{"not YAML", "kind: [", "yaml"},
+		{"no Middleware", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "no Traefik Middleware"},
+		{"an unknown field", mw("a", "      url: https://idp.example.com/t\n      clientSecrett: x\n"), `field clientSecrett not found`},
+		{"no url", mw("a", "      audience: x\n"), "no url"},
+		{"two of one name", mw("a", "      url: https://idp.example.com/t\n") + "---\n" + mw("a", "      url: https://idp.example.com/t\n"), "two Middlewares of this name"},
+		{"no name", mw("", "      url: https://idp.example.com/t\n"), "without metadata.name"},
+		{"aliases that expand", laughs, "excessive aliasing"},
+		{"more than 16 MiB", "# " + strings.Repeat("x", maxMigrateInput), "larger than 16 MiB"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := report(run(context.Background(), []string{"migrate", "-"}, stdio{strings.NewReader(tt.input), &stdout, &stderr}), &stderr)
+			if code != exitUsage || !strings.Contains(stderr.String(), tt.want) || stdout.Len() > 0 {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 naming %q", code, stdout.String(), stderr.String(), tt.want)
+			}
+		})
+	}
+}

@@ -5,8 +5,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +19,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/harness"
 	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/internal/testpki"
 	"github.com/extauthz/extauthz/pkg/dpop"
 	adminv1 "github.com/extauthz/extauthz/proto/extauthz/admin/v1"
 )
@@ -92,10 +91,6 @@ func startSecretless(t *testing.T) *secretless {
 	if err != nil {
 		t.Fatal(err)
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(signing)
-	if err != nil {
-		t.Fatal(err)
-	}
 	dpopKey, err := dpop.NewKey(signing, dpop.ES256)
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +98,7 @@ func startSecretless(t *testing.T) *secretless {
 	proc, dir, idp := startWith(t, testidp.Options{Federated: &testidp.Federated{Issuer: cluster.Issuer, JWKSURL: cluster.JWKSURL, Audience: clusterAud}},
 		secretlessConfig, map[string]map[string]string{
 			"tokens":                {"idp-token": projectedToken(t, cluster, time.Now().Add(time.Hour)) + "\n"},
-			"secrets/extauthz-dpop": {"key.pem": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))},
+			"secrets/extauthz-dpop": {"key.pem": testpki.PKCS8PEM(t, signing)},
 			"secrets/reports-idp":   {"clientSecret": "reports-hmac-secret-of-32-bytes!\n"},
 			"secrets/orders-idp":    {"clientSecret": "orders-s3cret\n"},
 		})

@@ -97,3 +97,14 @@ func newCert(t testing.TB, cn string, parentKey *ecdsa.PrivateKey, parent *x509.
 	}
 	return key, cert, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
+
+// PKCS8PEM is key as a PEM "PRIVATE KEY" block (PKCS #8), as key files and
+// Secrets hold signing keys.
+func PKCS8PEM(t testing.TB, key any) string {
+	t.Helper()
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+}

@@ -4,8 +4,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -36,14 +34,10 @@ func TestGatewayAuthMethods(t *testing.T) {
 	idp.AddClient("signer", testidp.Client{PublicKey: key.Public(), Claims: map[string]any{"grp": "signed"}})
 	idp.AddClient("mtls-client", testidp.Client{TLSClientAuth: true, Claims: map[string]any{"grp": "mtls"}})
 
-	der, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
 	cert := ca.Issue(t, "mtls-client")
 	dir := t.TempDir()
 	for name, content := range map[string]string{
-		"signer/key.pem": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})),
+		"signer/key.pem": testpki.PKCS8PEM(t, key),
 		"mtls/tls.crt":   cert.CertPEM,
 		"mtls/tls.key":   cert.KeyPEM,
 		"idp/ca.crt":     idp.CertificatePEM(),

@@ -3,8 +3,6 @@ package config
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"crypto/x509"
-	"encoding/pem"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +11,7 @@ import (
 
 	"github.com/golang-jwt/jwt/v5"
 
+	"github.com/extauthz/extauthz/internal/testpki"
 	"github.com/extauthz/extauthz/pkg/idp"
 )
 
@@ -35,11 +34,7 @@ func writeAssertion(t *testing.T, path, sub string, exp time.Time) {
 func ed25519PEM(t *testing.T) string {
 	t.Helper()
 	_, k, _ := ed25519.GenerateKey(rand.Reader)
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
+	return testpki.PKCS8PEM(t, k)
 }
 
 // TestFederated: the assertion file is the client's identity; a rotation
