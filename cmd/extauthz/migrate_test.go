@@ -145,6 +145,10 @@ func TestMigrateCoversTheReference(t *testing.T) {
 	}
 }
 
+func indent(text, by string) string {
+	return by + strings.ReplaceAll(strings.TrimSuffix(text, "\n"), "\n", "\n"+by) + "\n"
+}
+
 // TestMigrateRefuses: manifests migrate cannot turn into something that
 // serves — hostile or broken ones included — are refused with what is
 // wrong, exit 2, and nothing on standard output.
@@ -167,7 +171,8 @@ func TestMigrateRefuses(t *testing.T) {
 		{"no url", mw("a", "      audience: x\n"), "no url"},
 		{"two of one name", mw("a", "      url: https://idp.example.com/t\n") + "---\n" + mw("a", "      url: https://idp.example.com/t\n"), "two Middlewares of this name"},
 		{"no name", mw("", "      url: https://idp.example.com/t\n"), "without metadata.name"},
-		{"aliases that expand", laughs, "excessive aliasing"},
+		{"aliases that expand, beside a Middleware", laughs, "no Traefik Middleware"},
+		{"aliases that expand, in a Middleware", mw("a", "      url: https://idp.example.com/t\n      extraParams:\n"+indent(laughs, "        ")), "cannot unmarshal"},
 		{"more than 16 MiB", "# " + strings.Repeat("x", maxMigrateInput), "larger than 16 MiB"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
