@@ -336,14 +336,10 @@ type namer struct {
 func (s *Shared) appendTag(dst []byte, kind byte, b []byte) []byte {
 	n := s.names.Get().(*namer)
 	n.mac.Reset()
-	// Through n.in, so that b does not escape through the interface.
+	// Through n.in, so that b does not escape through the interface; b
+	// is at most an id, which n.in holds (a longer one panics below).
 	n.in[0] = kind
-	w := 1 + copy(n.in[1:], b)
-	n.mac.Write(n.in[:w])
-	for rest := b[w-1:]; len(rest) > 0; rest = rest[w:] {
-		w = copy(n.in[:], rest)
-		n.mac.Write(n.in[:w])
-	}
+	n.mac.Write(n.in[:1+copy(n.in[1:], b)])
 	dst = hex.AppendEncode(dst, n.mac.Sum(n.sum[:0])[:len(b)])
 	s.names.Put(n)
 	return dst
@@ -407,8 +403,8 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 	var data []byte
 	l := new(lookup)
 	rk := s.valueKeyIn(l.key[:0], k)
-	now := s.redis.now().UnixNano()
-	recheck := now >= s.genCheckedAt.Load()+int64(generationRecheck)
+	asked := s.redis.now().UnixNano()
+	recheck := asked >= s.genCheckedAt.Load()+int64(generationRecheck)
 	err := s.redis.callIn(ctx, &l.ctx, func(ctx context.Context) error {
 		if !recheck {
 			var err error
@@ -424,7 +420,7 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 		}
 		if g, err := gen.Int64(); err == nil || errors.Is(err, redis.Nil) {
 			s.observe(g)
-			s.genCheckedAt.Store(now)
+			s.genCheckedAt.Store(asked)
 		}
 		var err error
 		data, err = value.Bytes()
@@ -436,7 +432,8 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 	if err != nil {
 		return nil, err
 	}
-	t, err := s.decode(data, rk, k.client)
+	now := s.redis.now()
+	t, err := s.decode(data, rk, k.client, now)
 	if errors.Is(err, errOtherClient) {
 		// Sealed under this key name, yet issued to another client: not
 		// served, whatever wrote it.
@@ -447,7 +444,7 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 		s.redis.log.Debug("unreadable value in redis, treated as a miss", zap.String("key", rk), zap.Error(err))
 		return nil, nil
 	}
-	if !s.redis.now().Before(t.Expiry()) {
+	if !now.Before(t.Expiry()) {
 		return nil, nil
 	}
 	return t, nil
@@ -552,7 +549,7 @@ var errOtherClient = errors.New("the token was issued to another client")
 // purge generation, fetched before now, an expiry no later than the JWT's
 // exp nor a year away, and a JWT that names a client names the key's
 // (client; else errOtherClient).
-func (s *Shared) decode(data []byte, redisKey string, client [8]byte) (t *Token, err error) {
+func (s *Shared) decode(data []byte, redisKey string, client [8]byte, now time.Time) (t *Token, err error) {
 	n := s.aead.NonceSize()
 	switch {
 	case len(data) == 0:
@@ -573,7 +570,6 @@ func (s *Shared) decode(data []byte, redisKey string, client [8]byte) (t *Token,
 		return nil, fmt.Errorf("value from purge generation %d, before the latest purge (%d)", gen, s.generation.Load())
 	}
 	typeLen := int(body[sealedHeader-1])
-	now := s.redis.now()
 	tok := body[sealedHeader+typeLen:]
 	if len(tok) == 0 {
 		return nil, errors.New("value holds no usable token")
@@ -591,10 +587,7 @@ func (s *Shared) decode(data []byte, redisKey string, client [8]byte) (t *Token,
 	}
 	// What the JWT says is checked again, without decoding all of it: the
 	// exp clamps the stored expiry, and the client must be the key's.
-	var peek claims.Peek
-	if p, err := claims.PeekJWT(t.AccessToken.Reveal()); err == nil {
-		peek = p
-	}
+	peek, _ := claims.PeekJWT(t.AccessToken.Reveal()) // zero for a token that is not a JWT
 	t.fetched = fetched.UnixNano()
 	t.setExpiryAt(expiry, peek.Expiry, now)
 	if id, ok := peek.ClientBytes(); ok && clientHashBytes(id) != client {
