@@ -68,6 +68,9 @@ func TestPeekJWT(t *testing.T) {
 // TestPeekJWTAllocations: reading a typical token's expiry and client
 // allocates nothing.
 func TestPeekJWTAllocations(t *testing.T) {
+	if raceEnabled {
+		t.Skip("the race detector makes sync.Pool (json.Valid's scanners) drop at random: make test runs this test without it")
+	}
 	token := jwtOf(typicalClaims)
 	if n := testing.AllocsPerRun(100, func() {
 		p, _ := PeekJWT(token)
