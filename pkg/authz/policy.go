@@ -207,6 +207,9 @@ func (st *state) selectPolicy(in input) (*policy, error) {
 			if host, port, err = hostname.Normalize(in.host()); err != nil {
 				return nil, fmt.Errorf("%w: %w", errAmbiguousHost, err)
 			}
+			if port == "" { // "api.example.com" over https is api.example.com:443
+				port = hostname.DefaultPort(in.scheme())
+			}
 		}
 		for i := range st.routes {
 			if st.routes[i].matches(host, port, in.path(), in) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -27,6 +28,7 @@ import (
 
 	"github.com/extauthz/extauthz/internal/testidp"
 	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/hostname"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
@@ -533,6 +535,7 @@ routes:
   - {host: "API.example.com", policy: strict}
   - {host: "*.bücher.example", policy: strict}
   - {host: "admin.example.com:8443", policy: strict}
+  - {host: "pay.example.com:443", policy: strict}
 defaultPolicy: partner
 policies:
   partner:
@@ -557,6 +560,16 @@ var hostileHosts = []struct{ host, want string }{
 	{"admin.example.com.:8443", gotStrict},
 	{"admin.example.com", gotPartner},
 	{"admin.example.com:443", gotPartner},
+	{"admin.example.com:08443", gotStrict},
+	{"pay.example.com:443", gotStrict},
+	{"pay.example.com:0443", gotStrict},
+	{"PAY.example.com.:000443", gotStrict},
+	{"pay.example.com:4430", gotPartner},
+	{"pay.example.com:44300", gotPartner},
+	{"pay.example.com:0", gotInvalid},
+	{"pay.example.com:65979", gotInvalid},
+	{"pay.example.com:0x1bb", gotInvalid},
+	{"pay.example.com:443:443", gotInvalid},
 	{"other.example.com", gotPartner},
 	{"api.example.com..", gotInvalid},
 	{"api.example.com, other.example.com", gotInvalid},
@@ -598,4 +611,87 @@ func TestHostileHostsHTTP(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzHostSpellings checks that every spelling of a host and port selects
+// what its normal form selects, so that no spelling misses a host route
+// and falls to another policy: upper case, a trailing dot, leading zeros in
+// the port, and the scheme's default port written out or left out. A host
+// that cannot be read as one name is refused, never routed.
+func FuzzHostSpellings(f *testing.F) {
+	for _, h := range hostileHosts {
+		f.Add(h.host, "https", uint8(1), true)
+	}
+	f.Add("pay.example.com", "https", uint8(0), false)
+	f.Add("pay.example.com", "http", uint8(2), true)
+	f.Add("[::1]", "http", uint8(3), false)
+	cfg, err := config.Parse([]byte(`
+routes:
+  - {host: "API.example.com", policy: strict}
+  - {host: "*.bücher.example", policy: strict}
+  - {host: "admin.example.com:8443", policy: strict}
+  - {host: "pay.example.com:443", policy: pay}
+  - {host: "[::1]:80", policy: pay}
+  - {host: "10.0.0.1:8080", policy: pay}
+defaultPolicy: partner
+policies:
+  partner: {url: "https://idp.invalid/token", clientID: gw, clientSecret: s}
+  strict: {url: "https://idp.invalid/token"}
+  pay: {url: "https://idp.invalid/token"}
+`), "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	cache := tokencache.New(tokencache.Options{MaxEntries: 10})
+	srv, _ := serve(f, cfg, cache, Options{Tokens: cache})
+	st := srv.state.Load()
+	selected := func(host, scheme string) string {
+		in := &grpcInput{attrs: &authv3.AttributeContext{}, req: &authv3.AttributeContext_HttpRequest{Host: host, Scheme: scheme}, normPath: "/"}
+		p, err := st.selectPolicy(in)
+		switch {
+		case errors.Is(err, errAmbiguousHost):
+			return "refused"
+		case err != nil:
+			return err.Error()
+		}
+		return p.name
+	}
+	f.Fuzz(func(t *testing.T, raw, scheme string, zeros uint8, upper bool) {
+		got := selected(raw, scheme)
+		host, port, err := hostname.Normalize(raw)
+		if err != nil {
+			if got != "refused" {
+				t.Fatalf("%q cannot be read as one name (%v) but selected %s", raw, err, got)
+			}
+			return
+		}
+		if host == "" {
+			return
+		}
+		if port == "" {
+			port = hostname.DefaultPort(scheme)
+		}
+		spellings := []string{host}
+		if port != "" {
+			spellings[0] += ":" + port
+		}
+		spelled := host
+		if upper {
+			spelled = strings.ToUpper(spelled)
+			if !strings.HasPrefix(spelled, "[") {
+				spelled += "."
+			}
+		}
+		if port != "" {
+			spelled += ":" + strings.Repeat("0", int(zeros%8)) + port
+		}
+		if port == hostname.DefaultPort(scheme) {
+			spellings = append(spellings, strings.TrimSuffix(spelled, ":"+strings.Repeat("0", int(zeros%8))+port))
+		}
+		for _, s := range append(spellings, spelled) {
+			if other := selected(s, scheme); other != got {
+				t.Fatalf("%q over %q selected %s, but %q, the same host and port, selected %s", raw, scheme, got, s, other)
+			}
+		}
+	})
 }

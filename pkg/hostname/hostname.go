@@ -24,8 +24,9 @@ var (
 
 // Normalize returns the host in the form routes compare — lower case,
 // internationalized names in their ASCII (punycode) form, no trailing dot,
-// IPv6 addresses in brackets in their canonical form — and its port ("" for
-// none), or why it cannot be read. An empty host is "", "", nil.
+// IPv6 addresses in brackets in their canonical form — and its port as a
+// number is written ("0443" is "443"; "" for none), or why it cannot be
+// read. An empty host is "", "", nil.
 func Normalize(h string) (host, port string, err error) {
 	if h == "" {
 		return "", "", nil
@@ -99,25 +100,46 @@ func split(h string) (host, port string, err error) {
 		host, port = h[:i], h[i+1:]
 	}
 	if port != "" || strings.HasSuffix(h, ":") {
-		if !validPort(port) {
+		if port = canonicalPort(port); port == "" {
 			return "", "", ErrPort
 		}
 	}
 	return host, port, nil
 }
 
-func validPort(p string) bool {
+// canonicalPort returns a port as a number is written, without leading
+// zeros ("0443" is "443": ports compare as numbers), or "" when p is not
+// a number from 1 to 65535.
+func canonicalPort(p string) string {
+	for len(p) > 1 && p[0] == '0' {
+		p = p[1:]
+	}
 	if len(p) == 0 || len(p) > 5 {
-		return false
+		return ""
 	}
 	n := 0
 	for i := 0; i < len(p); i++ {
 		if p[i] < '0' || p[i] > '9' {
-			return false
+			return ""
 		}
 		n = n*10 + int(p[i]-'0')
 	}
-	return n >= 1 && n <= 65535
+	if n < 1 || n > 65535 {
+		return ""
+	}
+	return p
+}
+
+// DefaultPort is the port a URL of scheme has when it names none: 443 for
+// https, 80 for http, "" for any other scheme.
+func DefaultPort(scheme string) string {
+	switch {
+	case strings.EqualFold(scheme, "https"):
+		return "443"
+	case strings.EqualFold(scheme, "http"):
+		return "80"
+	}
+	return ""
 }
 
 // plainName reports a name already in normal form: lower-case ASCII

@@ -24,7 +24,14 @@ func TestNormalize(t *testing.T) {
 		{"bücher.example", "xn--bcher-kva.example", "", nil},
 		{"BÜCHER.example.:443", "xn--bcher-kva.example", "443", nil},
 		{"xn--bcher-kva.example", "xn--bcher-kva.example", "", nil},
+		{"api.example.com:0443", "api.example.com", "443", nil},
+		{"api.example.com:00000000443", "api.example.com", "443", nil},
+		{"[::1]:09001", "[::1]", "9001", nil},
 		{"api.example.com:", "", "", ErrPort},
+		{"api.example.com:00", "", "", ErrPort},
+		{"api.example.com:065536", "", "", ErrPort},
+		{"api.example.com:+443", "", "", ErrPort},
+		{"api.example.com:4 43", "", "", ErrPort},
 		{"api.example.com:0", "", "", ErrPort},
 		{"api.example.com:65536", "", "", ErrPort},
 		{"api.example.com:https", "", "", ErrPort},
@@ -54,7 +61,7 @@ func TestNormalize(t *testing.T) {
 }
 
 func TestNormalizeDoesNotAllocateForNormalHosts(t *testing.T) {
-	for _, h := range []string{"api.example.com", "api.example.com:443", "api.example.com.", "10.0.0.1"} {
+	for _, h := range []string{"api.example.com", "api.example.com:443", "api.example.com:0443", "api.example.com.", "10.0.0.1"} {
 		if n := testing.AllocsPerRun(100, func() { _, _, _ = Normalize(h) }); n != 0 {
 			t.Errorf("Normalize(%q) allocates %v times", h, n)
 		}
@@ -76,6 +83,9 @@ func FuzzNormalize(f *testing.F) {
 		}
 		if h2, p2, err := Normalize(again); err != nil || h2 != host || p2 != port {
 			t.Fatalf("Normalize(%q) = %q, %q, but Normalize(%q) = %q, %q, %v", h, host, port, again, h2, p2, err)
+		}
+		if strings.HasPrefix(port, "0") {
+			t.Fatalf("Normalize(%q) = port %q: ports are numbers, written without leading zeros", h, port)
 		}
 		if strings.ContainsAny(host, "ABCDEFGHIJKLMNOPQRSTUVWXYZ ,/@%\\") || strings.HasSuffix(host, ".") {
 			t.Fatalf("Normalize(%q) = %q", h, host)
