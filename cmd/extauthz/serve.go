@@ -33,6 +33,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/admin"
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/builder"
+	"github.com/extauthz/extauthz/pkg/callers"
 	"github.com/extauthz/extauthz/pkg/config"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
@@ -135,7 +136,17 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	var ready atomic.Bool
 	adminSrv := admin.NewServer(admin.Options{Backend: parts, Registry: registry, Ready: ready.Load, Logger: log, Auth: adminAuth(cfg)})
 	if a := adminAuth(cfg); a.Open() {
-		log.Warn("the admin API has no server.admin.token or server.admin.tls.clientCA: it answers only callers on loopback")
+		where := "set server.admin.socket to call it from inside the pod (grpcurl -plaintext -unix <socket>)"
+		if cfg.Server.Admin.Socket != "" {
+			where = "it answers on server.admin.socket alone: grpcurl -plaintext -unix " + cfg.Server.Admin.Socket + " list"
+		}
+		log.Warn("the admin API and /debug/pprof/ are not served over TCP: set server.admin.token or server.admin.tls.clientCA to serve them there; " + where)
+	}
+	// Who may call the check listeners, when they serve TLS; a reload
+	// swaps certificates, CAs and allowed callers.
+	var guard *callers.Guard
+	if p := cfg.Server.Compiled.Callers; p != nil {
+		guard = callers.NewGuard(callers.GuardOptions{Policy: p, Connections: m.CallerConnections, Logger: log})
 	}
 
 	inForce := cfg // the configuration last applied; the watcher's goroutine alone uses it
@@ -150,6 +161,9 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 				level.SetLevel(l)
 			}
 			adminSrv.Update(adminAuth(next))
+			if p := next.Server.Compiled.Callers; p != nil && guard != nil {
+				guard.Update(p) // TLS on or off is for a restart (RestartOnly)
+			}
 			if fields := config.RestartOnly(inForce, next); len(fields) > 0 {
 				log.Warn("configuration changes that take effect only after a restart", zap.Strings("fields", fields))
 			}
@@ -193,10 +207,38 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 			return fmt.Errorf("server.httpAddress: %w", err)
 		}
 	}
+	var socketLis *net.UnixListener
+	if path := cfg.Server.Admin.Socket; path != "" {
+		if socketLis, err = admin.ListenSocket(path); err != nil {
+			grpcLis.Close()
+			adminLis.Close()
+			if httpLis != nil {
+				httpLis.Close()
+			}
+			return fmt.Errorf("server.admin.socket: %w", err)
+		}
+	}
+	// The check listeners hand out only connections whose TLS handshake,
+	// client certificate and identity passed; the guard's interceptors and
+	// handler refuse the requests of those a reload no longer trusts.
+	grpcOpts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(srv.UnaryInterceptor), grpc.ChainStreamInterceptor(srv.StreamInterceptor)}
+	var httpHandler http.Handler = srv
+	if guard != nil {
+		grpcLis = guard.Listen(grpcLis, callers.ListenerOptions{Name: "grpc", NextProtos: []string{"h2"}})
+		if httpLis != nil {
+			httpLis = guard.Listen(httpLis, callers.ListenerOptions{Name: "http", NextProtos: []string{"h2", "http/1.1"}})
+		}
+		grpcOpts = []grpc.ServerOption{grpc.Creds(guard.Credentials()),
+			grpc.ChainUnaryInterceptor(guard.UnaryInterceptor, srv.UnaryInterceptor), grpc.ChainStreamInterceptor(guard.StreamInterceptor, srv.StreamInterceptor)}
+		httpHandler = guard.Handler(srv)
+	}
 
-	gs := grpc.NewServer(
+	gs := grpc.NewServer(append(grpcOpts,
 		grpc.MaxRecvMsgSize(cfg.Server.GRPC.MaxRequestBytes),
 		grpc.MaxConcurrentStreams(uint32(cfg.Server.GRPC.MaxConcurrentStreams)),
+		// A stream's header list is bounded (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE,
+		// enforced while decoding): a header bomb costs at most this much per stream.
+		grpc.MaxHeaderListSize(uint32(cfg.Server.GRPC.MaxHeaderBytes)),
 		// Envoy keeps its connections for long: pings no more often than
 		// every 5 s are welcome, and a peer that stops answering ours is dropped.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),
@@ -205,11 +247,9 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		// over replicas that started since.
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second,
 			MaxConnectionAge: time.Duration(cfg.Server.GRPC.MaxConnectionAge), MaxConnectionAgeGrace: time.Duration(cfg.Server.GRPC.MaxConnectionAgeGrace)}),
-		grpc.ChainUnaryInterceptor(srv.UnaryInterceptor),
-		grpc.ChainStreamInterceptor(srv.StreamInterceptor),
 		// Cache hits are kept encoded and written as they are.
 		grpc.ForceServerCodecV2(authz.Codec()),
-	)
+	)...)
 	srv.Register(gs)
 	hs := health.NewServer()
 	healthpb.RegisterHealthServer(gs, hs)
@@ -220,7 +260,7 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	// httpSrv serves HTTP mode; with no listener it is never started and
 	// its Shutdown returns at once.
 	httpSrv := &http.Server{
-		Handler:           srv,
+		Handler:           httpHandler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      authz.HTTPCheckTimeout + 5*time.Second,
@@ -228,11 +268,18 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		MaxHeaderBytes:    cfg.Server.HTTP.MaxHeaderBytes,
 		ErrorLog:          zap.NewStdLog(log.Named("http")),
 	}
+	if guard != nil {
+		httpSrv.ConnContext = guard.ConnContext
+	}
 	httpAddr := ""
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 4)
 	go func() { errc <- gs.Serve(grpcLis) }()
 	go func() { errc <- adminSrv.Serve(adminLis) }()
+	if socketLis != nil {
+		go func() { errc <- adminSrv.ServeSocket(socketLis) }()
+		defer os.Remove(cfg.Server.Admin.Socket)
+	}
 	if httpLis != nil {
 		httpAddr = httpLis.Addr().String()
 		go func() { errc <- httpSrv.Serve(httpLis) }()
@@ -242,6 +289,9 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		zap.String("grpc_address", grpcLis.Addr().String()),
 		zap.String("http_address", httpAddr),
 		zap.String("admin_address", adminLis.Addr().String()),
+		zap.String("admin_socket", cfg.Server.Admin.Socket),
+		zap.Bool("tls", guard != nil),
+		zap.Bool("callers_authenticated", cfg.Server.Compiled.CallersAuthenticated()),
 		zap.Int("policies", len(cfg.Policies)),
 		zap.String("version", version))
 

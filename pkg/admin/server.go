@@ -9,7 +9,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -38,10 +39,13 @@ const (
 	maxHeaderBytes    = 16 << 10
 )
 
-// Auth says who may call the admin gRPC API: a caller that sends
-// "authorization: Bearer <Token>", or one whose TLS client certificate the
-// listener verified against the configured CA. With neither configured,
-// only callers on loopback. /metrics, /healthz and /readyz are always open.
+// Auth says who may call the admin gRPC API and /debug/pprof/ over TCP: a
+// caller that sends "authorization: Bearer <Token>", or one whose TLS
+// client certificate the listener verified against the configured CA. With
+// neither configured, no one: an address proves nothing (a sidecar proxy
+// makes every mesh caller loopback). Callers on the admin socket, which
+// only the process's own user can open, need nothing. /metrics, /healthz
+// and /readyz are always open.
 type Auth struct {
 	Token    secret.Value
 	ClientCA bool
@@ -50,7 +54,8 @@ type Auth struct {
 	TLS *tls.Config
 }
 
-// Open reports whether nothing but being on loopback is asked of callers.
+// Open reports whether no credential is configured: the admin API is then
+// served on the socket alone.
 func (a *Auth) Open() bool { return a.Token.Empty() && !a.ClientCA }
 
 // Options configure a Server.
@@ -66,7 +71,7 @@ type Options struct {
 // Server serves the admin address: /metrics, /healthz and /readyz for
 // Prometheus and the kubelet, and the admin gRPC API (with reflection)
 // over HTTP/2 on the same address — unencrypted, or over TLS when Auth.TLS
-// is set.
+// is set — and, with ServeSocket, everything on a Unix socket too.
 type Server struct {
 	http *http.Server
 	auth atomic.Pointer[Auth]
@@ -107,11 +112,8 @@ func NewServer(o Options) *Server {
 	})
 	var protocols http.Protocols
 	protocols.SetHTTP1(true)
-	if s.tls {
-		protocols.SetHTTP2(true)
-	} else {
-		protocols.SetUnencryptedHTTP2(true)
-	}
+	protocols.SetUnencryptedHTTP2(true) // gRPC on the plain address and on the socket
+	protocols.SetHTTP2(s.tls)
 	s.http = &http.Server{
 		Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") {
@@ -127,6 +129,13 @@ func NewServer(o Options) *Server {
 		IdleTimeout:       idleTimeout,
 		MaxHeaderBytes:    maxHeaderBytes,
 		ErrorLog:          zap.NewStdLog(o.Logger.Named("admin-http")),
+		// Calls on the socket are marked: its file mode is their credential.
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			if _, ok := c.(*net.UnixConn); ok {
+				return context.WithValue(ctx, onSocket{}, true)
+			}
+			return ctx
+		},
 	}
 	if s.tls {
 		s.http.TLSConfig = &tls.Config{GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
@@ -149,12 +158,48 @@ func (s *Server) Update(a Auth) bool {
 	return ok
 }
 
-// Serve serves l until Shutdown or Close.
+// Serve serves l, the admin address, until Shutdown or Close.
 func (s *Server) Serve(l net.Listener) error {
 	if s.tls {
 		return s.http.ServeTLS(l, "", "")
 	}
 	return s.http.Serve(l)
+}
+
+// ServeSocket serves l, from ListenSocket, until Shutdown or Close: the
+// admin API and profiles answer whoever can open the socket.
+func (s *Server) ServeSocket(l *net.UnixListener) error { return s.http.Serve(l) }
+
+// onSocket marks the context of a request that came in on the admin socket.
+type onSocket struct{}
+
+// ListenSocket creates the Unix socket path, readable and writable by this
+// process's user alone (0600), replacing a socket a previous run left
+// there. It is bound under a temporary name and renamed into place once its
+// mode is set, so that it is never open to others, even for a moment.
+// Closing the listener removes it.
+func ListenSocket(path string) (*net.UnixListener, error) {
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket == 0 {
+		return nil, fmt.Errorf("%s exists and is not a socket", path)
+	}
+	tmp := filepath.Join(filepath.Dir(path), fmt.Sprintf(".%s.%d", filepath.Base(path), os.Getpid()))
+	_ = os.Remove(tmp)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: tmp, Net: "unix"})
+	if err != nil {
+		return nil, err
+	}
+	l.SetUnlinkOnClose(false) // the name it was bound to is gone: Close removes path
+	if err := os.Chmod(tmp, 0o600); err != nil {
+		l.Close()
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		l.Close()
+		_ = os.Remove(tmp)
+		return nil, err
+	}
+	return l, nil
 }
 
 // Shutdown stops the server once requests under way have finished or ctx ends.
@@ -198,7 +243,8 @@ func (s *Server) streamAuth(srv any, ss grpc.ServerStream, info *grpc.StreamServ
 
 // caller is what admin authentication reads of a request.
 type caller struct {
-	addr          string   // host:port
+	addr          string   // host:port, for the log
+	socket        bool     // on the admin socket
 	verified      bool     // a client certificate the TLS handshake verified
 	authorization []string // Authorization values
 }
@@ -213,6 +259,7 @@ func (s *Server) authorize(ctx context.Context, method string) error {
 		ti, ok := p.AuthInfo.(credentials.TLSInfo)
 		c.verified = ok && len(ti.State.VerifiedChains) > 0
 	}
+	c.socket, _ = ctx.Value(onSocket{}).(bool)
 	md, _ := metadata.FromIncomingContext(ctx)
 	c.authorization = md.Get("authorization")
 	code, msg := s.check(c)
@@ -227,6 +274,7 @@ func (s *Server) authorize(ctx context.Context, method string) error {
 func (s *Server) requireAuth(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c := caller{addr: r.RemoteAddr, authorization: r.Header.Values("Authorization")}
+		c.socket, _ = r.Context().Value(onSocket{}).(bool)
 		c.verified = r.TLS != nil && len(r.TLS.VerifiedChains) > 0
 		code, msg := s.check(c)
 		switch code {
@@ -236,6 +284,8 @@ func (s *Server) requireAuth(h http.Handler) http.Handler {
 		case codes.Unauthenticated:
 			w.Header().Set("WWW-Authenticate", `Bearer realm="extauthz-admin"`)
 			http.Error(w, msg, http.StatusUnauthorized)
+		case codes.Unimplemented:
+			http.Error(w, msg, http.StatusNotFound)
 		default:
 			http.Error(w, msg, http.StatusForbidden)
 		}
@@ -243,10 +293,18 @@ func (s *Server) requireAuth(h http.Handler) http.Handler {
 	})
 }
 
+// NotServedOverTCP is what a TCP caller of the admin API is told while no
+// credential is configured.
+const NotServedOverTCP = "the admin API is not served over TCP without server.admin.token or server.admin.tls.clientCA; set one, or server.admin.socket to call it from inside the pod"
+
 // check decides what Auth says of c.
 func (s *Server) check(c caller) (codes.Code, string) {
 	a := s.auth.Load()
 	switch {
+	case c.socket:
+		return codes.OK, ""
+	case a.Open():
+		return codes.Unimplemented, NotServedOverTCP
 	case a.ClientCA && c.verified:
 		return codes.OK, ""
 	case !a.Token.Empty():
@@ -254,12 +312,8 @@ func (s *Server) check(c caller) (codes.Code, string) {
 			return codes.OK, ""
 		}
 		return codes.Unauthenticated, "the admin API needs authorization: Bearer <server.admin.token>, or a client certificate"
-	case a.ClientCA:
-		return codes.Unauthenticated, "the admin API needs a client certificate signed by server.admin.tls.clientCA"
-	case loopback(c.addr):
-		return codes.OK, ""
 	}
-	return codes.PermissionDenied, "the admin API answers only on loopback: set server.admin.token or server.admin.tls.clientCA to call it from elsewhere"
+	return codes.Unauthenticated, "the admin API needs a client certificate signed by server.admin.tls.clientCA"
 }
 
 // bearerMatches compares the bearer tokens among values with want in
@@ -276,10 +330,4 @@ func bearerMatches(values []string, want secret.Value) bool {
 		ok |= subtle.ConstantTimeCompare(sum[:], wantSum[:])
 	}
 	return ok == 1
-}
-
-// loopback reports a peer (host:port) on this host's loopback interface.
-func loopback(addr string) bool {
-	ap, err := netip.ParseAddrPort(addr)
-	return err == nil && ap.Addr().Unmap().IsLoopback()
 }

@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/extauthz/extauthz/pkg/callers"
 	"github.com/extauthz/extauthz/pkg/claims"
 	"github.com/extauthz/extauthz/pkg/dpop"
 	"github.com/extauthz/extauthz/pkg/idp"
@@ -50,6 +51,9 @@ const (
 	DefaultMaxConnectionAgeGrace = 30 * time.Second
 	DefaultShutdownTimeout       = 15 * time.Second
 	DefaultMaxHeaderBytes        = 64 << 10
+	// DefaultMaxGRPCHeaderBytes bounds a gRPC stream's header list, as
+	// HTTP/2 counts it (each field's name and value, plus 32 bytes).
+	DefaultMaxGRPCHeaderBytes = 64 << 10
 	// A client id whose credentials the token endpoint rejected
 	// DefaultMaxRejections times within DefaultRejectionWindow is not sent
 	// there with unknown secrets until the window passes.
@@ -96,6 +100,9 @@ type Server struct {
 	GRPC         GRPCServer `yaml:"grpc"`
 	HTTP         HTTPServer `yaml:"http"`
 	Admin        Admin      `yaml:"admin"`
+	// TLS serves the check listeners (gRPC and HTTP mode) over TLS and,
+	// with a client CA, answers only the proxies it names.
+	TLS ServerTLS `yaml:"tls"`
 	// ShutdownTimeout bounds how long Checks in flight may take to finish
 	// after SIGTERM, for every listener together.
 	ShutdownTimeout Duration `yaml:"shutdownTimeout"`
@@ -109,7 +116,9 @@ type Server struct {
 // MaxConnectionAgeGrace for the calls under way), so that connections
 // spread over replicas that started after them.
 type GRPCServer struct {
-	MaxRequestBytes       int      `yaml:"maxRequestBytes"`
+	MaxRequestBytes int `yaml:"maxRequestBytes"`
+	// MaxHeaderBytes bounds a stream's HTTP/2 header list.
+	MaxHeaderBytes        int      `yaml:"maxHeaderBytes"`
 	MaxConcurrentStreams  int      `yaml:"maxConcurrentStreams"`
 	MaxConnectionAge      Duration `yaml:"maxConnectionAge"`
 	MaxConnectionAgeGrace Duration `yaml:"maxConnectionAgeGrace"`
@@ -127,12 +136,27 @@ type HTTPServer struct {
 	MaxHeaderBytes int    `yaml:"maxHeaderBytes"`
 }
 
-// Admin says who may call the admin gRPC API: a caller with the bearer
-// Token, or with a client certificate from TLS.ClientCA. With neither, only
-// callers on loopback.
+// Admin says who may call the admin gRPC API and /debug/pprof/ on the admin
+// address: a caller with the bearer Token, or with a client certificate from
+// TLS.ClientCA. With neither, they are not served over TCP at all. Socket,
+// when set, serves them on a Unix socket created 0600, to whoever can open
+// it (kubectl exec).
 type Admin struct {
-	Token string   `yaml:"token"`
-	TLS   AdminTLS `yaml:"tls"`
+	Token  string   `yaml:"token"`
+	TLS    AdminTLS `yaml:"tls"`
+	Socket string   `yaml:"socket"`
+}
+
+// ServerTLS puts the check listeners behind TLS. Cert and Key are the
+// server's certificate; with ClientCA, a caller must present a certificate
+// that chains to it, and with AllowedCallers its identity — a URI SAN such
+// as a SPIFFE ID, or dns:<name> for a DNS SAN — must be one of them. PEM
+// inline or secret references, reloaded like every secret.
+type ServerTLS struct {
+	Cert           string   `yaml:"cert"`
+	Key            string   `yaml:"key"`
+	ClientCA       string   `yaml:"clientCA"`
+	AllowedCallers []string `yaml:"allowedCallers"`
 }
 
 // AdminTLS serves the admin address over TLS; ClientCA, when set, lets
@@ -150,6 +174,15 @@ type ServerCompiled struct {
 	// HTTP; it verifies client certificates given, when ClientCA is set.
 	AdminTLS      *tls.Config
 	AdminClientCA bool
+	// Callers is who may call the check listeners: nil for plaintext
+	// listeners that answer whoever reaches them.
+	Callers *callers.Policy
+}
+
+// CallersAuthenticated reports whether the check listeners know who their
+// callers are (a client certificate from server.tls.clientCA).
+func (s *ServerCompiled) CallersAuthenticated() bool {
+	return s.Callers != nil && s.Callers.RequireCertificate
 }
 
 // Log sets the level (debug, info, warn, error) and format (json, console).
@@ -404,6 +437,9 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Server.AdminAddress, DefaultAdminAddress)
 	if c.Server.GRPC.MaxRequestBytes == 0 {
 		c.Server.GRPC.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if c.Server.GRPC.MaxHeaderBytes == 0 {
+		c.Server.GRPC.MaxHeaderBytes = DefaultMaxGRPCHeaderBytes
 	}
 	if c.Server.GRPC.MaxConcurrentStreams == 0 {
 		c.Server.GRPC.MaxConcurrentStreams = DefaultMaxConcurrentStreams

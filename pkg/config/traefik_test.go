@@ -44,7 +44,8 @@ func TestTraefikReferenceExample(t *testing.T) {
 		p.Audience != "https://api.example.com" || len(p.Compiled.Forward) != 2 || p.Compiled.Program == nil {
 		t.Fatalf("policy %+v", p)
 	}
-	if len(cfg.Warnings) != 1 || !strings.Contains(cfg.Warnings[0], `skipped Secret "my-secret": not a Traefik Middleware`) {
+	if len(cfg.Warnings) != 2 || !strings.Contains(cfg.Warnings[0], `skipped Secret "my-secret": not a Traefik Middleware`) ||
+		!strings.Contains(cfg.Warnings[1], "policies test-client-creds give their token (gateway mode)") {
 		t.Errorf("warnings %q", cfg.Warnings)
 	}
 	if !strings.Contains(strings.Join(cfg.Files, " "), "middleware.yaml") {

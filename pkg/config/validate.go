@@ -25,6 +25,7 @@ import (
 
 	"golang.org/x/net/http/httpguts"
 
+	"github.com/extauthz/extauthz/pkg/callers"
 	"github.com/extauthz/extauthz/pkg/claims"
 	"github.com/extauthz/extauthz/pkg/dpop"
 	"github.com/extauthz/extauthz/pkg/hostname"
@@ -52,6 +53,11 @@ const (
 	minAdminTokenBytes       = 16
 	maxAdminTokenBytes       = 4096
 	maxPolicyHeaderNameBytes = 256
+	minGRPCHeaderBytes       = 4 << 10
+	maxGRPCHeaderBytes       = 1 << 20
+	maxAllowedCallers        = 256
+	// maxSocketPathBytes is what every Unix's sockaddr_un holds.
+	maxSocketPathBytes = 104
 )
 
 var policyNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
@@ -163,6 +169,7 @@ func (v *validator) validate(c *Config) {
 		v.dpopKey("policies."+name+".dpop", p)
 	}
 	v.sharedEndpoints(names, c.Policies)
+	v.unauthenticatedCallers(c, names)
 	for i := range c.Routes {
 		v.route(fmt.Sprintf("routes[%d]", i), &c.Routes[i], c.Policies)
 	}
@@ -292,6 +299,9 @@ func (v *validator) server(s *Server) {
 	if n := s.GRPC.MaxRequestBytes; n < minRequestBytes || n > maxRequestBytes {
 		v.addf("server.grpc.maxRequestBytes", "%d is out of range: want %d to %d", n, minRequestBytes, maxRequestBytes)
 	}
+	if n := s.GRPC.MaxHeaderBytes; n < minGRPCHeaderBytes || n > maxGRPCHeaderBytes {
+		v.addf("server.grpc.maxHeaderBytes", "%d is out of range: want %d to %d", n, minGRPCHeaderBytes, maxGRPCHeaderBytes)
+	}
 	if n := s.GRPC.MaxConcurrentStreams; n < 1 || n > maxConcurrentStreams {
 		v.addf("server.grpc.maxConcurrentStreams", "%d is out of range: want 1 to %d", n, maxConcurrentStreams)
 	}
@@ -315,6 +325,74 @@ func (v *validator) server(s *Server) {
 		}
 	}
 	v.admin(&s.Admin, &s.Compiled)
+	v.callers(&s.TLS, &s.Compiled)
+}
+
+// callers compiles who may call the check listeners.
+func (v *validator) callers(t *ServerTLS, c *ServerCompiled) {
+	const path = "server.tls"
+	before := len(v.problems)
+	if t.Cert == "" && t.Key == "" {
+		if t.ClientCA != "" || len(t.AllowedCallers) > 0 {
+			v.addf(path, "clientCA and allowedCallers need the listeners to serve TLS: set cert and key")
+		}
+		return
+	}
+	cfg := v.tlsConfig(path, "clientCA", t.ClientCA, t.Cert, t.Key, false)
+	if t.ClientCA == "" && len(t.AllowedCallers) > 0 {
+		v.addf(path+".allowedCallers", "needs clientCA: an identity is believed only from a certificate that chains to it")
+	}
+	if len(t.AllowedCallers) > maxAllowedCallers {
+		v.addf(path+".allowedCallers", "%d callers: at most %d", len(t.AllowedCallers), maxAllowedCallers)
+	}
+	var allowed []callers.Identity
+	for i, a := range t.AllowedCallers {
+		id, err := callers.ParseIdentity(a)
+		if err != nil {
+			v.addf(fmt.Sprintf("%s.allowedCallers[%d]", path, i), "%q: %v", a, err)
+			continue
+		}
+		allowed = append(allowed, id)
+	}
+	if len(cfg.Certificates) == 0 || len(v.problems) > before {
+		return // the problems above say why
+	}
+	var clientCAs *x509.CertPool
+	if t.ClientCA != "" {
+		clientCAs = cfg.RootCAs
+	}
+	p, err := callers.NewPolicy(cfg.Certificates[0], clientCAs, allowed)
+	if err != nil {
+		v.addf(path, "%v", err)
+		return
+	}
+	c.Callers = p
+}
+
+// unauthenticatedCallers warns when policies hand out what only the
+// operator's proxies should get — a gateway-mode token, a DPoP proof for
+// the method and URL the caller names — on listeners that do not know who
+// calls them.
+func (v *validator) unauthenticatedCallers(c *Config, names []string) {
+	if c.Server.Compiled.CallersAuthenticated() {
+		return
+	}
+	var exposed []string
+	for _, name := range names {
+		if p := c.Policies[name]; p != nil && (p.Compiled.GatewayMode() || p.DPoP != nil) {
+			exposed = append(exposed, name)
+		}
+	}
+	if len(exposed) == 0 {
+		return
+	}
+	listeners := "server.grpcAddress"
+	if *c.Server.HTTPAddress != "" {
+		listeners += " and server.httpAddress"
+	}
+	v.warnf("server.tls", "policies %s give their token (gateway mode) or a DPoP proof for the method and URL a caller names to whoever reaches %s: "+
+		"set server.tls.clientCA and allowedCallers to answer only your proxies, or keep everyone else off these ports (the Helm chart's NetworkPolicy, a mesh AuthorizationPolicy)",
+		strings.Join(exposed, ", "), listeners)
 }
 
 // admin checks who may call the admin gRPC API.
@@ -323,6 +401,14 @@ func (v *validator) admin(a *Admin, c *ServerCompiled) {
 		c.AdminToken = v.resolve("server.admin.token", a.Token)
 		if tok := c.AdminToken.Reveal(); tok != "" && (len(tok) < minAdminTokenBytes || len(tok) > maxAdminTokenBytes || !headerToken(tok)) {
 			v.addf("server.admin.token", "want %d to %d printable characters without spaces (`openssl rand -hex 32` makes one)", minAdminTokenBytes, maxAdminTokenBytes)
+		}
+	}
+	if s := a.Socket; s != "" {
+		switch {
+		case !filepath.IsAbs(s):
+			v.addf("server.admin.socket", "%q is not an absolute path", s)
+		case len(s) > maxSocketPathBytes:
+			v.addf("server.admin.socket", "%q is longer than a Unix socket's path may be (%d bytes)", s, maxSocketPathBytes)
 		}
 	}
 	t := a.TLS

@@ -41,6 +41,10 @@ type Metrics struct {
 	RedisErrors *prometheus.CounterVec
 	// Purges counts tokens dropped by the admin API, by tier.
 	Purges *prometheus.CounterVec
+	// CallerConnections counts connections to the check listeners that
+	// serve TLS, by listener (grpc, http) and result (accepted, or why the
+	// caller was refused: callers.Results).
+	CallerConnections *prometheus.CounterVec
 }
 
 // New registers the instruments, with Go and process collectors, on reg.
@@ -48,7 +52,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := newMetrics()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(m.Checks, m.CheckDuration, m.CacheLookups, m.NegativeHits, m.IdPRequests, m.IdPRefusals, m.IdPDuration,
-		m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.Purges)
+		m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.Purges, m.CallerConnections)
 	return m
 }
 
@@ -95,5 +99,8 @@ func newMetrics() *Metrics {
 		Purges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extauthz_tokens_purged_total", Help: "Cached tokens dropped through the admin API, by tier.",
 		}, []string{"tier"}),
+		CallerConnections: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauthz_caller_connections_total", Help: "Connections to the TLS check listeners by listener and result (accepted, or why the caller was refused).",
+		}, []string{"listener", "result"}),
 	}
 }
