@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages whose servers the tests start for real
-# (redis-server, redis-sentinel, redis-cli, nginx with auth_request), when
-# they are missing. Without them the tests that need them skip, except
-# under CI, where they fail.
+# (redis-server, redis-sentinel, redis-cli, nginx with auth_request), and
+# curl, which they drive besides grpcurl, when they are missing. Without
+# them the tests that need them skip, except under CI, where they fail.
 set -euo pipefail
 
 need=()
@@ -10,6 +10,7 @@ command -v redis-server >/dev/null || need+=(redis-server)
 command -v redis-sentinel >/dev/null || need+=(redis-sentinel)
 command -v redis-cli >/dev/null || need+=(redis-tools)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v curl >/dev/null || need+=(curl ca-certificates)
 [ ${#need[@]} -eq 0 ] && exit 0
 
 sudo=""

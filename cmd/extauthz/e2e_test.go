@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -472,19 +473,42 @@ func TestMetrics(t *testing.T) {
 	}
 }
 
+// testAdminToken is the admin API's bearer token in tests that call it over TCP.
+const testAdminToken = "test-admin-token-0123456789abcdef"
+
+// adminBearer sends testAdminToken with every call.
+type adminBearer struct{}
+
+func (adminBearer) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	return map[string]string{"authorization": "Bearer " + testAdminToken}, nil
+}
+func (adminBearer) RequireTransportSecurity() bool { return false }
+
 // TestAdminAPI lists policies and purges a client's token with grpcurl on
-// the admin address.
+// the admin socket, as an operator does with kubectl exec.
 func TestAdminAPI(t *testing.T) {
 	grpcurl := grpcurlPath(t)
-	e := startE2E(t)
+	socket := filepath.Join(t.TempDir(), "admin.sock")
+	config := strings.Replace(e2eConfig, `adminAddress: "127.0.0.1:0"}`, `adminAddress: "127.0.0.1:0", admin: {socket: "`+socket+`"}}`, 1)
+	proc, _, idp := startConfig(t, config, map[string]map[string]string{"gateway-idp": {"clientID": "gw\n", "clientSecret": "gw-s3cret\n"}})
+	idp.AddClient("gw", testidp.Client{Secret: "gw-s3cret"})
+	e := &e2e{t: t, idp: idp, proc: proc}
 	ctx := context.Background()
-	addr := e.proc.AdminAddress
+	addr := socket
+	fi, err := os.Lstat(socket)
+	if err != nil || fi.Mode()&os.ModeSocket == 0 || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("the admin socket: %v %v, want a socket with mode 0600", fi, err)
+	}
+	// Over TCP the admin API is not served: no token is configured.
+	if _, err := harness.Grpcurl(ctx, grpcurl, nil, "-plaintext", e.proc.AdminAddress, "list"); err == nil || !strings.Contains(err.Error(), "server does not support the reflection API") {
+		t.Errorf("the admin API's reflection over TCP without a token: %v, want none", err)
+	}
 
-	out, err := harness.Grpcurl(ctx, grpcurl, nil, "-plaintext", addr, "list")
+	out, err := harness.Grpcurl(ctx, grpcurl, nil, "-plaintext", "-unix", addr, "list")
 	if err != nil || !strings.Contains(string(out), "extauthz.admin.v1.Admin") {
 		t.Fatalf("admin services: %s %v", out, err)
 	}
-	out, err = harness.Grpcurl(ctx, grpcurl, nil, "-plaintext", addr, "extauthz.admin.v1.Admin/ListPolicies")
+	out, err = harness.Grpcurl(ctx, grpcurl, nil, "-plaintext", "-unix", addr, "extauthz.admin.v1.Admin/ListPolicies")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -514,25 +538,42 @@ func TestAdminAPI(t *testing.T) {
 	if out := checkOut(); !strings.Contains(out, `"hit"`) {
 		t.Fatalf("second check not a hit: %s", out)
 	}
-	out, err = harness.Grpcurl(ctx, grpcurl, []byte(`{"policy": "orders", "client_id": "orders-app"}`), "-plaintext", "-d", "@", addr, "extauthz.admin.v1.Admin/PurgeTokens")
+	out, err = harness.Grpcurl(ctx, grpcurl, []byte(`{"policy": "orders", "client_id": "orders-app"}`), "-plaintext", "-unix", "-d", "@", addr, "extauthz.admin.v1.Admin/PurgeTokens")
 	if err != nil || !strings.Contains(string(out), `"memory": "1"`) {
 		t.Fatalf("purge: %s %v", out, err)
 	}
 	if out := checkOut(); !strings.Contains(out, `"miss"`) {
 		t.Errorf("after the purge the token was still cached: %s", out)
 	}
-	if _, err := harness.Grpcurl(ctx, grpcurl, []byte(`{}`), "-plaintext", "-d", "@", addr, "extauthz.admin.v1.Admin/PurgeTokens"); err == nil || !strings.Contains(err.Error(), "InvalidArgument") {
+	if _, err := harness.Grpcurl(ctx, grpcurl, []byte(`{}`), "-plaintext", "-unix", "-d", "@", addr, "extauthz.admin.v1.Admin/PurgeTokens"); err == nil || !strings.Contains(err.Error(), "InvalidArgument") {
 		t.Errorf("an empty purge: %v", err)
 	}
-	if _, err := harness.Grpcurl(ctx, grpcurl, []byte(`{"policy": "nope"}`), "-plaintext", "-d", "@", addr, "extauthz.admin.v1.Admin/PurgeTokens"); err == nil || !strings.Contains(err.Error(), "NotFound") {
+	if _, err := harness.Grpcurl(ctx, grpcurl, []byte(`{"policy": "nope"}`), "-plaintext", "-unix", "-d", "@", addr, "extauthz.admin.v1.Admin/PurgeTokens"); err == nil || !strings.Contains(err.Error(), "NotFound") {
 		t.Errorf("a purge of an unknown policy: %v", err)
 	}
-	// The HTTP endpoints still answer on the same address.
-	resp, err := http.Get("http://" + addr + "/healthz")
-	if err != nil || resp.StatusCode != 200 {
-		t.Errorf("healthz next to the admin API: %v %v", resp, err)
-	}
-	if resp != nil {
+	// Profiles too, on the socket only.
+	onSocket := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}}
+	for client, want := range map[*http.Client]int{onSocket: 200, http.DefaultClient: 404} {
+		host := "extauthz"
+		if client == http.DefaultClient {
+			host = e.proc.AdminAddress
+		}
+		resp, err := client.Get("http://" + host + "/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
 		resp.Body.Close()
+		if resp.StatusCode != want {
+			t.Errorf("/debug/pprof/ on %s: %d, want %d", host, resp.StatusCode, want)
+		}
+	}
+	// The socket goes with the process.
+	if err := proc.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(socket); !os.IsNotExist(err) {
+		t.Errorf("the socket is left behind: %v", err)
 	}
 }

@@ -30,7 +30,7 @@ const (
 )
 
 const monitoringConfig = `
-server: {grpcAddress: "127.0.0.1:0", httpAddress: "", adminAddress: "127.0.0.1:0"}
+server: {grpcAddress: "127.0.0.1:0", httpAddress: "", adminAddress: "127.0.0.1:0", admin: {token: ` + testAdminToken + `}}
 secrets: {dir: secrets}
 store:
   encryptionKey: MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=
@@ -82,7 +82,7 @@ func TestMonitoringUsesExportedMetrics(t *testing.T) {
 	check("s3cret")
 	check("wrong-1") // rejected by the IdP
 	check("wrong-2") // over the failure budget: refused without asking
-	adminConn, err := grpc.NewClient(proc.AdminAddress, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	adminConn, err := grpc.NewClient(proc.AdminAddress, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(adminBearer{}))
 	if err != nil {
 		t.Fatal(err)
 	}

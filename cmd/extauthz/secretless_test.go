@@ -28,7 +28,7 @@ import (
 // file: a federated assertion with a configured DPoP key, an HMAC
 // assertion, and a DPoP key made at start.
 const secretlessConfig = `
-server: {grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", adminAddress: "127.0.0.1:0"}
+server: {grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", adminAddress: "127.0.0.1:0", admin: {token: ` + testAdminToken + `}}
 secrets: {dir: secrets}
 policies:
   inventory:
@@ -109,7 +109,7 @@ func startSecretless(t *testing.T) *secretless {
 	srv := httptest.NewServer(rs)
 	t.Cleanup(srv.Close)
 	dial := func(addr string) *grpc.ClientConn {
-		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()), grpc.WithPerRPCCredentials(adminBearer{}))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -150,44 +150,55 @@ func TestAdminAPIToken(t *testing.T) {
 	}
 }
 
-// TestAdminAPILoopbackOnly: without credentials configured, the admin API
-// answers callers on loopback and refuses everyone else, while /metrics
-// stays open to Prometheus.
-func TestAdminAPILoopbackOnly(t *testing.T) {
+// TestAdminAPINotServedOverTCP: without a token or a client CA, the admin
+// API and profiles are not served over TCP to anyone — not on loopback, not
+// to a mesh caller that Istio's sidecar forwards from 127.0.0.6, not from
+// elsewhere — and the start says how to turn them on; /metrics, /healthz
+// and /readyz stay open to Prometheus and the kubelet.
+func TestAdminAPINotServedOverTCP(t *testing.T) {
+	grpcurl := grpcurlPath(t)
 	proc, _, _ := startConfig(t, `
 server: {grpcAddress: "127.0.0.1:0", httpAddress: "", adminAddress: ":0"}
 policies:
   orders: {url: %[1]s}
 `, nil)
-	if !strings.Contains(proc.Logs(), "it answers only callers on loopback") {
-		t.Error("the start did not say that the admin API answers only on loopback")
+	if !strings.Contains(proc.Logs(), "the admin API and /debug/pprof/ are not served over TCP: set server.admin.token or server.admin.tls.clientCA") {
+		t.Errorf("the start did not say how to serve the admin API:\n%s", proc.Logs())
 	}
 	_, port, err := net.SplitHostPort(proc.AdminAddress)
 	if err != nil {
 		t.Fatal(err)
 	}
-	call := func(host string) error {
-		conn, err := grpc.NewClient(net.JoinHostPort(host, port), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	// from dials the admin address from a local address.
+	from := func(local, host string) error {
+		dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(local)}}
+		conn, err := grpc.NewClient(net.JoinHostPort(host, port), grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithContextDialer(func(ctx context.Context, addr string) (net.Conn, error) { return dialer.DialContext(ctx, "tcp", addr) }))
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer conn.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		_, err = adminv1.NewAdminClient(conn).ListPolicies(ctx, &adminv1.ListPoliciesRequest{})
+		_, err = adminv1.NewAdminClient(conn).PurgeTokens(ctx, &adminv1.PurgeTokensRequest{Policy: "orders"})
 		return err
 	}
-	if err := call("127.0.0.1"); err != nil {
-		t.Errorf("on loopback: %v", err)
+	callers := map[string][2]string{"loopback": {"127.0.0.1", "127.0.0.1"}, "Istio's sidecar": {"127.0.0.6", "127.0.0.1"}}
+	if host := nonLoopbackAddress(t); host != "" {
+		callers["another host"] = [2]string{host, host}
 	}
-	host := nonLoopbackAddress(t)
-	if err := call(host); status.Code(err) != codes.PermissionDenied {
-		t.Errorf("from %s: %v, want PermissionDenied", host, err)
+	for name, c := range callers {
+		if err := from(c[0], c[1]); status.Code(err) != codes.Unimplemented {
+			t.Errorf("PurgeTokens from %s: %v, want Unimplemented", name, err)
+		}
 	}
-	for path, want := range map[string]int{"/metrics": 200, "/debug/pprof/": 403} {
-		resp, err := http.Get("http://" + net.JoinHostPort(host, port) + path)
+	if _, err := harness.Grpcurl(context.Background(), grpcurl, nil, "-plaintext", proc.AdminAddress, "list"); err == nil {
+		t.Error("reflection lists the admin API over TCP")
+	}
+	for path, want := range map[string]int{"/metrics": 200, "/healthz": 200, "/readyz": 200, "/debug/pprof/": 404, "/debug/pprof/cmdline": 404} {
+		resp, err := http.Get("http://" + net.JoinHostPort("127.0.0.1", port) + path)
 		if err != nil || resp.StatusCode != want {
-			t.Errorf("%s from %s: %v %v, want %d", path, host, resp, err, want)
+			t.Errorf("%s: %v %v, want %d", path, resp, err, want)
 		}
 		if resp != nil {
 			resp.Body.Close()
@@ -195,7 +206,8 @@ policies:
 	}
 }
 
-// nonLoopbackAddress returns an address of this host that is not loopback.
+// nonLoopbackAddress returns an address of this host that is not loopback,
+// or "" when it has none.
 func nonLoopbackAddress(t *testing.T) string {
 	t.Helper()
 	addrs, err := net.InterfaceAddrs()
@@ -207,7 +219,6 @@ func nonLoopbackAddress(t *testing.T) string {
 			return ipn.IP.String()
 		}
 	}
-	t.Skip("this host has no non-loopback IPv4 address; pkg/admin's tests cover remote callers")
 	return ""
 }
 

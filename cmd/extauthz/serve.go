@@ -35,6 +35,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/builder"
 	"github.com/extauthz/extauthz/pkg/callers"
 	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/grpclimit"
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
@@ -237,8 +238,10 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		grpc.MaxRecvMsgSize(cfg.Server.GRPC.MaxRequestBytes),
 		grpc.MaxConcurrentStreams(uint32(cfg.Server.GRPC.MaxConcurrentStreams)),
 		// A stream's header list is bounded (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE,
-		// enforced while decoding): a header bomb costs at most this much per stream.
+		// enforced while decoding), and so are those of all the streams open
+		// at once, however many connections hold them.
 		grpc.MaxHeaderListSize(uint32(cfg.Server.GRPC.MaxHeaderBytes)),
+		grpclimit.NewBudget(config.OpenHeaderLists*int64(cfg.Server.GRPC.MaxHeaderBytes), m.GRPCStreamsRefused).ServerOption(),
 		// Envoy keeps its connections for long: pings no more often than
 		// every 5 s are welcome, and a peer that stops answering ours is dropped.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 5 * time.Second, PermitWithoutStream: true}),

@@ -12,6 +12,8 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -31,15 +33,16 @@ type Pair struct {
 // NewCA creates a CA valid for a day.
 func NewCA(t testing.TB) *CA {
 	t.Helper()
-	key, cert, certPEM := newCert(t, "extauthz test CA", nil, nil, true)
+	key, cert, certPEM := newCert(t, "extauthz test CA", nil, nil, true, nil)
 	return &CA{CertPEM: certPEM, cert: cert, key: key}
 }
 
 // Issue signs a certificate for cn, usable by servers and clients; an IP
-// address as cn is also its IP subject alternative name.
-func (ca *CA) Issue(t testing.TB, cn string) Pair {
+// address as cn is also its IP subject alternative name. Each of sans is a
+// URI SAN when it has a scheme (spiffe://…), else a DNS SAN.
+func (ca *CA) Issue(t testing.TB, cn string, sans ...string) Pair {
 	t.Helper()
-	key, _, certPEM := newCert(t, cn, ca.key, ca.cert, false)
+	key, _, certPEM := newCert(t, cn, ca.key, ca.cert, false, sans)
 	der, err := x509.MarshalECPrivateKey(key)
 	if err != nil {
 		t.Fatal(err)
@@ -64,7 +67,7 @@ func (p Pair) TLSCertificate(t testing.TB) tls.Certificate {
 	return c
 }
 
-func newCert(t testing.TB, cn string, parentKey *ecdsa.PrivateKey, parent *x509.Certificate, isCA bool) (*ecdsa.PrivateKey, *x509.Certificate, string) {
+func newCert(t testing.TB, cn string, parentKey *ecdsa.PrivateKey, parent *x509.Certificate, isCA bool, sans []string) (*ecdsa.PrivateKey, *x509.Certificate, string) {
 	t.Helper()
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -83,6 +86,17 @@ func newCert(t testing.TB, cn string, parentKey *ecdsa.PrivateKey, parent *x509.
 	}
 	if ip := net.ParseIP(cn); ip != nil {
 		tmpl.IPAddresses = []net.IP{ip}
+	}
+	for _, san := range sans {
+		if !strings.Contains(san, "://") {
+			tmpl.DNSNames = append(tmpl.DNSNames, san)
+			continue
+		}
+		u, err := url.Parse(san)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tmpl.URIs = append(tmpl.URIs, u)
 	}
 	if parent == nil {
 		parent, parentKey = tmpl, key

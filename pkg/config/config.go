@@ -54,6 +54,11 @@ const (
 	// DefaultMaxGRPCHeaderBytes bounds a gRPC stream's header list, as
 	// HTTP/2 counts it (each field's name and value, plus 32 bytes).
 	DefaultMaxGRPCHeaderBytes = 64 << 10
+	// OpenHeaderLists is how many full-size header lists (maxHeaderBytes
+	// each) the gRPC streams open at once may hold, all connections
+	// together: 16 MiB at the default. Envoy's Checks take a few hundred
+	// bytes each.
+	OpenHeaderLists = 256
 	// A client id whose credentials the token endpoint rejected
 	// DefaultMaxRejections times within DefaultRejectionWindow is not sent
 	// there with unknown secrets until the window passes.

@@ -555,3 +555,117 @@ policies:
 		}
 	}
 }
+
+// TestCallers compiles server.tls: who may call the check listeners.
+func TestCallers(t *testing.T) {
+	certPEM, keyPEM := selfSigned(t)
+	dir := t.TempDir()
+	writeSecret(t, dir, "tls", "tls.crt", certPEM)
+	writeSecret(t, dir, "tls", "tls.key", keyPEM)
+	writeSecret(t, dir, "tls", "ca.crt", certPEM)
+	cfg, err := Parse([]byte(`
+secrets: {dir: "`+dir+`"}
+server:
+  grpc: {maxHeaderBytes: 8192}
+  admin: {socket: /run/extauthz/admin.sock}
+  tls:
+    cert: urn:k8s:secret:tls:tls.crt
+    key: urn:k8s:secret:tls:tls.key
+    clientCA: urn:k8s:secret:tls:ca.crt
+    allowedCallers: ["spiffe://cluster.local/ns/istio-system/sa/gateway", "dns:Envoy.Example."]
+policies:
+  gw: {url: "https://idp.example.com/token", clientID: gw, clientSecret: s}
+`), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := cfg.Server.Compiled
+	if c.Callers == nil || !c.Callers.RequireCertificate || !c.CallersAuthenticated() {
+		t.Errorf("callers = %+v", c.Callers)
+	}
+	if cfg.Server.GRPC.MaxHeaderBytes != 8192 || cfg.Server.Admin.Socket != "/run/extauthz/admin.sock" {
+		t.Errorf("server = %+v", cfg.Server)
+	}
+	for _, f := range []string{"tls.crt", "tls.key", "ca.crt"} {
+		if !slices.Contains(cfg.Files, filepath.Join(dir, "tls", f)) {
+			t.Errorf("%s is not watched: %v", f, cfg.Files)
+		}
+	}
+	if len(cfg.Warnings) != 0 {
+		t.Errorf("warnings %q: callers are authenticated", cfg.Warnings)
+	}
+
+	// Defaults: plaintext listeners, no one authenticated.
+	cfg, err = Parse([]byte("policies:\n  o: {url: 'https://x/t'}\n"), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.Compiled.Callers != nil || cfg.Server.GRPC.MaxHeaderBytes != DefaultMaxGRPCHeaderBytes {
+		t.Errorf("defaults: callers %+v, maxHeaderBytes %d", cfg.Server.Compiled.Callers, cfg.Server.GRPC.MaxHeaderBytes)
+	}
+
+	for _, tt := range []problemCase{
+		{"clientCA without a certificate", "server: {tls: {clientCA: x}}\npolicies: {o: {url: 'https://x/t'}}\n", "server.tls: clientCA and allowedCallers need the listeners to serve TLS: set cert and key"},
+		{"allowed callers without a CA", "secrets: {dir: '" + dir + "'}\nserver: {tls: {cert: 'urn:k8s:secret:tls:tls.crt', key: 'urn:k8s:secret:tls:tls.key', allowedCallers: [dns:a]}}\npolicies: {o: {url: 'https://x/t'}}\n",
+			"server.tls.allowedCallers: needs clientCA"},
+		{"a key without a certificate", "secrets: {dir: '" + dir + "'}\nserver: {tls: {key: 'urn:k8s:secret:tls:tls.key'}}\npolicies: {o: {url: 'https://x/t'}}\n", "server.tls: cert and key go together"},
+		{"not an identity", "secrets: {dir: '" + dir + "'}\nserver: {tls: {cert: 'urn:k8s:secret:tls:tls.crt', key: 'urn:k8s:secret:tls:tls.key', clientCA: 'urn:k8s:secret:tls:ca.crt', allowedCallers: [istio-ingressgateway]}}\npolicies: {o: {url: 'https://x/t'}}\n",
+			`server.tls.allowedCallers[0]: "istio-ingressgateway": want a URI SAN such as spiffe://`},
+		{"an empty DNS name", "secrets: {dir: '" + dir + "'}\nserver: {tls: {cert: 'urn:k8s:secret:tls:tls.crt', key: 'urn:k8s:secret:tls:tls.key', clientCA: 'urn:k8s:secret:tls:ca.crt', allowedCallers: ['dns:']}}\npolicies: {o: {url: 'https://x/t'}}\n",
+			`server.tls.allowedCallers[0]: "dns:": "dns:" is not dns:<name>`},
+		{"a CA that is no certificate", "secrets: {dir: '" + dir + "'}\nserver: {tls: {cert: 'urn:k8s:secret:tls:tls.crt', key: 'urn:k8s:secret:tls:tls.key', clientCA: 'urn:k8s:secret:tls:tls.key'}}\npolicies: {o: {url: 'https://x/t'}}\n",
+			"server.tls.clientCA: no PEM certificate found"},
+		{"header list too small", "server: {grpc: {maxHeaderBytes: 100}}\npolicies: {o: {url: 'https://x/t'}}\n", "server.grpc.maxHeaderBytes: 100 is out of range: want 4096 to 1048576"},
+		{"relative socket", "server: {admin: {socket: admin.sock}}\npolicies: {o: {url: 'https://x/t'}}\n", `server.admin.socket: "admin.sock" is not an absolute path`},
+		{"long socket", "server: {admin: {socket: /" + strings.Repeat("s", 110) + "}}\npolicies: {o: {url: 'https://x/t'}}\n", "is longer than a Unix socket's path may be"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse([]byte(tt.give), "")
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("got %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// TestUnauthenticatedCallersWarning: a policy that hands out its token or a
+// DPoP proof to whoever calls is warned about unless callers must present
+// a certificate from server.tls.clientCA.
+func TestUnauthenticatedCallersWarning(t *testing.T) {
+	certPEM, keyPEM := selfSigned(t)
+	dir := t.TempDir()
+	writeSecret(t, dir, "tls", "tls.crt", certPEM)
+	writeSecret(t, dir, "tls", "tls.key", keyPEM)
+	writeSecret(t, dir, "tls", "ca.crt", certPEM)
+	const policies = `
+policies:
+  app: {url: "https://idp.example.com/token"}
+  gw: {url: "https://idp.example.com/token", clientID: gw, clientSecret: s}
+  bound: {url: "https://idp.example.com/token", dpop: {}}
+`
+	const warning = "server.tls: policies bound, gw give their token (gateway mode) or a DPoP proof for the method and URL a caller names to whoever reaches server.grpcAddress"
+	for _, tt := range []struct {
+		name, server string
+		want         bool
+	}{
+		{"plaintext", "", true},
+		{"plaintext, HTTP mode off", "server: {httpAddress: ''}\n", true},
+		{"TLS without a client CA", "server: {tls: {cert: 'urn:k8s:secret:tls:tls.crt', key: 'urn:k8s:secret:tls:tls.key'}}\n", true},
+		{"callers authenticated", "server: {tls: {cert: 'urn:k8s:secret:tls:tls.crt', key: 'urn:k8s:secret:tls:tls.key', clientCA: 'urn:k8s:secret:tls:ca.crt'}}\n", false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg, err := Parse([]byte("secrets: {dir: '"+dir+"'}\n"+tt.server+policies), "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := slices.ContainsFunc(cfg.Warnings, func(w string) bool { return strings.Contains(w, warning) })
+			if got != tt.want {
+				t.Errorf("warned %v, want %v: %q", got, tt.want, cfg.Warnings)
+			}
+		})
+	}
+	cfg, err := Parse([]byte("policies:\n  app: {url: 'https://idp.example.com/token'}\n"), "")
+	if err != nil || len(cfg.Warnings) != 0 {
+		t.Errorf("application mode alone: %v %q", err, cfg.Warnings)
+	}
+}

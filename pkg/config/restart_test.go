@@ -27,6 +27,8 @@ func TestRestartOnly(t *testing.T) {
 		{"server: {grpc: {maxConnectionAge: 1m}, shutdownTimeout: 5s}\n", []string{"server.grpc.maxConnectionAge", "server.shutdownTimeout"}},
 		{"store: {maxEntries: 5}\nlog: {format: console}\n", []string{"store.maxEntries", "log.format"}},
 		{"tracing: {endpoint: 'otel:4317'}\n", []string{"tracing"}},
+		{"server: {grpc: {maxHeaderBytes: 8192}, admin: {socket: /run/a.sock}}\n", []string{"server.grpc.maxHeaderBytes", "server.admin.socket"}},
+		{"server: {admin: {token: 0123456789abcdef0123}}\n", nil},
 	}
 	for _, tt := range tests {
 		if got := RestartOnly(old, load(tt.give)); !slices.Equal(got, tt.want) {

@@ -45,6 +45,9 @@ type Metrics struct {
 	// serve TLS, by listener (grpc, http) and result (accepted, or why the
 	// caller was refused: callers.Results).
 	CallerConnections *prometheus.CounterVec
+	// GRPCStreamsRefused counts gRPC streams refused because the header
+	// lists of the streams open at once reached their bound.
+	GRPCStreamsRefused prometheus.Counter
 }
 
 // New registers the instruments, with Go and process collectors, on reg.
@@ -52,7 +55,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := newMetrics()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(m.Checks, m.CheckDuration, m.CacheLookups, m.NegativeHits, m.IdPRequests, m.IdPRefusals, m.IdPDuration,
-		m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.Purges, m.CallerConnections)
+		m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.Purges, m.CallerConnections, m.GRPCStreamsRefused)
 	return m
 }
 
@@ -102,5 +105,8 @@ func newMetrics() *Metrics {
 		CallerConnections: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extauthz_caller_connections_total", Help: "Connections to the TLS check listeners by listener and result (accepted, or why the caller was refused).",
 		}, []string{"listener", "result"}),
+		GRPCStreamsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "extauthz_grpc_streams_refused_total", Help: "gRPC streams refused because the header lists of the open streams reached their bound.",
+		}),
 	}
 }
