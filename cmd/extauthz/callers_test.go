@@ -338,3 +338,30 @@ func curlPath(t *testing.T) string {
 	}
 	return p
 }
+
+// TestUnauthenticatedCallersAreWarnedOf: validate and serve both say that a
+// gateway-mode or DPoP policy is served to whoever reaches the listeners,
+// and the configuration still loads.
+func TestUnauthenticatedCallersAreWarnedOf(t *testing.T) {
+	const config = `
+server: {grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", adminAddress: "127.0.0.1:0"}
+policies:
+  partner: {url: %[1]s, clientID: partner-gw, clientSecret: partner-s3cret}
+  bound: {url: %[1]s, dpop: {}}
+  app: {url: %[1]s}
+`
+	const warning = "policies bound, partner give their token (gateway mode) or a DPoP proof for the method and URL a caller names to whoever reaches server.grpcAddress and server.httpAddress"
+	proc, dir, _ := startConfig(t, config, nil)
+	if !proc.WaitLog(warning, 5*time.Second) {
+		t.Errorf("serve did not warn:\n%s", proc.Logs())
+	}
+	var stdout, stderr bytes.Buffer
+	cmd := exec.Command(binPath, "validate", "--config", filepath.Join(dir, "config.yaml"))
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil || !strings.Contains(stdout.String(), "valid, 3 policies") {
+		t.Fatalf("validate: %v\n%s%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stderr.String(), "warning: line 2: server.tls: "+warning) {
+		t.Errorf("validate did not warn:\n%s", stderr.String())
+	}
+}
