@@ -219,7 +219,9 @@ func TestCallerAuthentication(t *testing.T) {
 	}
 	cfg := filepath.Join(dir, "config.yaml")
 	replaceFile(t, cfg, fmt.Sprintf(callersConfig, `"`+gatewayID+`"`, idp.TokenURL))
-	waitUntil(t, "the reload", func() bool { return metric(t, proc.AdminAddress, `extauthz_config_reloads_total{result="applied"}`) >= 1 })
+	waitUntil(t, "the reload", func() bool {
+		return metric(t, proc.AdminAddress, `extauthz_config_reloads_total{result="applied"}`) >= 1
+	})
 	if code := grpcCode(envoyGRPC); code != codes.PermissionDenied {
 		t.Errorf("Envoy, dropped, on its open gRPC connection: %v, want PermissionDenied", code)
 	}
