@@ -51,19 +51,10 @@ func findCaddy(t *testing.T) string {
 // and each upstream by the one given for it.
 func readmeCaddy(t *testing.T, extauthz string, upstreams map[string]string) (string, map[string]string) {
 	t.Helper()
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	sites := map[string]string{}
 	var out strings.Builder
 	out.WriteString(caddyGlobal)
-	for _, block := range strings.Split(string(readme), "```caddyfile\n")[1:] {
-		block, _, _ = strings.Cut(block, "```")
+	for _, block := range readmeBlocks(t, "caddyfile") {
 		if strings.Contains(block, "tls_client_auth") {
 			continue // needs certificate files: TestCaddyMutualTLS runs it
 		}

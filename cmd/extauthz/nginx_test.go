@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/extauthz/extauthz/internal/harness"
 	"github.com/extauthz/extauthz/internal/testidp"
 )
 
@@ -46,22 +45,7 @@ http {
 // its upstream and extauthz addresses replaced by the test's.
 func readmeNginx(t *testing.T, marker, upstream, extauthz string) string {
 	t.Helper()
-	root, err := harness.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	readme, err := os.ReadFile(filepath.Join(root, "README.md"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, block := range strings.Split(string(readme), "```nginx\n")[1:] {
-		block, _, _ = strings.Cut(block, "```")
-		if strings.Contains(block, marker) {
-			return strings.NewReplacer("http://orders", upstream, "http://127.0.0.1:8001", "http://"+extauthz).Replace(block)
-		}
-	}
-	t.Fatalf("the README has no nginx block with %q", marker)
-	return ""
+	return strings.NewReplacer("http://orders", upstream, "http://127.0.0.1:8001", "http://"+extauthz).Replace(readmeBlock(t, "nginx", marker))
 }
 
 // startNginx runs nginx in the foreground with server (the text of a

@@ -254,9 +254,8 @@ func TestCaddyMutualTLS(t *testing.T) {
 	m.wantRefused(t)
 }
 
-// readmeBlock returns the README's first ```lang block that contains marker,
-// as written.
-func readmeBlock(t *testing.T, lang, marker string) string {
+// readmeBlocks returns the README's ```lang blocks, in order, as written.
+func readmeBlocks(t *testing.T, lang string) []string {
 	t.Helper()
 	root, err := harness.RepoRoot()
 	if err != nil {
@@ -266,8 +265,18 @@ func readmeBlock(t *testing.T, lang, marker string) string {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var blocks []string
 	for _, block := range strings.Split(string(readme), "```"+lang+"\n")[1:] {
 		block, _, _ = strings.Cut(block, "```")
+		blocks = append(blocks, block)
+	}
+	return blocks
+}
+
+// readmeBlock returns the README's first ```lang block that contains marker.
+func readmeBlock(t *testing.T, lang, marker string) string {
+	t.Helper()
+	for _, block := range readmeBlocks(t, lang) {
 		if strings.Contains(block, marker) {
 			return block
 		}

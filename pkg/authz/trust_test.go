@@ -466,7 +466,7 @@ func FuzzRouteSelection(f *testing.F) {
 	for _, p := range hostilePaths {
 		f.Add(p.path)
 	}
-	cfg, err := config.Parse([]byte(`
+	st := stateOf(f, `
 routes:
   - {pathPrefix: "/public/", policy: partner}
   - {pathPrefix: "/admin/", policy: strict}
@@ -476,13 +476,7 @@ policies:
   partner: {url: "https://idp.invalid/token", clientID: gw, clientSecret: s}
   strict: {url: "https://idp.invalid/token"}
   ab: {url: "https://idp.invalid/token"}
-`), "")
-	if err != nil {
-		f.Fatal(err)
-	}
-	cache := tokencache.New(tokencache.Options{MaxEntries: 10})
-	srv, _ := serve(f, cfg, cache, Options{Tokens: cache})
-	st := srv.state.Load()
+`)
 	want := func(norm string) *policy {
 		for _, r := range st.routes {
 			if strings.HasPrefix(norm, r.pathPrefix) {
@@ -613,6 +607,19 @@ func TestHostileHostsHTTP(t *testing.T) {
 	}
 }
 
+// stateOf is the decision state of a configuration, for fuzz targets that
+// select policies without serving.
+func stateOf(f *testing.F, yaml string) *state {
+	f.Helper()
+	cfg, err := config.Parse([]byte(yaml), "")
+	if err != nil {
+		f.Fatal(err)
+	}
+	cache := tokencache.New(tokencache.Options{MaxEntries: 10})
+	srv, _ := serve(f, cfg, cache, Options{Tokens: cache})
+	return srv.state.Load()
+}
+
 // FuzzHostSpellings checks that every spelling of a host and port selects
 // what its normal form selects, so that no spelling misses a host route
 // and falls to another policy: upper case, a trailing dot, leading zeros in
@@ -625,7 +632,7 @@ func FuzzHostSpellings(f *testing.F) {
 	f.Add("pay.example.com", "https", uint8(0), false)
 	f.Add("pay.example.com", "http", uint8(2), true)
 	f.Add("[::1]", "http", uint8(3), false)
-	cfg, err := config.Parse([]byte(`
+	st := stateOf(f, `
 routes:
   - {host: "API.example.com", policy: strict}
   - {host: "*.bücher.example", policy: strict}
@@ -638,13 +645,7 @@ policies:
   partner: {url: "https://idp.invalid/token", clientID: gw, clientSecret: s}
   strict: {url: "https://idp.invalid/token"}
   pay: {url: "https://idp.invalid/token"}
-`), "")
-	if err != nil {
-		f.Fatal(err)
-	}
-	cache := tokencache.New(tokencache.Options{MaxEntries: 10})
-	srv, _ := serve(f, cfg, cache, Options{Tokens: cache})
-	st := srv.state.Load()
+`)
 	selected := func(host, scheme string) string {
 		in := &grpcInput{attrs: &authv3.AttributeContext{}, req: &authv3.AttributeContext_HttpRequest{Host: host, Scheme: scheme}, normPath: "/"}
 		p, err := st.selectPolicy(in)
