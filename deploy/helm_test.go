@@ -7,6 +7,8 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -18,16 +20,22 @@ import (
 	"testing"
 
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	istiosecurityv1 "istio.io/client-go/pkg/apis/security/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	kjson "sigs.k8s.io/json"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/extauthz/extauthz/internal/harness"
 	"github.com/extauthz/extauthz/internal/testpki"
+	"github.com/extauthz/extauthz/pkg/config"
 )
 
 const chart = "helm/extauthz"
@@ -80,27 +88,63 @@ func render(t *testing.T, args ...string) *rendering {
 }
 
 // rendering holds the objects of one rendering, decoded strictly into the
-// Kubernetes API types.
+// Kubernetes, prometheus-operator and Istio API types.
 type rendering struct {
-	text            string
-	configMaps      []corev1.ConfigMap
-	serviceAccounts []corev1.ServiceAccount
-	services        []corev1.Service
-	deployments     []appsv1.Deployment
-	pdbs            []policyv1.PodDisruptionBudget
-	hpas            []autoscalingv2.HorizontalPodAutoscaler
-	serviceMonitors []monitoringv1.ServiceMonitor
-	rules           []monitoringv1.PrometheusRule
+	text                  string
+	configMaps            []corev1.ConfigMap
+	serviceAccounts       []corev1.ServiceAccount
+	services              []corev1.Service
+	deployments           []appsv1.Deployment
+	pdbs                  []policyv1.PodDisruptionBudget
+	hpas                  []autoscalingv2.HorizontalPodAutoscaler
+	serviceMonitors       []monitoringv1.ServiceMonitor
+	rules                 []monitoringv1.PrometheusRule
+	networkPolicies       []networkingv1.NetworkPolicy
+	authorizationPolicies []*istiosecurityv1.AuthorizationPolicy
 }
 
 // strict decodes one object, refusing unknown and duplicate fields.
 func strict[T any](t *testing.T, doc []byte, list *[]T) {
 	t.Helper()
 	var o T
-	if err := sigsyaml.UnmarshalStrict(doc, &o); err != nil {
+	if err := strictDecode(doc, &o); err != nil {
 		t.Fatalf("%v\n%s", err, doc)
 	}
 	*list = append(*list, o)
+}
+
+// strictDecode decodes a YAML object into v as the API server reads it:
+// field names case-sensitive (encoding/json would take failOpen for
+// failopen), no unknown or duplicate fields.
+func strictDecode(doc []byte, v any) error {
+	js, err := sigsyaml.YAMLToJSONStrict(doc)
+	if err != nil {
+		return err
+	}
+	strictErrs, err := kjson.UnmarshalStrict(js, v)
+	if err != nil {
+		return err
+	}
+	return errors.Join(strictErrs...)
+}
+
+// strictIstio decodes an Istio object: its metadata strictly, and its spec
+// strictly with protojson into the istio.io/api message, since the
+// client-go types' own JSON decoding accepts unknown fields.
+func strictIstio(doc []byte, meta *metav1.ObjectMeta, spec proto.Message) error {
+	var o struct {
+		metav1.TypeMeta `json:",inline"`
+		Metadata        metav1.ObjectMeta `json:"metadata"`
+		Spec            json.RawMessage   `json:"spec"`
+	}
+	if err := strictDecode(doc, &o); err != nil {
+		return err
+	}
+	if err := protojson.Unmarshal(o.Spec, spec); err != nil {
+		return fmt.Errorf("%s spec: %w", o.Kind, err)
+	}
+	*meta = o.Metadata
+	return nil
 }
 
 func decode(t *testing.T, text string) *rendering {
@@ -133,6 +177,14 @@ func decode(t *testing.T, text string) *rendering {
 			strict(t, b, &r.serviceMonitors)
 		case "monitoring.coreos.com/v1 PrometheusRule":
 			strict(t, b, &r.rules)
+		case "networking.k8s.io/v1 NetworkPolicy":
+			strict(t, b, &r.networkPolicies)
+		case "security.istio.io/v1 AuthorizationPolicy":
+			ap := &istiosecurityv1.AuthorizationPolicy{TypeMeta: tm}
+			if err := strictIstio(b, &ap.ObjectMeta, &ap.Spec); err != nil {
+				t.Fatalf("%v\n%s", err, doc)
+			}
+			r.authorizationPolicies = append(r.authorizationPolicies, ap)
 		default:
 			t.Fatalf("an object of an unexpected kind, %s %s", tm.APIVersion, tm.Kind)
 		}
@@ -148,24 +200,14 @@ func (r *rendering) container() *corev1.Container {
 	return &r.deployments[0].Spec.Template.Spec.Containers[0]
 }
 
-// configMap returns the ConfigMap called name.
-func (r *rendering) configMap(t *testing.T, name string) *corev1.ConfigMap {
-	t.Helper()
-	for i := range r.configMaps {
-		if r.configMaps[i].Name == name {
-			return &r.configMaps[i]
-		}
-	}
-	t.Fatalf("no ConfigMap %s", name)
-	return nil
-}
-
 // valuesFiles are the renderings every check runs on: the defaults, the
-// plain manifest's values, and a Redis + Istio installation.
+// plain manifest's values, a Redis + Istio installation in the mesh, and
+// one outside it behind TLS with the admin API on a socket.
 var valuesFiles = map[string][]string{
 	"defaults":    nil,
 	"kubernetes":  {"-f", "kubernetes/values.yaml"},
 	"redis-istio": {"-f", chart + "/ci/redis-istio-values.yaml"},
+	"tls":         {"-f", chart + "/ci/tls-values.yaml"},
 }
 
 // TestHelmLint runs helm lint --strict with each values file.
@@ -187,9 +229,13 @@ func TestHelmChart(t *testing.T) {
 			r := render(t, args...)
 			checkSelectors(t, r)
 			checkPorts(t, r)
+			checkProbes(t, r)
 			checkPod(t, r)
+			checkMounts(t, r)
 			checkConfig(t, r)
 			checkMonitoring(t, r)
+			checkNetworkPolicy(t, r)
+			checkAuthorizationPolicy(t, r)
 		})
 	}
 }
@@ -246,8 +292,8 @@ func checkSelectors(t *testing.T, r *rendering) {
 	}
 }
 
-// checkPorts: the Service and the probes use the container's ports, which
-// are the configuration's addresses.
+// checkPorts: the Service uses the container's ports, which are the
+// configuration's addresses; HTTP mode's address is empty without its port.
 func checkPorts(t *testing.T, r *rendering) {
 	t.Helper()
 	c := r.container()
@@ -260,17 +306,14 @@ func checkPorts(t *testing.T, r *rendering) {
 			t.Errorf("Service port %s %d targets %s, which the container serves on %d", p.Name, p.Port, p.TargetPort.String(), ports[p.TargetPort.String()])
 		}
 	}
-	if c.ReadinessProbe == nil || c.ReadinessProbe.GRPC == nil || c.ReadinessProbe.GRPC.Port != ports["grpc"] {
-		t.Errorf("the readiness probe is not gRPC health on the gRPC port: %+v", c.ReadinessProbe)
-	}
-	if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.LivenessProbe.HTTPGet.Port.String() != "admin" {
-		t.Errorf("the liveness probe is not /healthz on the admin port: %+v", c.LivenessProbe)
-	}
 	cfg := configText(t, r)
 	for name, port := range ports {
 		if !strings.Contains(cfg, fmt.Sprintf("%sAddress: :%d\n", name, port)) {
 			t.Errorf("container port %s %d is not server.%sAddress:\n%s", name, port, name, cfg)
 		}
+	}
+	if _, ok := ports["http"]; !ok && !strings.Contains(cfg, "httpAddress: \"\"\n") {
+		t.Errorf("no HTTP mode port, but server.httpAddress is not empty:\n%s", cfg)
 	}
 	for _, sm := range r.serviceMonitors {
 		for _, e := range sm.Spec.Endpoints {
@@ -308,59 +351,102 @@ func checkPod(t *testing.T, r *rendering) {
 	if !ok || err != nil || goLimit.Cmp(limit) >= 0 || goLimit.Value() < limit.Value()/2 {
 		t.Errorf("GOMEMLIMIT %s for a %s limit: want most of it, below it", c.Env[i].Value, limit.String())
 	}
-	// Volumes and mounts pair up.
-	volumes := map[string]corev1.Volume{}
-	for _, v := range pod.Volumes {
-		volumes[v.Name] = v
-	}
-	mounted := map[string]bool{}
-	for _, m := range c.VolumeMounts {
-		if _, ok := volumes[m.Name]; !ok {
-			t.Errorf("mount %s has no volume", m.Name)
-		}
-		if !m.ReadOnly {
-			t.Errorf("mount %s is writable", m.Name)
-		}
-		mounted[m.Name] = true
-	}
-	for name, v := range volumes {
-		if !mounted[name] {
-			t.Errorf("volume %s is not mounted", name)
-		}
-		if v.ConfigMap != nil {
-			r.configMap(t, v.ConfigMap.Name)
-		}
-	}
 }
 
 // configText is the configuration file the pods load.
 func configText(t *testing.T, r *rendering) string {
 	t.Helper()
+	text, err := r.configText()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return text
+}
+
+func (r *rendering) configText() (string, error) {
 	c := r.container()
 	path := c.Args[len(c.Args)-1]
 	for _, m := range c.VolumeMounts {
-		if m.MountPath == filepath.Dir(path) {
-			for _, v := range r.deployment().Spec.Template.Spec.Volumes {
-				if v.Name == m.Name && v.ConfigMap != nil {
-					text, ok := r.configMap(t, v.ConfigMap.Name).Data[filepath.Base(path)]
-					if !ok {
-						t.Fatalf("the ConfigMap %s has no %s", v.ConfigMap.Name, filepath.Base(path))
+		if m.MountPath != filepath.Dir(path) {
+			continue
+		}
+		for _, v := range r.deployment().Spec.Template.Spec.Volumes {
+			if v.Name != m.Name || v.ConfigMap == nil {
+				continue
+			}
+			for _, cm := range r.configMaps {
+				if cm.Name == v.ConfigMap.Name {
+					if text, ok := cm.Data[filepath.Base(path)]; ok {
+						return text, nil
 					}
-					return text
 				}
 			}
+			return "", fmt.Errorf("no ConfigMap %s with %s", v.ConfigMap.Name, filepath.Base(path))
 		}
 	}
-	t.Fatalf("--config %s is in no ConfigMap mount", path)
-	return ""
+	return "", fmt.Errorf("--config %s is in no ConfigMap mount", path)
+}
+
+// chartConfig is what the checks read of the configuration file.
+type chartConfig struct {
+	Secrets struct {
+		Dir string `json:"dir"`
+	} `json:"secrets"`
+	Server struct {
+		HTTPAddress string `json:"httpAddress"`
+		Admin       struct {
+			Token  string `json:"token"`
+			Socket string `json:"socket"`
+			TLS    struct {
+				Cert     string `json:"cert"`
+				ClientCA string `json:"clientCA"`
+			} `json:"tls"`
+		} `json:"admin"`
+		TLS *struct {
+			Cert           string   `json:"cert"`
+			Key            string   `json:"key"`
+			ClientCA       string   `json:"clientCA"`
+			AllowedCallers []string `json:"allowedCallers"`
+		} `json:"tls"`
+	} `json:"server"`
+}
+
+// config reads the configuration file the pods load.
+func (r *rendering) config() (*chartConfig, error) {
+	text, err := r.configText()
+	if err != nil {
+		return nil, err
+	}
+	var c chartConfig
+	if err := sigsyaml.Unmarshal([]byte(text), &c); err != nil {
+		return nil, fmt.Errorf("the configuration: %w", err)
+	}
+	return &c, nil
 }
 
 var secretRef = regexp.MustCompile(`urn:k8s:secret:([a-z0-9.-]+):([A-Za-z0-9._-]+)`)
 
 // checkConfig: every Secret the configuration reads is mounted where it
-// looks, every file it reads is in a mount, and extauthz validate accepts
-// it with those mounts laid out as the kubelet lays them out.
+// looks (checkSecretMounts), every file it reads is in a mount, and
+// extauthz validate accepts it with those mounts laid out as the kubelet
+// lays them out, without a warning about who calls when it knows.
 func checkConfig(t *testing.T, r *rendering) {
+	t.Helper()
+	checkSecretMounts(t, r)
+	file := layout(t, r)
+	out, err := exec.Command(extauthz(t), "validate", "--config", file).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), ": valid, ") {
+		t.Errorf("extauthz validate: %v\n%s\n%s", err, out, configText(t, r))
+	}
+	if cfg, err := r.config(); err == nil && cfg.Server.TLS != nil && cfg.Server.TLS.ClientCA != "" && strings.Contains(string(out), "warning: server.tls") {
+		t.Errorf("extauthz validate warns about callers although they present certificates:\n%s", out)
+	}
+}
+
+// layout writes the configuration the pods load, with every Secret it
+// reads and every projected token, under a temporary root, and returns
+// the configuration's path there.
+func layout(t *testing.T, r *rendering) string {
 	t.Helper()
 	cfg := configText(t, r)
 	pod, c := r.deployment().Spec.Template.Spec, r.container()
@@ -373,18 +459,10 @@ func checkConfig(t *testing.T, r *rendering) {
 		t.Fatalf("no secrets.dir in\n%s", cfg)
 	}
 	root := t.TempDir()
+	values := newSecretValues(t)
 	files := map[string][]byte{}
 	for _, m := range secretRef.FindAllStringSubmatch(cfg, -1) {
-		name, key := m[1], m[2]
-		i := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Secret != nil && v.Secret.SecretName == name })
-		if i < 0 {
-			t.Errorf("the configuration reads the Secret %s, which is not mounted", name)
-			continue
-		}
-		if got, want := mountOf[pod.Volumes[i].Name], secretsDir[1]+"/"+name; got != want {
-			t.Errorf("the Secret %s is mounted at %s; the configuration looks in %s", name, got, want)
-		}
-		files[filepath.Join(secretsDir[1], name, key)] = secretValue(t, key)
+		files[filepath.Join(secretsDir[1], m[1], m[2])] = values.value(m[2])
 	}
 	rooted := strings.ReplaceAll(cfg, "dir: "+secretsDir[1], "dir: "+filepath.Join(root, secretsDir[1]))
 	for _, m := range regexp.MustCompile(`file: (/\S+)`).FindAllStringSubmatch(cfg, -1) {
@@ -417,23 +495,39 @@ func checkConfig(t *testing.T, r *rendering) {
 	if err := os.WriteFile(file, []byte(rooted), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(extauthz(t), "validate", "--config", file).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), ": valid, ") {
-		t.Errorf("extauthz validate: %v\n%s\n%s", err, out, cfg)
-	}
+	return file
 }
 
-// secretValue is a value fit for a Secret key, by its name.
-func secretValue(t *testing.T, key string) []byte {
+// secretValues makes values fit for Secret keys, by their names: one CA
+// and one certificate it issued serve every certificate key of a rendering,
+// so that a Secret's tls.crt and tls.key are a pair and ca.crt signed them.
+type secretValues struct {
+	t    *testing.T
+	ca   *testpki.CA
+	pair testpki.Pair
+}
+
+func newSecretValues(t *testing.T) *secretValues {
+	ca := testpki.NewCA(t)
+	return &secretValues{t: t, ca: ca, pair: ca.Issue(t, "extauthz.extauthz.svc")}
+}
+
+func (s *secretValues) value(key string) []byte {
 	switch {
 	case key == "encryptionKey":
 		return []byte(base64.StdEncoding.EncodeToString(bytes.Repeat([]byte{7}, 32)))
+	case strings.HasSuffix(key, "ca.crt") || key == "root-cert.pem": // a Secret's CA, Istio's istio-ca-root-cert
+		return []byte(s.ca.CertPEM)
+	case strings.HasSuffix(key, ".crt"):
+		return []byte(s.pair.CertPEM)
+	case strings.HasSuffix(key, ".key"):
+		return []byte(s.pair.KeyPEM)
 	case strings.HasSuffix(key, ".pem"):
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
-			t.Fatal(err)
+			s.t.Fatal(err)
 		}
-		return []byte(testpki.PKCS8PEM(t, k))
+		return []byte(testpki.PKCS8PEM(s.t, k))
 	default:
 		return []byte(fmt.Sprintf("%x", sha256.Sum256([]byte(key)))) // long enough for an admin token
 	}
@@ -480,37 +574,77 @@ func checkMonitoring(t *testing.T, r *rendering) {
 
 // TestHelmRestartsOnlyForRestartOnlyFields: extauthz reloads its
 // configuration and Secrets itself, so the pod template, and with it a
-// rollout, changes only with the fields config.RestartOnly names.
+// rollout, changes only with the fields config.RestartOnly names (or with
+// the volumes and probes a value brings along). The pods' checksum changes
+// exactly when config.RestartOnly, run on the two configurations, names a
+// field.
 func TestHelmRestartsOnlyForRestartOnlyFields(t *testing.T) {
-	template := func(set ...string) string {
-		var args []string
-		for _, s := range set {
-			args = append(args, "--set", s)
-		}
-		b, err := sigsyaml.Marshal(render(t, args...).deployment().Spec.Template)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return string(b)
-	}
-	base := template()
+	tlsOn := []string{"tls.enabled=true", "tls.existingSecret=extauthz-tls", "tls.clientCA.key=ca.crt",
+		"tls.allowedCallers={spiffe://cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account}"}
 	for _, tt := range []struct {
-		set     string
-		restart bool
+		base, set []string
+		restart   bool
 	}{
-		{"config.policies.orders.audience=https://other.example.com", false},
-		{"config.log.level=debug", false},
-		{"config.defaultPolicy=", false},
-		{"config.log.format=console", true},
-		{"config.store.maxEntries=5000", true},
-		{"config.server.grpc.maxConcurrentStreams=50", true},
-		{"config.tracing.endpoint=otel:4317", true},
-		{"ports.grpc=9101", true},
+		{nil, []string{"config.policies.orders.url=https://idp.example.com/oauth2/token", "config.policies.orders.audience=https://other.example.com"}, false},
+		{nil, []string{"config.log.level=debug"}, false},
+		{nil, []string{"config.defaultPolicy="}, false},
+		{nil, []string{"config.server.http.policyHeader=X-Extauthz-Policy"}, false},
+		{nil, []string{"config.log.format=console"}, true},
+		{nil, []string{"config.store.maxEntries=5000"}, true},
+		{nil, []string{"config.server.grpc.maxConcurrentStreams=50"}, true},
+		{nil, []string{"config.server.grpc.maxHeaderBytes=131072"}, true},
+		{nil, []string{"config.server.shutdownTimeout=20s"}, true},
+		{nil, []string{"config.tracing.endpoint=otel:4317"}, true},
+		{nil, []string{"ports.grpc=9101"}, true},
+		{nil, []string{"httpMode.enabled=true"}, true},
+		{nil, []string{"admin.socket.enabled=true"}, true},
+		{nil, tlsOn, true},
+		// Who may call, and with which certificates, reloads.
+		{tlsOn, []string{"tls.allowedCallers={spiffe://cluster.local/ns/orders/sa/orders,dns:eg.orders.example}"}, false},
+		{tlsOn, []string{"tls.allowedCallers=null"}, false},
+		{tlsOn, []string{"tls.clientCA.key=root-cert.pem"}, false},
+		{tlsOn, []string{"tls.certKey=server.crt", "tls.keyKey=server.key"}, false},
 	} {
-		if got := template(tt.set) != base; got != tt.restart {
-			t.Errorf("--set %s: the pod template changes %v, want %v", tt.set, got, tt.restart)
+		name := strings.Join(tt.set, " ")
+		if tt.base != nil {
+			name = "with TLS, " + name
 		}
+		t.Run(name, func(t *testing.T) {
+			base := render(t, setArgs(tt.base)...)
+			next := render(t, setArgs(append(slices.Clone(tt.base), tt.set...))...)
+			a, b := base.deployment().Spec.Template, next.deployment().Spec.Template
+			ya, _ := sigsyaml.Marshal(a)
+			yb, _ := sigsyaml.Marshal(b)
+			if got := !bytes.Equal(ya, yb); got != tt.restart {
+				t.Errorf("the pod template changes %v, want %v", got, tt.restart)
+			}
+			checksum := a.Annotations["checksum/restart-only"] != b.Annotations["checksum/restart-only"]
+			fields := config.RestartOnly(load(t, base), load(t, next))
+			if checksum != (len(fields) > 0) {
+				t.Errorf("the restart-only checksum changes %v; config.RestartOnly names %q", checksum, fields)
+			}
+		})
 	}
+}
+
+// setArgs turns --set values into helm's arguments.
+func setArgs(set []string) []string {
+	var args []string
+	for _, s := range set {
+		args = append(args, "--set", s)
+	}
+	return args
+}
+
+// load loads the rendering's configuration as the pods would, its Secrets
+// laid out where it looks.
+func load(t *testing.T, r *rendering) *config.Config {
+	t.Helper()
+	cfg, err := config.Load(layout(t, r))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg
 }
 
 // TestHelmRefusesIncompleteValues: values that cannot work fail the
@@ -523,11 +657,26 @@ func TestHelmRefusesIncompleteValues(t *testing.T) {
 		{[]string{"config.store.redis.endpoints={redis:6379}"}, "redis.existingSecret"},
 		{[]string{"resources.limits.memory=lots"}, "want a quantity such as 512Mi"},
 		{[]string{"projectedToken.enabled=true"}, "projectedToken.audience"},
+		{[]string{"httpMode.enabled=true", "ports.http=0"}, "ports.http"},
+		{[]string{"tls.enabled=true"}, "tls.existingSecret"},
+		{[]string{"tls.enabled=true", "tls.existingSecret=t", "tls.allowedCallers={dns:gw.example}"}, "tls.allowedCallers needs tls.clientCA.key"},
+		{[]string{"tls.enabled=true", "tls.existingSecret=t", "tls.clientCA.configMap=istio-ca-root-cert"}, "tls.clientCA.key"},
+		{[]string{"tls.enabled=true", "tls.existingSecret=t", "tls.clientCA.key=ca.crt", "tls.clientCA.configMap=c", "tls.clientCA.existingSecret=s"}, "not both"},
+		{[]string{"tls.enabled=true", "tls.existingSecret=t", "tls.clientCA.key=ca.crt", "tls.allowedCallers={istio-ingressgateway}"}, "neither a URI SAN"},
+		{[]string{"tls.enabled=true", "tls.existingSecret=t", "tls.clientCA.key=ca.crt", "tls.clientCA.configMap=t"}, "mounted at the same place"},
+		{[]string{"tls.allowedCallers={dns:gw.example}"}, "tls.enabled is false"},
+		{[]string{"tls.clientCA.key=ca.crt"}, "tls.enabled is false"},
+		{[]string{"config.server.tls.cert=x"}, "tls.enabled, tls.existingSecret"},
+		{[]string{"config.server.admin.token=0123456789abcdef0123"}, "admin.existingSecret"},
+		{[]string{"config.server.admin.socket=/tmp/a.sock"}, "admin.socket.enabled"},
+		{[]string{"admin.socket.enabled=true", "admin.socket.path=admin.sock"}, "absolute path"},
+		{[]string{"admin.socket.enabled=true", "admin.socket.path=/var/run/secrets/extauthz/a.sock"}, "a directory of its own"},
+		{[]string{"networkPolicy.checkFrom[0].namespaceSelector=null"}, "every peer needs"},
+		{[]string{"networkPolicy.extraIngress[0].ports[0].port=15008"}, "names its ports and its from peers"},
+		{[]string{"istio.authorizationPolicy.enabled=true"}, "istio.authorizationPolicy.principals"},
+		{[]string{"istio.authorizationPolicy.enabled=true", "istio.authorizationPolicy.principals={spiffe://cluster.local/ns/a/sa/b}"}, "have no spiffe://"},
 	} {
-		args := []string{"template", "extauthz", chart}
-		for _, s := range tt.set {
-			args = append(args, "--set", s)
-		}
+		args := append([]string{"template", "extauthz", chart}, setArgs(tt.set)...)
 		if _, err := helm(t, args...); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("--set %v: %v, want an error naming %s", tt.set, err, tt.want)
 		}

@@ -16,7 +16,9 @@ kubernetes() {
 # secrets.dir points (kubectl create secret generic partner-idp
 # --from-literal=clientID=... --from-literal=clientSecret=...), a projected
 # service account token for a policy without any secret, two replicas that
-# survive a node drain, and a Service for Envoy, Istio or Envoy Gateway to call.
+# survive a node drain, a Service for Envoy, Istio or Envoy Gateway to call, and
+# a NetworkPolicy that lets only their proxies reach the gRPC port and only the
+# monitoring namespace reach the admin port.
 HEADER
   "$helm" template extauthz deploy/helm/extauthz -f deploy/kubernetes/values.yaml
 }
