@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -21,6 +22,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
@@ -32,6 +34,7 @@ func TestEnvoyConfigs(t *testing.T) {
 	if err != nil || len(files) == 0 {
 		t.Fatalf("no Envoy configurations: %v", err)
 	}
+	presents := 0
 	for _, file := range files {
 		t.Run(file, func(t *testing.T) {
 			data, err := os.ReadFile(file)
@@ -57,8 +60,42 @@ func TestEnvoyConfigs(t *testing.T) {
 				t.Error("the access log does not print clientusername")
 			}
 			checkPathNormalization(t, &b)
+			if checkExtauthzTLS(t, &b) {
+				presents++
+			}
 		})
 	}
+	if presents == 0 {
+		t.Error("no Envoy configuration shows Envoy presenting a client certificate to extauthz")
+	}
+}
+
+// checkExtauthzTLS: when the extauthz cluster speaks TLS, Envoy presents a
+// client certificate, verifies extauthz's against a CA and a name, sends
+// the SNI and offers h2 for gRPC. It reports whether the cluster does.
+func checkExtauthzTLS(t *testing.T, b *bootstrapv3.Bootstrap) bool {
+	t.Helper()
+	for _, c := range b.GetStaticResources().GetClusters() {
+		if c.GetName() != "extauthz" || c.GetTransportSocket() == nil {
+			continue
+		}
+		var tc tlsv3.UpstreamTlsContext
+		if err := c.GetTransportSocket().GetTypedConfig().UnmarshalTo(&tc); err != nil {
+			t.Fatalf("the extauthz cluster's transport socket is not an UpstreamTlsContext: %v", err)
+		}
+		ctx := tc.GetCommonTlsContext()
+		vc := ctx.GetValidationContext()
+		switch {
+		case len(ctx.GetTlsCertificates()) == 0 && len(ctx.GetTlsCertificateSdsSecretConfigs()) == 0:
+			t.Error("Envoy presents no client certificate to extauthz")
+		case vc.GetTrustedCa() == nil || len(vc.GetMatchTypedSubjectAltNames()) == 0:
+			t.Error("Envoy does not verify extauthz's certificate against a CA and a name")
+		case tc.GetSni() == "" || !slices.Contains(ctx.GetAlpnProtocols(), "h2"):
+			t.Errorf("sni %q and ALPN %v: want the Service's name and h2", tc.GetSni(), ctx.GetAlpnProtocols())
+		}
+		return true
+	}
+	return false
 }
 
 // validate runs the protoc-gen-validate rules of m and of every message in
