@@ -23,7 +23,7 @@ build: ## Build the static binary bin/extauthz
 tools: ## Build the pinned tools the tests and demo use (grpcurl, helm, caddy, promtool) into bin/tools, once
 	@scripts/tools.sh
 
-deps: ## Install the servers the tests run for real (redis-server, redis-sentinel, nginx) when missing
+deps: ## Install the servers the tests run for real (redis-server, redis-sentinel, nginx) and curl when missing
 	@scripts/deps.sh
 
 demo: build ## Start a test IdP and bin/extauthz, send Checks with grpcurl, show the answers
