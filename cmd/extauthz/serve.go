@@ -222,19 +222,21 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	// The check listeners hand out only connections whose TLS handshake,
 	// client certificate and identity passed; the guard's interceptors and
 	// handler refuse the requests of those a reload no longer trusts.
-	grpcOpts := []grpc.ServerOption{grpc.ChainUnaryInterceptor(srv.UnaryInterceptor), grpc.ChainStreamInterceptor(srv.StreamInterceptor)}
+	var grpcOpts []grpc.ServerOption
 	var httpHandler http.Handler = srv
 	if guard != nil {
 		grpcLis = guard.Listen(grpcLis, callers.ListenerOptions{Name: "grpc", NextProtos: []string{"h2"}})
 		if httpLis != nil {
 			httpLis = guard.Listen(httpLis, callers.ListenerOptions{Name: "http", NextProtos: []string{"h2", "http/1.1"}})
 		}
-		grpcOpts = []grpc.ServerOption{grpc.Creds(guard.Credentials()),
-			grpc.ChainUnaryInterceptor(guard.UnaryInterceptor, srv.UnaryInterceptor), grpc.ChainStreamInterceptor(guard.StreamInterceptor, srv.StreamInterceptor)}
+		grpcOpts = append(grpcOpts, grpc.Creds(guard.Credentials()),
+			grpc.ChainUnaryInterceptor(guard.UnaryInterceptor), grpc.ChainStreamInterceptor(guard.StreamInterceptor))
 		httpHandler = guard.Handler(srv)
 	}
 
 	gs := grpc.NewServer(append(grpcOpts,
+		grpc.ChainUnaryInterceptor(srv.UnaryInterceptor),
+		grpc.ChainStreamInterceptor(srv.StreamInterceptor),
 		grpc.MaxRecvMsgSize(cfg.Server.GRPC.MaxRequestBytes),
 		grpc.MaxConcurrentStreams(uint32(cfg.Server.GRPC.MaxConcurrentStreams)),
 		// A stream's header list is bounded (HTTP/2 SETTINGS_MAX_HEADER_LIST_SIZE,
