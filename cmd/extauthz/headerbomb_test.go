@@ -5,8 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"runtime"
 	"strconv"
@@ -330,26 +328,14 @@ type h2Client struct {
 // the test.
 func dialH2(t *testing.T, addr string) *h2Client {
 	t.Helper()
-	conn, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(h2Timeout))
-	if _, err := io.WriteString(conn, http2.ClientPreface); err != nil {
-		t.Fatal(err)
-	}
 	c := &h2Client{
-		t: t, fr: http2.NewFramer(conn, conn), authority: addr, settings: map[http2.SettingID]uint32{}, nextID: 1,
+		t: t, fr: h2cWithin(t, addr, h2Timeout), authority: addr, settings: map[http2.SettingID]uint32{}, nextID: 1,
 		events: make(chan struct{}, 1), answers: map[uint32]string{},
 	}
 	c.fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	c.enc = hpack.NewEncoder(&c.encBuf)
 	c.mirror = hpack.NewDecoder(4096, func(f hpack.HeaderField) { c.mirrored = append(c.mirrored, f) })
-	if err := c.fr.WriteSettings(); err != nil {
-		t.Fatal(err)
-	}
-	c.sentSets++
+	c.sentSets++ // h2cWithin wrote one
 	for {
 		f, err := c.fr.ReadFrame()
 		if err != nil {

@@ -481,12 +481,18 @@ policies:
 // the client preface and settings; the connection closes with the test.
 func h2c(t *testing.T, addr string) *http2.Framer {
 	t.Helper()
+	return h2cWithin(t, addr, 10*time.Second)
+}
+
+// h2cWithin is h2c with every read and write of the connection due within d.
+func h2cWithin(t *testing.T, addr string, d time.Duration) *http2.Framer {
+	t.Helper()
 	c, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_ = c.SetDeadline(time.Now().Add(d))
 	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
 		t.Fatal(err)
 	}
