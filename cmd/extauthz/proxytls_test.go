@@ -151,6 +151,29 @@ func getOrder(t *testing.T, addr, id, secret string) (int, string) {
 	return resp.StatusCode, string(body)
 }
 
+// wantAllowedOnce sends orders-app's request through the proxy at addr with
+// the right secret, then a wrong one: the first reaches the upstream with
+// the token, the second is 401 and reaches nothing.
+func wantAllowedOnce(t *testing.T, addr string, up *recorder) {
+	t.Helper()
+	if status, body := getOrder(t, addr, "orders-app", "s3cret"); status != 200 || body != "order 1" {
+		t.Fatalf("allowed request: %d %q", status, body)
+	}
+	wantToken(t, up)
+	if status, _ := getOrder(t, addr, "orders-app", "wrong"); status != 401 {
+		t.Errorf("wrong secret: %d, want 401", status)
+	}
+	wantUpstreamSawOne(t, up)
+}
+
+// wantUpstreamSawOne: the allowed request alone reached the upstream.
+func wantUpstreamSawOne(t *testing.T, up *recorder) {
+	t.Helper()
+	if n := len(up.requests()); n != 1 {
+		t.Errorf("the upstream saw %d requests, want only the allowed one", n)
+	}
+}
+
 // wantToken checks that the upstream's last request carried the Bearer JWT
 // in place of the caller's credentials, and the claim in place of its
 // X-Group.
@@ -187,25 +210,14 @@ func TestNginxMutualTLS(t *testing.T) {
 	}
 	nginx := startNginx(t, server(m.proxy))
 
-	if status, body := getOrder(t, nginx, "orders-app", "s3cret"); status != 200 || body != "order 1" {
-		t.Fatalf("allowed request: %d %q", status, body)
-	}
-	wantToken(t, up)
-	if status, _ := getOrder(t, nginx, "orders-app", "wrong"); status != 401 {
-		t.Errorf("wrong secret: %d, want 401", status)
-	}
-	if n := len(up.requests()); n != 1 {
-		t.Errorf("the upstream saw %d requests, want only the allowed one", n)
-	}
+	wantAllowedOnce(t, nginx, up)
 
 	// nginx answers 500 when its auth subrequest fails.
 	stranger := startNginx(t, server(m.stranger))
 	if status, body := getOrder(t, stranger, "orders-app", "s3cret"); status != 500 {
 		t.Errorf("through nginx with the stranger's certificate: %d %q, want 500", status, body)
 	}
-	if n := len(up.requests()); n != 1 {
-		t.Errorf("the upstream saw %d requests, want only the allowed one", n)
-	}
+	wantUpstreamSawOne(t, up)
 	m.wantRefused(t)
 }
 
@@ -233,24 +245,13 @@ func TestCaddyMutualTLS(t *testing.T) {
 	}
 	addr := caddy(m.proxy)
 
-	if status, body := getOrder(t, addr, "orders-app", "s3cret"); status != 200 || body != "order 1" {
-		t.Fatalf("allowed request: %d %q", status, body)
-	}
-	wantToken(t, up)
-	if status, _ := getOrder(t, addr, "orders-app", "wrong"); status != 401 {
-		t.Errorf("wrong secret: %d, want 401", status)
-	}
-	if n := len(up.requests()); n != 1 {
-		t.Errorf("the upstream saw %d requests, want only the allowed one", n)
-	}
+	wantAllowedOnce(t, addr, up)
 
 	stranger := caddy(m.stranger)
 	if status, body := getOrder(t, stranger, "orders-app", "s3cret"); status < 300 {
 		t.Errorf("through Caddy with the stranger's certificate: %d %q, want an error", status, body)
 	}
-	if n := len(up.requests()); n != 1 {
-		t.Errorf("the upstream saw %d requests, want only the allowed one", n)
-	}
+	wantUpstreamSawOne(t, up)
 	m.wantRefused(t)
 }
 
