@@ -110,6 +110,10 @@ type Behavior struct {
 	// IgnoreDPoP issues Bearer tokens whatever proof comes, as an IdP that
 	// does not support DPoP does.
 	IgnoreDPoP bool
+	// AuthenticateFirst authenticates the client — spending a client
+	// assertion's jti — before it looks at the DPoP proof's nonce, as some
+	// IdPs do: a retry that re-sends the assertion is then refused.
+	AuthenticateFirst bool
 }
 
 // Federated is an issuer whose JWTs clients may authenticate with
@@ -152,6 +156,7 @@ type Server struct {
 	jtis          sync.Map // assertion and proof ids seen, to refuse replays
 	federated     *Federated
 	noLog         bool
+	foldIDs       bool
 	federatedKeys keyfunc.Keyfunc // the federated issuer's published keys
 	stop          func()          // stops fetching them
 
@@ -161,6 +166,9 @@ type Server struct {
 	behavior Behavior
 	log      []Request
 	now      func() time.Time
+	// attempts counts token requests per client, as the IdP knows the
+	// client (folded with CaseInsensitiveIDs), even with NoLog.
+	attempts map[string]int
 }
 
 // Options configure New.
@@ -186,6 +194,9 @@ type Options struct {
 	// Federated, when set, is the issuer federated_jwt clients' assertions
 	// come from.
 	Federated *Federated
+	// CaseInsensitiveIDs matches client ids without case, as many IdPs
+	// do: "App", "APP" and "app" are one client.
+	CaseInsensitiveIDs bool
 }
 
 // sharedKey is generated once per process: RSA key generation is slow, and
@@ -202,7 +213,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now, anyClient: o.AnyClient, federated: o.Federated, noLog: o.NoLog}
+	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now, anyClient: o.AnyClient, federated: o.Federated, noLog: o.NoLog, foldIDs: o.CaseInsensitiveIDs, attempts: map[string]int{}}
 	s.stop = func() {}
 	if f := o.Federated; f != nil {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -297,6 +308,25 @@ func (s *Server) Requests() int64 { return s.requests.Load() }
 // PeakConcurrency returns the most token requests it was answering at once.
 func (s *Server) PeakConcurrency() int64 { return s.peak.Load() }
 
+// Attempts returns how many token requests named the client id (any
+// case of it with CaseInsensitiveIDs).
+func (s *Server) Attempts(id string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.attempts[s.canonical(id)]
+}
+
+// Inflight returns how many token requests it is answering now.
+func (s *Server) Inflight() int64 { return s.inflight.Load() }
+
+// canonical is the id the IdP knows a client by.
+func (s *Server) canonical(id string) string {
+	if s.foldIDs {
+		return strings.ToLower(id)
+	}
+	return id
+}
+
 // Log returns every token request received, oldest first.
 func (s *Server) Log() []Request {
 	s.mu.Lock()
@@ -330,6 +360,15 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	s.mu.Lock()
 	b := s.behavior
 	client, known := s.clients[id]
+	if !known && s.foldIDs {
+		for k, c := range s.clients {
+			if strings.EqualFold(k, id) {
+				client, known = c, true
+				break
+			}
+		}
+	}
+	s.attempts[s.canonical(id)]++
 	s.mu.Unlock()
 	if !known && s.anyClient != nil {
 		client, known = *s.anyClient, true
@@ -341,6 +380,14 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		case assertionAlg(r.PostForm.Get("client_assertion")) == "HS256":
 			req.AuthMethod = "client_secret_jwt"
 		}
+	}
+	authenticated := false
+	if b.AuthenticateFirst && known && r.PostForm.Has("client_assertion") {
+		if why := s.checkAssertion(r.PostForm, id, client); why != "" {
+			oauthError(w, http.StatusUnauthorized, "invalid_client", why)
+			return
+		}
+		authenticated = true // its jti is spent
 	}
 	var proof *Proof
 	if h := r.Header.Values("DPoP"); len(h) > 0 {
@@ -402,6 +449,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	case !known:
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client")
 		return
+	case authenticated && r.PostForm.Get("grant_type") != "client_credentials":
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "only client_credentials")
+		return
+	case authenticated: // before the DPoP proof was looked at
 	case req.AuthMethod == "private_key_jwt" || req.AuthMethod == "client_secret_jwt" || req.AuthMethod == "federated_jwt":
 		if why := s.checkAssertion(r.PostForm, id, client); why != "" {
 			oauthError(w, http.StatusUnauthorized, "invalid_client", why)

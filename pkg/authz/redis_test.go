@@ -303,8 +303,16 @@ func TestEncryptedValuesHideTokensAndClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if n := len(strings.Fields(string(keys))); n != 3 {
-		t.Fatalf("%d keys in Redis, want 3:\n%s", n, keys)
+	// Three tokens, and three records that the IdP accepted their
+	// credentials: names alone, HMAC tags.
+	accepted := 0
+	for _, key := range strings.Fields(string(keys)) {
+		if strings.HasPrefix(key, "extauthz:accepted:") {
+			accepted++
+		}
+	}
+	if n := len(strings.Fields(string(keys))); n != 6 || accepted != 3 {
+		t.Fatalf("%d keys in Redis, %d of accepted credentials, want 3 tokens and 3 accepted:\n%s", n, accepted, keys)
 	}
 	for _, key := range strings.Fields(string(keys)) {
 		value, err := exec.Command(cli, "-p", port, "GET", key).Output()

@@ -289,8 +289,9 @@ func (c *manualClock) Add(d time.Duration) {
 }
 
 // TestFailureBudget floods one client id with distinct wrong secrets: the
-// IdP hears five of them, the client's own secret keeps working, other
-// client ids are not affected, and a minute later the id is heard again.
+// IdP hears five of them, the client's own secret keeps working even with
+// its token gone, other client ids are not affected, a purge of the client
+// gives it a fresh budget, and a minute later the id is heard again.
 func TestFailureBudget(t *testing.T) {
 	clk := &manualClock{t: time.Now()}
 	m := metrics.New(prometheus.NewRegistry())
@@ -302,6 +303,11 @@ func TestFailureBudget(t *testing.T) {
 	}
 	if r := check("orders-app", "s3cret"); r.status != 200 {
 		t.Fatalf("the legitimate client: %d %v", r.status, r.body)
+	}
+	// Its token goes (as after a restart, or once it expired): the IdP
+	// accepted its secret all the same.
+	if _, err := f.builder.Purge(context.Background(), "strict", "orders-app"); err != nil {
+		t.Fatal(err)
 	}
 
 	const flood = 128
@@ -335,16 +341,13 @@ func TestFailureBudget(t *testing.T) {
 		t.Errorf("refusals metric %v, want %d", got, flood-5)
 	}
 
-	// During the lock-out: the cached client is served, a secret the IdP
-	// accepted works even once its token is gone, other ids are heard.
+	// During the lock-out: a secret the IdP accepted works though its
+	// token is gone, and once cached is served; other ids are heard.
+	if r := check("orders-app", "s3cret"); r.status != 200 || r.meta["token_cache"] != "miss" {
+		t.Errorf("the legitimate client, its token gone: %d %v %q", r.status, r.body, r.meta["token_cache"])
+	}
 	if r := check("orders-app", "s3cret"); r.status != 200 || r.meta["token_cache"] != "hit" {
 		t.Errorf("the legitimate client during the flood: %d %v %q", r.status, r.body, r.meta["token_cache"])
-	}
-	if _, err := f.builder.Purge(context.Background(), "strict", "orders-app"); err != nil {
-		t.Fatal(err)
-	}
-	if r := check("orders-app", "s3cret"); r.status != 200 || r.meta["token_cache"] != "miss" {
-		t.Errorf("the legitimate client, its token purged: %d %v %q", r.status, r.body, r.meta["token_cache"])
 	}
 	if r := check("other-app", "0ther"); r.status != 200 {
 		t.Errorf("another client id during the flood: %d %v", r.status, r.body)
@@ -361,6 +364,21 @@ func TestFailureBudget(t *testing.T) {
 	clk.Add(61 * time.Second)
 	if r := check("orders-app", "n3w"); r.status != 200 {
 		t.Errorf("the new secret after the window: %d %v", r.status, r.body)
+	}
+
+	// Locked out again; the operator purges the client: a fresh budget.
+	for i := range 5 {
+		check("orders-app", fmt.Sprintf("again-%d", i))
+	}
+	f.idp.AddClient("orders-app", testidp.Client{Secret: "n3wer", Claims: map[string]any{"grp": "admin"}})
+	if r := check("orders-app", "n3wer"); r.status != 401 || r.headers["retry-after"] == "" {
+		t.Errorf("a rotated secret during the second lock-out: %d %v %v", r.status, r.body, r.headers)
+	}
+	if _, err := f.builder.Purge(context.Background(), "strict", "orders-app"); err != nil {
+		t.Fatal(err)
+	}
+	if r := check("orders-app", "n3wer"); r.status != 200 {
+		t.Errorf("the rotated secret after the operator's purge: %d %v", r.status, r.body)
 	}
 }
 
@@ -396,7 +414,7 @@ func TestBulkhead(t *testing.T) {
 	}
 	// The two requests that got a slot finish; nothing else follows them.
 	waitFor(t, func() bool {
-		return testutil.ToFloat64(m.IdPRefusals.WithLabelValues("strict", tokencache.ReasonConcurrencyLimit)) == flood-2
+		return testutil.ToFloat64(m.IdPRefusals.WithLabelValues("strict", tokencache.ReasonAbandoned)) == flood-2
 	})
 	waitFor(t, func() bool { return f.idp.Requests() == 2 })
 	if p := f.idp.PeakConcurrency(); p != 2 {

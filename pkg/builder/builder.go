@@ -464,7 +464,8 @@ func (g *generation) endpoint(name string, cp *config.Policy, key *dpop.Key) (*t
 	}
 
 	endpointKey := "endpoint\x00" + fingerprint(clientKey, verifierKey, sharedKey, cp.DefaultTTL.String(), cp.NegativeTTL.String(),
-		fmt.Sprint(c.MaxRejections), c.RejectionWindow.String(), fmt.Sprint(c.MaxConcurrentRequests))
+		fmt.Sprint(c.MaxRejections), c.RejectionWindow.String(), fmt.Sprint(c.MaxEndpointRejections),
+		fmt.Sprint(c.MaxConcurrentRequests), fmt.Sprint(c.MaxQueuedRequests))
 	ep, err := g.part(endpointKey, func() (*part, error) {
 		return &part{value: tokencache.NewEndpoint(tokencache.EndpointOptions{
 			Client:      cl.value.(*idp.Client),
@@ -474,9 +475,11 @@ func (g *generation) endpoint(name string, cp *config.Policy, key *dpop.Key) (*t
 			Verifier:    verifier,
 			// The failure budget protects callers' client ids: a
 			// gateway-mode policy has none (config leaves it zero).
-			MaxRejections:   c.MaxRejections,
-			RejectionWindow: c.RejectionWindow,
-			MaxConcurrent:   c.MaxConcurrentRequests,
+			MaxRejections:         c.MaxRejections,
+			RejectionWindow:       c.RejectionWindow,
+			MaxEndpointRejections: c.MaxEndpointRejections,
+			MaxConcurrent:         c.MaxConcurrentRequests,
+			MaxQueued:             c.MaxQueuedRequests,
 		}), order: orderOther}, nil
 	})
 	if err != nil {
@@ -505,7 +508,7 @@ func (g *generation) shared(s *config.StoreCompiled) (string, *tokencache.Shared
 	tp, err := g.part(tierKey, func() (*part, error) {
 		sh, err := tokencache.NewShared(tokencache.SharedOptions{
 			Redis: pp.value.(*tokencache.Redis), Prefix: s.KeyPrefix, EncryptionKey: key,
-			OnPurge: func(match func(tokencache.Key) bool) { d.Cache.Forget(match) }, Logger: d.Logger,
+			OnPurge: func(p tokencache.PurgeSignal) { d.Cache.Forget(p) }, Logger: d.Logger,
 		})
 		if err != nil {
 			return nil, err

@@ -115,7 +115,7 @@ policies:
 	}
 	values := 0
 	for _, k := range keys {
-		if !strings.Contains(k, "lock:") {
+		if !strings.Contains(k, "lock:") && !strings.Contains(k, "accepted:") {
 			values++
 		}
 	}

@@ -67,6 +67,13 @@ const (
 	// DefaultMaxConcurrentRequests bounds the token requests under way to
 	// one token endpoint.
 	DefaultMaxConcurrentRequests = tokencache.DefaultMaxConcurrent
+	// DefaultMaxQueuedRequests bounds the token requests waiting for a
+	// place at one token endpoint, per class (trusted, other).
+	DefaultMaxQueuedRequests = tokencache.DefaultMaxQueued
+	// DefaultMaxEndpointRejections bounds the rejections of unknown
+	// credentials, of any client ids, one replica causes at one token
+	// endpoint per window.
+	DefaultMaxEndpointRejections = tokencache.DefaultMaxEndpointRejections
 )
 
 // Config is the whole configuration file.
@@ -347,6 +354,9 @@ type ClientConfig struct {
 	// MaxConcurrentRequests bounds the token requests under way to the
 	// endpoint; policies that share the endpoint share the bound.
 	MaxConcurrentRequests *int `yaml:"maxConcurrentRequests"`
+	// MaxQueuedRequests bounds the token requests waiting for a place,
+	// per class; when full, a Check is answered 503 at once.
+	MaxQueuedRequests *int `yaml:"maxQueuedRequests"`
 }
 
 // FailureBudget: once the token endpoint rejected one client id's
@@ -356,6 +366,9 @@ type ClientConfig struct {
 type FailureBudget struct {
 	MaxRejections *int     `yaml:"maxRejections"`
 	Window        Duration `yaml:"window"`
+	// MaxEndpointRejections bounds the rejections of credentials the
+	// endpoint never accepted, of any client ids, per window.
+	MaxEndpointRejections *int `yaml:"maxEndpointRejections"`
 }
 
 // TLS holds PEM material, inline or as secret references.
@@ -390,8 +403,12 @@ type Compiled struct {
 	// MaxRejections and RejectionWindow are the failure budget; 0 for none.
 	MaxRejections   int
 	RejectionWindow time.Duration
-	// MaxConcurrentRequests bounds the requests under way to the endpoint.
+	// MaxEndpointRejections bounds the endpoint-wide rejections per window.
+	MaxEndpointRejections int
+	// MaxConcurrentRequests bounds the requests under way to the endpoint,
+	// MaxQueuedRequests those waiting for a place.
 	MaxConcurrentRequests int
+	MaxQueuedRequests     int
 	// CredentialID fingerprints the signing key or client certificate the
 	// policy authenticates with; it holds no secret.
 	CredentialID string
@@ -511,8 +528,14 @@ func (c *Config) applyDefaults() {
 		if p.ClientConfig.MaxConcurrentRequests == nil {
 			p.ClientConfig.MaxConcurrentRequests = ptr(DefaultMaxConcurrentRequests)
 		}
+		if p.ClientConfig.MaxQueuedRequests == nil {
+			p.ClientConfig.MaxQueuedRequests = ptr(DefaultMaxQueuedRequests)
+		}
 		if p.FailureBudget.MaxRejections == nil {
 			p.FailureBudget.MaxRejections = ptr(DefaultMaxRejections)
+		}
+		if p.FailureBudget.MaxEndpointRejections == nil {
+			p.FailureBudget.MaxEndpointRejections = ptr(DefaultMaxEndpointRejections)
 		}
 		if p.FailureBudget.Window == 0 {
 			p.FailureBudget.Window = Duration(DefaultRejectionWindow)

@@ -50,6 +50,8 @@ const (
 	minRejectionWindow       = time.Second
 	maxRejectionWindow       = time.Hour
 	maxConcurrentRequests    = 1024
+	maxQueuedRequests        = 1 << 16
+	maxEndpointRejections    = 100_000
 	minAdminTokenBytes       = 16
 	maxAdminTokenBytes       = 4096
 	maxPolicyHeaderNameBytes = 256
@@ -555,6 +557,10 @@ func (v *validator) policy(name string, p *Policy) {
 		v.addf(path+".clientConfig.maxConcurrentRequests", "%d is out of range: want 1 to %d", n, maxConcurrentRequests)
 	}
 	c.MaxConcurrentRequests = *cc.MaxConcurrentRequests
+	if n := *cc.MaxQueuedRequests; n < 1 || n > maxQueuedRequests {
+		v.addf(path+".clientConfig.maxQueuedRequests", "%d is out of range: want 1 to %d", n, maxQueuedRequests)
+	}
+	c.MaxQueuedRequests = *cc.MaxQueuedRequests
 	v.failureBudget(path+".failureBudget", p)
 	c.TLS, c.TrustID = v.tls(path+".clientConfig.tls", cc.TLS, c.TokenURL)
 	if cc.TLS.InsecureSkipVerify {
@@ -583,17 +589,22 @@ func (v *validator) failureBudget(path string, p *Policy) {
 	if w < minRejectionWindow || w > maxRejectionWindow {
 		v.addf(path+".window", "%s is out of range: want %s to %s", b.Window, minRejectionWindow, maxRejectionWindow)
 	}
+	e := *b.MaxEndpointRejections
+	if e < 1 || e > maxEndpointRejections {
+		v.addf(path+".maxEndpointRejections", "%d is out of range: want 1 to %d", e, maxEndpointRejections)
+	}
 	if p.Compiled.GatewayMode() {
 		if v.lines[path].line != 0 {
 			v.warnf(path, "has no effect in gateway mode: callers send no credentials")
 		}
 		return
 	}
-	p.Compiled.MaxRejections, p.Compiled.RejectionWindow = n, w
+	p.Compiled.MaxRejections, p.Compiled.RejectionWindow, p.Compiled.MaxEndpointRejections = n, w, e
 }
 
 // sharedEndpoints checks that policies sharing a token endpoint agree on
-// the one bound on requests under way to it.
+// what bounds it as a whole: the requests open there and queued for it,
+// and the rejections all client ids may cause there.
 func (v *validator) sharedEndpoints(names []string, policies map[string]*Policy) {
 	first := map[string]string{} // token URL → the first policy using it
 	for _, name := range names {
@@ -607,9 +618,19 @@ func (v *validator) sharedEndpoints(names []string, policies map[string]*Policy)
 			first[u] = name
 			continue
 		}
-		if a, b := *policies[other].ClientConfig.MaxConcurrentRequests, *p.ClientConfig.MaxConcurrentRequests; a != b {
-			v.addf("policies."+name+".clientConfig.maxConcurrentRequests",
-				"%d, but policy %s sets %d for the same token endpoint: policies that share an endpoint share one bound", b, other, a)
+		o := policies[other]
+		for _, f := range []struct {
+			field string
+			a, b  int
+		}{
+			{"clientConfig.maxConcurrentRequests", *o.ClientConfig.MaxConcurrentRequests, *p.ClientConfig.MaxConcurrentRequests},
+			{"clientConfig.maxQueuedRequests", *o.ClientConfig.MaxQueuedRequests, *p.ClientConfig.MaxQueuedRequests},
+			{"failureBudget.maxEndpointRejections", o.Compiled.MaxEndpointRejections, p.Compiled.MaxEndpointRejections},
+		} {
+			if f.a != f.b && (f.a != 0 && f.b != 0 || !strings.HasPrefix(f.field, "failureBudget")) {
+				v.addf("policies."+name+"."+f.field,
+					"%d, but policy %s sets %d for the same token endpoint: policies that share an endpoint share one bound", f.b, other, f.a)
+			}
 		}
 	}
 }

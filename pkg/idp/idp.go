@@ -3,7 +3,7 @@
 // issues against its published keys (Verifier).
 //
 // Clients authenticate with client_secret_basic, client_secret_post,
-// private_key_jwt (RFC 7523: a fresh signed assertion per attempt) or
+// private_key_jwt (RFC 7523: a fresh signed assertion per request, retries included) or
 // tls_client_auth (RFC 8705: the TLS client certificate, client_id in the
 // body).
 //
@@ -327,6 +327,20 @@ func (c *Client) backoff(n int) time.Duration {
 func (c *Client) attempt(ctx context.Context, creds Credentials) (*Token, *Error) {
 	actx, cancel := context.WithTimeout(ctx, c.opts.Timeout)
 	defer cancel()
+	tok, err := c.post(actx, creds)
+	if err != nil && err.Code == "use_dpop_nonce" && c.opts.DPoP != nil {
+		// Once, with the nonce the endpoint just gave: a new request, with
+		// a new client assertion as well as a new proof, since an endpoint
+		// may have spent the first assertion's jti on the refused one.
+		tok, err = c.post(actx, creds)
+	}
+	return tok, err
+}
+
+// form returns the body of one token request: the grant's parameters and
+// the client's authentication in the body, with a client assertion made
+// for this request alone.
+func (c *Client) form(creds Credentials) (string, *Error) {
 	form := maps.Clone(c.params)
 	switch c.opts.AuthMethod {
 	case ClientSecretPost:
@@ -337,22 +351,22 @@ func (c *Client) attempt(ctx context.Context, creds Credentials) (*Token, *Error
 	case PrivateKeyJWT, ClientSecretJWT, FederatedJWT:
 		assertion, err := c.assertion(creds)
 		if err != nil {
-			return nil, err
+			return "", err
 		}
 		form.Set("client_id", creds.ID)
 		form.Set("client_assertion_type", AssertionType)
 		form.Set("client_assertion", assertion)
 	}
-	body := form.Encode()
-	tok, err := c.post(actx, creds, body)
-	if err != nil && err.Code == "use_dpop_nonce" && c.opts.DPoP != nil {
-		tok, err = c.post(actx, creds, body) // once, with the nonce the endpoint just gave
-	}
-	return tok, err
+	return form.Encode(), nil
 }
 
-// post sends one token request and reads its answer.
-func (c *Client) post(ctx context.Context, creds Credentials, body string) (*Token, *Error) {
+// post sends one token request, made anew (assertion, DPoP proof), and
+// reads its answer.
+func (c *Client) post(ctx context.Context, creds Credentials) (*Token, *Error) {
+	body, ferr := c.form(creds)
+	if ferr != nil {
+		return nil, ferr
+	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.opts.URL, strings.NewReader(body))
 	if err != nil {
 		return nil, &Error{Kind: KindRefused, Err: err}

@@ -2,6 +2,9 @@ package idp
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"os"
 	"path/filepath"
@@ -186,4 +189,51 @@ func TestDPoPTokenRequests(t *testing.T) {
 	if a.Identity() == b.Identity() {
 		t.Error("a DPoP client shares its identity with a Bearer one")
 	}
+}
+
+// TestNonceRetryIsANewRequest: an endpoint that authenticates the client,
+// spending its assertion's jti, before it asks for a DPoP nonce gets a new
+// assertion and a new proof on the retry, for every assertion method.
+func TestNonceRetryIsANewRequest(t *testing.T) {
+	key, err := dpop.GenerateKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, method := range []AuthMethod{ClientSecretJWT, PrivateKeyJWT} {
+		t.Run(string(method), func(t *testing.T) {
+			s := newIdP(t, testidp.Options{})
+			s.SetBehavior(testidp.Behavior{DPoPNonce: "n-1", AuthenticateFirst: true})
+			o := Options{URL: s.TokenURL, AuthMethod: method, DPoP: key}
+			if method == PrivateKeyJWT {
+				signer, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.AddClient("app", testidp.Client{Secret: "s3cret", PublicKey: &signer.PublicKey})
+				o.Assertion = &Assertion{Key: signer}
+			}
+			c := newClient(t, o)
+			if _, err := c.Token(context.Background(), app); err != nil {
+				t.Fatalf("the retry with the nonce: %v", err)
+			}
+			log := s.Log()
+			if len(log) != 1 || s.Requests() != 2 {
+				t.Fatalf("%d requests, %d past the nonce; want the first refused for its nonce and one more", s.Requests(), len(log))
+			}
+			// The refused request's assertion was spent: had the retry
+			// re-sent it, the endpoint would have answered replayed.
+			if jti(t, log[0].Form.Get("client_assertion")) == "" || log[0].DPoP == nil || log[0].DPoP.Nonce != "n-1" {
+				t.Errorf("the retry: assertion %q, proof %+v", log[0].Form.Get("client_assertion"), log[0].DPoP)
+			}
+		})
+	}
+}
+
+func jti(t *testing.T, assertion string) string {
+	t.Helper()
+	var c jwt.RegisteredClaims
+	if _, _, err := jwt.NewParser().ParseUnverified(assertion, &c); err != nil {
+		t.Fatal(err)
+	}
+	return c.ID
 }

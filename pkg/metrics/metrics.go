@@ -27,8 +27,13 @@ type Metrics struct {
 	// idp.Kind of the failure).
 	IdPRequests *prometheus.CounterVec
 	// IdPRefusals counts token requests not sent, to protect the IdP, by
-	// policy and reason (failure_budget, concurrency_limit).
+	// policy and reason (failure_budget, endpoint_budget, queue_full,
+	// abandoned).
 	IdPRefusals *prometheus.CounterVec
+	// IdPOpen and IdPQueued are the token requests open at each token
+	// endpoint and those waiting for a place, by endpoint (its URL without
+	// userinfo or query).
+	IdPOpen, IdPQueued *prometheus.GaugeVec
 	// IdPDuration is the time a token request takes, retries included.
 	IdPDuration *prometheus.HistogramVec
 	// Refreshes counts background refreshes by result (ok, error).
@@ -55,7 +60,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := newMetrics()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(m.Checks, m.CheckDuration, m.CacheLookups, m.NegativeHits, m.IdPRequests, m.IdPRefusals, m.IdPDuration,
-		m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.Purges, m.CallerConnections, m.GRPCStreamsRefused)
+		m.IdPOpen, m.IdPQueued, m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.Purges, m.CallerConnections, m.GRPCStreamsRefused)
 	return m
 }
 
@@ -84,6 +89,12 @@ func newMetrics() *Metrics {
 		IdPRefusals: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extauthz_idp_requests_refused_total", Help: "Token requests not sent, to protect the IdP, by policy and reason.",
 		}, []string{"policy", "reason"}),
+		IdPOpen: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "extauthz_idp_open_requests", Help: "Token requests open at the token endpoint.",
+		}, []string{"endpoint"}),
+		IdPQueued: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "extauthz_idp_queued_requests", Help: "Token requests waiting for a place at the token endpoint.",
+		}, []string{"endpoint"}),
 		IdPDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "extauthz_idp_request_duration_seconds", Help: "Time of token requests, retries included.", Buckets: idpLatency,
 		}, []string{"policy"}),

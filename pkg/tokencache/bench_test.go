@@ -87,3 +87,41 @@ func BenchmarkCacheHit(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkCacheHitWhileTheGateIsBusy is a cache hit while the endpoint's
+// gate — its queue and failure budgets — is locked the whole time, as by a
+// flood of token requests: a hit takes none of their locks (it would never
+// finish), and costs what BenchmarkCacheHit does.
+func BenchmarkCacheHitWhileTheGateIsBusy(b *testing.B) {
+	s, err := testidp.New(testidp.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	s.AddClient("app", testidp.Client{Secret: "s3cret"})
+	client, err := idp.NewClient(idp.Options{URL: s.TokenURL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	c := New(Options{MaxEntries: 1000})
+	e := NewEndpoint(EndpointOptions{Client: client, DefaultTTL: time.Minute, MaxRejections: 5, RejectionWindow: time.Minute})
+	creds := idp.Credentials{ID: "app", Secret: secret.New("s3cret")}
+	key := e.Key(creds)
+	ctx := context.Background()
+	if _, _, err := c.Token(ctx, e, key, creds); err != nil {
+		b.Fatal(err)
+	}
+	g := c.gate(e)
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	c.mu.Lock() // the gates' map too
+	defer c.mu.Unlock()
+	c.flights.mu.Lock()
+	defer c.flights.mu.Unlock()
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, src, _ := c.Token(ctx, e, key, creds); src != FromMemory {
+			b.Fatal("not a memory hit")
+		}
+	}
+}

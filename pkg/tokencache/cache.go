@@ -9,7 +9,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
-	"golang.org/x/sync/singleflight"
 
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
@@ -29,7 +28,7 @@ type Options struct {
 type Cache struct {
 	store    memoryTier
 	negative negativeCache
-	flight   singleflight.Group
+	flights  *flights
 	now      func() time.Time // coarse, for the hot path
 	exact    func() time.Time // for decisions at a token's expiry
 	log      *zap.Logger
@@ -38,10 +37,11 @@ type Cache struct {
 
 	stopClock func() // stops the coarse clock, if Now is one
 
-	budgets *budgets
+	ids      *identities // keys the hashes of client ids and accepted credentials
+	accepted acceptedSet // credentials the endpoints accepted
 
-	mu        sync.Mutex
-	bulkheads map[string]*bulkhead // by token endpoint URL
+	mu    sync.Mutex
+	gates map[string]*gate // by token endpoint URL
 }
 
 // New returns an empty Cache.
@@ -65,8 +65,10 @@ func New(o Options) *Cache {
 		log:       o.Logger,
 		m:         o.Metrics,
 		counters:  newLookupCounters(o.Metrics),
-		budgets:   newBudgets(),
-		bulkheads: map[string]*bulkhead{},
+		flights:   newFlights(),
+		ids:       newIdentities(),
+		accepted:  newAcceptedSet(),
+		gates:     map[string]*gate{},
 		stopClock: stop,
 	}
 }
@@ -177,29 +179,18 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 	return c.wait(ctx, e, key, creds, t)
 }
 
-// wait joins or starts the key's fetch and waits for it until ctx ends; old
+// wait joins or starts the key's fill and waits for it until ctx ends; old
 // is the token to fall back on while it has not expired. It is apart from
 // Token so that a hit does not pay for the closure's captures.
 func (c *Cache) wait(ctx context.Context, e *Endpoint, key Key, creds idp.Credentials, old *Token) (*Token, Source, error) {
-	ch := c.flight.DoChan(string(key.id[:]), func() (any, error) {
-		// The fetch outlives a caller that gives up, bounded by its own
-		// budget; it waits for a slot at the endpoint only as long as the
-		// caller that started it waits.
-		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), e.Client.Budget())
-		defer cancel()
-		queueBy, _ := ctx.Deadline()
-		return c.fill(fctx, fillRequest{e: e, key: key, creds: creds, known: old != nil, queueBy: queueBy})
+	// The fill outlives a caller that gives up while others wait, and once
+	// its request is sent, it finishes and caches its token whoever waits.
+	cl := c.flights.join(ctx, key.id, func(cl *call) (filled, error) {
+		return c.fill(cl, fillRequest{e: e, key: key, creds: creds, known: old != nil})
 	})
-	var err error
-	select {
-	case r := <-ch:
-		if r.Err == nil {
-			f := r.Val.(filled)
-			return f.token, f.source, nil
-		}
-		err = r.Err
-	case <-ctx.Done():
-		err = ctx.Err()
+	f, err := c.flights.wait(ctx, cl)
+	if err == nil {
+		return f.token, f.source, nil
 	}
 	// The endpoint could not give a new token: the old one serves until it
 	// expires, unless the endpoint said the client may no longer have one.
@@ -221,14 +212,14 @@ func (c *Cache) refreshAhead(e *Endpoint, key Key, creds idp.Credentials, t *Tok
 	t.refreshing.Store(true)
 	go func() {
 		defer t.refreshing.Store(false)
-		ctx, cancel := context.WithTimeout(context.Background(), e.Client.Budget())
-		defer cancel()
-		// Sharing the key's flight keeps refreshes and cold fetches to one at a time.
-		_, err, _ := c.flight.Do(string(key.id[:]), func() (any, error) {
-			return c.fill(ctx, fillRequest{e: e, key: key, creds: creds, newerThan: t.Fetched(), known: true,
-				queueBy: time.Now().Add(e.Client.AttemptTimeout())})
+		// Joining the key's flight keeps refreshes and cold fetches to one
+		// at a time; a refresh waits for its fill to the end, so that the
+		// fill is never abandoned.
+		cl := c.flights.join(context.Background(), key.id, func(cl *call) (filled, error) {
+			return c.fill(cl, fillRequest{e: e, key: key, creds: creds, newerThan: t.Fetched(), known: true, refresh: true})
 		})
-		if err != nil {
+		<-cl.done
+		if cl.err != nil {
 			c.counters.refreshError.Inc()
 		} else {
 			c.counters.refreshOK.Inc()
@@ -250,14 +241,18 @@ type fillRequest struct {
 	newerThan time.Time
 	// known says the cache holds a token for key: its credentials worked.
 	known bool
-	// queueBy is how long the request may wait for a slot at the
-	// endpoint; zero for as long as the fill's context allows.
-	queueBy time.Time
+	// refresh says no caller waits: the token is refreshed ahead of its expiry.
+	refresh bool
 }
 
-// fill finds or fetches a token for r.key. One call per key runs at a time.
-func (c *Cache) fill(ctx context.Context, r fillRequest) (filled, error) {
+// fill finds or fetches a token for r.key, for the callers of cl. One
+// fill per key runs at a time.
+func (c *Cache) fill(cl *call, r fillRequest) (filled, error) {
 	e, key := r.e, r.key
+	// Until its request is sent, the fill ends when its callers have all
+	// gone, and waits no longer than a whole fetch could take.
+	ctx, cancel := context.WithTimeout(cl.ctx, e.Client.Budget())
+	defer cancel()
 	now := c.now()
 	// A flight that ended just before this one began may have done the work.
 	if t := c.store.get(key, now); t != nil && t.Fetched().After(r.newerThan) && now.Before(t.serveUntil()) {
@@ -274,10 +269,13 @@ func (c *Cache) fill(ctx context.Context, r fillRequest) (filled, error) {
 			defer unlock()
 		}
 	}
-	t, err := c.guardedFetch(ctx, r)
+	t, err := c.guardedFetch(ctx, cl, r)
+	// What follows the answer is not cut short by callers who left: each
+	// Redis call has its own timeout.
+	after := context.WithoutCancel(cl.ctx)
 	var refused *RefusedError
 	switch {
-	case errors.As(err, &refused):
+	case errors.As(err, &refused) || errors.Is(err, errAbandoned) || err != nil && !sent(err):
 		// Not the client's fault, nor the endpoint's answer: not remembered.
 		return filled{}, err
 	case err != nil:
@@ -286,7 +284,7 @@ func (c *Cache) fill(ctx context.Context, r fillRequest) (filled, error) {
 			// token goes at once, from this replica and from Redis.
 			c.store.delete(key)
 			if e.Shared != nil {
-				_ = e.Shared.Delete(ctx, key)
+				_ = e.Shared.Delete(after, key)
 			}
 		}
 		c.negative.remember(key, err, negativeTTL(e, err), c.now())
@@ -295,43 +293,91 @@ func (c *Cache) fill(ctx context.Context, r fillRequest) (filled, error) {
 	}
 	c.negative.forget(key)
 	if e.Shared != nil {
-		_ = e.Shared.Set(ctx, key, t) // a failure is logged by the tier; the token serves anyway
+		_ = e.Shared.Set(after, key, t) // a failure is logged by the tier; the token serves anyway
 	}
 	c.store.put(key, t, c.now())
 	return filled{t, FromEndpoint}, nil
 }
 
-// guardedFetch fetches a token within the client id's failure budget and
-// the endpoint's bulkhead.
-func (c *Cache) guardedFetch(ctx context.Context, r fillRequest) (*Token, error) {
+// guardedFetch fetches a token within the failure budgets and the
+// endpoint's gate, for the callers of cl: it waits for a place at the
+// endpoint until ctx ends, and once it has one sends the request with a
+// whole fetch's time ahead of it, whoever still waits.
+func (c *Cache) guardedFetch(ctx context.Context, cl *call, r fillRequest) (*Token, error) {
 	e := r.e
-	done, err := c.budgets.admit(e, r.creds.ID, r.key, r.known, c.now())
+	g := c.gate(e)
+	client := c.ids.client(r.creds.ID)
+	fp := c.ids.accepted(r.key)
+	trusted := r.known || r.refresh || c.accepted.has(fp, c.now())
+	if !trusted && e.Shared != nil && e.Shared.Accepted(ctx, r.key) {
+		trusted = true // another replica, or this one before a restart, saw them accepted
+		c.accepted.add(fp, c.now())
+	}
+	done, err := g.admit(e, client, trusted, c.now())
 	if err != nil {
-		c.m.IdPRefusals.WithLabelValues(e.Client.Name(), ReasonFailureBudget).Inc()
+		c.refused(e, err.(*RefusedError).Reason)
 		return nil, err
 	}
-	qctx := ctx
-	if !r.queueBy.IsZero() {
-		var cancel context.CancelFunc
-		qctx, cancel = context.WithDeadline(ctx, r.queueBy)
-		defer cancel()
+	class := classOther
+	if trusted {
+		class = classTrusted
 	}
-	release, err := c.bulkhead(e).acquire(qctx)
+	release, err := g.acquire(ctx, client.key, class)
+	if err == nil && !c.flights.commit(cl) {
+		release()
+		err = errAbandoned
+	}
 	if err != nil {
-		done(false, false)
-		c.m.IdPRefusals.WithLabelValues(e.Client.Name(), ReasonConcurrencyLimit).Inc()
+		done(false)
+		var refused *RefusedError
+		switch {
+		case errors.As(err, &refused):
+			c.refused(e, refused.Reason)
+		case cl.ctx.Err() != nil || errors.Is(err, errAbandoned):
+			c.refused(e, ReasonAbandoned)
+			err = errAbandoned
+		}
 		return nil, err
 	}
-	t, err := c.fetch(ctx, e, r.creds)
+	// Sent: the request has the whole fetch's time, however long it
+	// queued, and holds its place until the answer or that time's end.
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(cl.ctx), e.Client.Budget())
+	defer cancel()
+	resp, err := e.Client.Token(sctx, r.creds)
 	release()
 	var ie *idp.Error
 	rejected := errors.As(err, &ie) && ie.Kind == idp.KindRejected
-	if done(rejected, err == nil) {
+	if done(rejected) {
 		c.log.Warn("client id over its failure budget: its unknown secrets are refused without asking the token endpoint until the window passes",
 			zap.String("policy", e.Client.Name()), zap.String("client_id", r.creds.ID),
 			zap.Int("max_rejections", e.MaxRejections), zap.Duration("window", e.RejectionWindow))
 	}
-	return t, err
+	if rejected || err == nil {
+		if rejected {
+			c.accepted.forget(fp)
+		} else {
+			c.accepted.add(fp, c.now())
+		}
+		if e.Shared != nil {
+			_ = e.Shared.Accept(context.WithoutCancel(sctx), r.key, !rejected)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c.checked(sctx, e, resp)
+}
+
+// refused counts a token request not sent.
+func (c *Cache) refused(e *Endpoint, reason string) {
+	c.m.IdPRefusals.WithLabelValues(e.Client.Name(), reason).Inc()
+}
+
+// sent reports an error that came from asking the endpoint (or from what
+// it answered), not from the wait before: only those are remembered.
+func sent(err error) bool {
+	var ie *idp.Error
+	return errors.As(err, &ie) || errors.Is(err, ErrExpired)
 }
 
 // revoked reports an endpoint's answer that the client may have no token
@@ -353,12 +399,8 @@ func negativeTTL(e *Endpoint, err error) time.Duration {
 	return ttl
 }
 
-// fetch asks the endpoint and checks what it answers.
-func (c *Cache) fetch(ctx context.Context, e *Endpoint, creds idp.Credentials) (*Token, error) {
-	resp, err := e.Client.Token(ctx, creds)
-	if err != nil {
-		return nil, err
-	}
+// checked verifies the endpoint's answer and makes it a Token.
+func (c *Cache) checked(ctx context.Context, e *Endpoint, resp *idp.Token) (*Token, error) {
 	if e.Verifier != nil {
 		if err := e.Verifier.Verify(ctx, resp.AccessToken.Reveal()); err != nil {
 			return nil, err

@@ -32,6 +32,9 @@ type Purged struct {
 type purgeSelector struct {
 	Endpoints []string `json:"endpoints,omitempty"` // hex short hashes; all when empty
 	Client    string   `json:"client,omitempty"`    // hex short hash; all when empty
+	// Budget is the purge tag of the folded client id, whose failure
+	// budget the purge resets; empty with Client.
+	Budget string `json:"budget,omitempty"`
 	// Generation is the purge generation the purge started: a replica
 	// learns it at once instead of at its next look at the counter.
 	Generation int64 `json:"generation,omitempty"`
@@ -44,6 +47,37 @@ func (p purgeSelector) match(k Key) bool {
 	return len(p.Endpoints) == 0 || slices.Contains(p.Endpoints, hex.EncodeToString(k.endpoint[:]))
 }
 
+// PurgeSignal is a purge another replica announced.
+type PurgeSignal struct{ sel purgeSelector }
+
+// resetBudgets gives the client ids sel selects a fresh failure budget at
+// the gates of its endpoints (every gate when it names none): a purge is
+// how an operator says the next Check should ask again.
+func (c *Cache) resetBudgets(sel purgeSelector) {
+	c.mu.Lock()
+	gates := make([]*gate, 0, len(c.gates))
+	for _, g := range c.gates {
+		gates = append(gates, g)
+	}
+	c.mu.Unlock()
+	match := func([8]byte) bool { return true }
+	var tag *[8]byte
+	if sel.Client != "" {
+		b, err := hex.DecodeString(sel.Budget)
+		if err != nil || len(b) != 8 {
+			return // a purge of an older replica: no budget named
+		}
+		tag = (*[8]byte)(b)
+		match = func(t [8]byte) bool { return t == *tag }
+	}
+	for _, g := range gates {
+		if len(sel.Endpoints) > 0 && !g.usedBy(sel.Endpoints) {
+			continue
+		}
+		g.reset(match, sel.Client == "", tag)
+	}
+}
+
 // Purge drops the selected tokens from memory and from the Redis tiers the
 // endpoints use (every tier the cache knows when no endpoint is given), and
 // tells the other replicas sharing those tiers to drop them from their
@@ -52,8 +86,8 @@ func (p purgeSelector) match(k Key) bool {
 func (c *Cache) Purge(ctx context.Context, r PurgeRequest) (Purged, error) {
 	var sel purgeSelector
 	if r.ClientID != "" {
-		h := clientHash(r.ClientID)
-		sel.Client = hex.EncodeToString(h[:])
+		h, b := clientHash(r.ClientID), purgeTag(foldID(r.ClientID))
+		sel.Client, sel.Budget = hex.EncodeToString(h[:]), hex.EncodeToString(b[:])
 	}
 	tiers := map[*Shared][]string{}
 	for _, e := range r.Endpoints {
@@ -71,10 +105,11 @@ func (c *Cache) Purge(ctx context.Context, r PurgeRequest) (Purged, error) {
 	var out Purged
 	out.Memory = c.store.purge(sel.match)
 	c.negative.forgetFunc(sel.match)
+	c.resetBudgets(sel)
 	c.m.Purges.WithLabelValues("memory").Add(float64(out.Memory))
 	var errs []error
 	for t, endpoints := range tiers {
-		n, err := t.purge(ctx, purgeSelector{Endpoints: endpoints, Client: sel.Client})
+		n, err := t.purge(ctx, purgeSelector{Endpoints: endpoints, Client: sel.Client, Budget: sel.Budget})
 		out.Redis += n
 		errs = append(errs, err)
 	}
@@ -176,7 +211,7 @@ func (s *Shared) scan(ctx context.Context, pattern string) ([]string, error) {
 
 // subscribe tells onPurge what every purge announced through this tier
 // selects, until the subscription is closed.
-func (s *Shared) subscribe(onPurge func(match func(Key) bool), log *zap.Logger) *redis.PubSub {
+func (s *Shared) subscribe(onPurge func(PurgeSignal), log *zap.Logger) *redis.PubSub {
 	ps := s.redis.client.Subscribe(context.Background(), s.purgeChannel())
 	go func() {
 		for msg := range ps.Channel() {
@@ -186,17 +221,19 @@ func (s *Shared) subscribe(onPurge func(match func(Key) bool), log *zap.Logger) 
 				continue
 			}
 			s.observe(sel.Generation)
-			onPurge(sel.match)
+			onPurge(PurgeSignal{sel})
 		}
 	}()
 	return ps
 }
 
-// Forget drops from the memory tier the tokens match selects, as another
-// replica's purge asks, and counts them.
-func (c *Cache) Forget(match func(Key) bool) int64 {
-	n := c.store.purge(match)
-	c.negative.forgetFunc(match)
+// Forget drops from the memory tier the tokens another replica's purge
+// selects, and the failures and budgets remembered for them, and counts
+// the tokens.
+func (c *Cache) Forget(p PurgeSignal) int64 {
+	n := c.store.purge(p.sel.match)
+	c.negative.forgetFunc(p.sel.match)
+	c.resetBudgets(p.sel)
 	if n > 0 {
 		c.log.Info("purged tokens at another replica's request", zap.Int64("tokens", n))
 	}

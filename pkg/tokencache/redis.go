@@ -258,7 +258,7 @@ type SharedOptions struct {
 	// OnPurge, when set, is told what every purge through this tier,
 	// announced by any replica, selects: the caller drops those tokens from
 	// its memory tier. The tier subscribes to the announcements until Close.
-	OnPurge func(match func(Key) bool)
+	OnPurge func(PurgeSignal)
 	Logger  *zap.Logger
 }
 
@@ -317,6 +317,7 @@ const (
 	tagEndpoint = 'e'
 	tagClient   = 'c'
 	tagKey      = 'k'
+	tagAccepted = 'a'
 )
 
 // tag writes one part of a key name: an HMAC of it, in hex, so that Redis
@@ -471,6 +472,44 @@ func (s *Shared) Delete(ctx context.Context, k Key) error {
 	rk := s.valueKey(k)
 	return s.redis.call(ctx, func(ctx context.Context) error {
 		return s.redis.client.Del(ctx, rk).Err()
+	})
+}
+
+// AcceptedTTL is how long the Redis tier remembers credentials the
+// endpoint accepted after their last acceptance: far beyond a token's
+// life, so that a client whose token expired, or a replica that just
+// started, still knows them.
+const AcceptedTTL = 30 * 24 * time.Hour
+
+// acceptedKey is <prefix>accepted:<tag of k>: the name alone records that
+// the endpoint accepted k's credentials, and only the encryption key's
+// holder can make it.
+func (s *Shared) acceptedKey(k Key) string {
+	return s.prefix + "accepted:" + s.tag(tagAccepted, k.id[:])
+}
+
+// Accepted reports whether any replica recorded that the endpoint accepted
+// k's credentials (within AcceptedTTL). An error counts as not known.
+func (s *Shared) Accepted(ctx context.Context, k Key) bool {
+	ak := s.acceptedKey(k)
+	var n int64
+	err := s.redis.call(ctx, func(ctx context.Context) error {
+		var err error
+		n, err = s.redis.client.Exists(ctx, ak).Result()
+		return err
+	})
+	return err == nil && n > 0
+}
+
+// Accept records that the endpoint accepted k's credentials, for every
+// replica, or forgets it when the endpoint rejected them.
+func (s *Shared) Accept(ctx context.Context, k Key, accepted bool) error {
+	ak := s.acceptedKey(k)
+	return s.redis.call(ctx, func(ctx context.Context) error {
+		if accepted {
+			return s.redis.client.Set(ctx, ak, "1", AcceptedTTL).Err()
+		}
+		return s.redis.client.Del(ctx, ak).Err()
 	})
 }
 

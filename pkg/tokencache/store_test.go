@@ -233,7 +233,7 @@ func testContract(t *testing.T, newStore func(t *testing.T, prefix string, key [
 		b := newStore(t, prefix, testEncryptionKey)
 		clock := time.Now()
 		b.redis.now = func() time.Time { return clock } // frozen: no recheck of the counter
-		b.sub = b.subscribe(func(func(Key) bool) {}, zap.NewNop())
+		b.sub = b.subscribe(func(PurgeSignal) {}, zap.NewNop())
 		t.Cleanup(func() { b.Close() })
 		replay := func() string {
 			_ = s.Set(ctx, k, newTestToken(jwtLike, time.Hour))

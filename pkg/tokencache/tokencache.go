@@ -287,9 +287,17 @@ type EndpointOptions struct {
 	// mode, where the client is the policy's own.
 	MaxRejections   int
 	RejectionWindow time.Duration
-	// MaxConcurrent bounds the requests under way to the token endpoint,
+	// MaxEndpointRejections bounds the rejections of credentials the
+	// endpoint never accepted, of any client ids, per RejectionWindow
+	// (see Cache); DefaultMaxEndpointRejections when 0. It applies with a
+	// failure budget only.
+	MaxEndpointRejections int
+	// MaxConcurrent bounds the requests open at the token endpoint,
 	// shared by every Endpoint with the same URL; DefaultMaxConcurrent when 0.
 	MaxConcurrent int
+	// MaxQueued bounds the requests waiting for a place at the endpoint,
+	// per class (see Cache); DefaultMaxQueued when 0.
+	MaxQueued int
 }
 
 // DefaultNegativeTTL is how long a failed fetch is remembered by default.
