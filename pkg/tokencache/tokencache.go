@@ -32,23 +32,24 @@
 //
 // # Protecting the endpoint
 //
-// Callers choose client ids and secrets, and IdPs lock a client out, or
-// throttle the gateway, after repeated failures. So each client id has a
-// failure budget per token endpoint: once its credentials were rejected
-// MaxRejections times within RejectionWindow, credentials of that id the
-// endpoint has not accepted before are refused (a *RefusedError) without
-// asking it, until the window passes; credentials it accepted, and those
-// with a cached token, keep working, and other ids are not affected. And
-// each token endpoint has a bulkhead: at most MaxConcurrent requests to it
-// are under way, and a request waits for a slot only until its first
-// caller's deadline.
+// Every token endpoint (URL) has a gate. Its bulkhead bounds the requests
+// open there to MaxConcurrent: a request is sent only with its whole
+// budget ahead of it and holds its place until the answer or that budget's
+// end. The others wait in a bounded queue (MaxQueued per class, refused at
+// once when full), refreshes and credentials the endpoint accepted before
+// first, client ids in turn. Callers choose client ids and secrets, and
+// IdPs lock a client out, or throttle the gateway, after repeated
+// failures: so the gate keeps failure budgets per client id and for the
+// whole endpoint (see budget.go), which never refuse credentials the
+// endpoint accepted.
 //
 // On a miss exactly one request per key goes to the endpoint at a time;
-// concurrent callers wait for it and share its result. The request runs
-// detached from the caller that started it, bounded by the endpoint's own
-// budget, so a cancelled caller fails nobody else, and every caller stops
-// waiting at its own deadline. A JWT's payload is decoded, and with a
-// Verifier its signature and times checked, once, when the token arrives.
+// concurrent callers wait for it and share its result, each until its own
+// deadline. A request whose callers have all gone before it was sent is
+// abandoned; one already sent finishes, bounded by the endpoint's own
+// budget, and caches its token for the next caller. A JWT's payload is
+// decoded, and with a Verifier its signature and times checked, once,
+// when the token arrives.
 //
 // # Redis
 //
