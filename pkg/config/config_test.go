@@ -52,6 +52,8 @@ func TestDefaults(t *testing.T) {
 		{"maxRejections", p.Compiled.MaxRejections, 5},
 		{"rejection window", p.Compiled.RejectionWindow, time.Minute},
 		{"maxConcurrentRequests", p.Compiled.MaxConcurrentRequests, 32},
+		{"maxQueuedRequests", p.Compiled.MaxQueuedRequests, 256},
+		{"maxEndpointRejections", p.Compiled.MaxEndpointRejections, 50},
 	}
 	for _, c := range checks {
 		if c.got != c.want {
@@ -325,6 +327,12 @@ func TestProblems(t *testing.T) {
 		{"concurrency out of range", "policies:\n  o: {url: 'https://x/t', clientConfig: {maxConcurrentRequests: 0}}\n", "policies.o.clientConfig.maxConcurrentRequests: 0 is out of range: want 1 to 1024"},
 		{"one endpoint, two bounds", "policies:\n  a: {url: 'https://x/t', clientConfig: {maxConcurrentRequests: 8}}\n  b: {url: 'https://x/t'}\n",
 			"policies.b.clientConfig.maxConcurrentRequests: 32, but policy a sets 8 for the same token endpoint: policies that share an endpoint share one bound"},
+		{"queue out of range", "policies:\n  o: {url: 'https://x/t', clientConfig: {maxQueuedRequests: 0}}\n", "policies.o.clientConfig.maxQueuedRequests: 0 is out of range: want 1 to 65536"},
+		{"endpoint cap out of range", "policies:\n  o: {url: 'https://x/t', failureBudget: {maxEndpointRejections: 0}}\n", "policies.o.failureBudget.maxEndpointRejections: 0 is out of range: want 1 to 100000"},
+		{"one endpoint, two queues", "policies:\n  a: {url: 'https://x/t', clientConfig: {maxQueuedRequests: 8}}\n  b: {url: 'https://x/t'}\n",
+			"policies.b.clientConfig.maxQueuedRequests: 256, but policy a sets 8 for the same token endpoint"},
+		{"one endpoint, two caps", "policies:\n  a: {url: 'https://x/t', failureBudget: {maxEndpointRejections: 8}}\n  b: {url: 'https://x/t'}\n",
+			"policies.b.failureBudget.maxEndpointRejections: 50, but policy a sets 8 for the same token endpoint"},
 		{"redis without an encryption key", "store: {redis: {endpoints: ['a:1']}}\npolicies:\n  o: {url: 'https://x/t'}\n", "store.encryptionKey: is required with redis"},
 		{"a policy's redis without an encryption key", "policies:\n  o: {url: 'https://x/t', store: {redis: {endpoints: ['a:1']}}}\n", "policies.o.store.encryptionKey: is required with redis"},
 		{"forward header x-envoy-*", "policies:\n  o: {url: 'https://x/t', forwardHeaders: {X-Envoy-Original-Path: grp}}\n", `"X-Envoy-Original-Path" cannot be forwarded`},
