@@ -1,6 +1,7 @@
 package tokencache
 
 import (
+	"cmp"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
@@ -117,67 +118,107 @@ type clientRef struct {
 	purgeTag [8]byte
 }
 
-// admit decides whether a request of client with credentials the endpoint
-// may not know (trusted false) may be sent. On success the caller must call
-// done with what the endpoint said; exhausted then reports that this
-// rejection used up the client id's budget.
-func (g *gate) admit(e *Endpoint, client clientRef, trusted bool, now time.Time) (done func(rejected bool) (exhausted bool), err error) {
-	limit, window := e.MaxRejections, e.RejectionWindow
-	if limit <= 0 {
-		return func(bool) bool { return false }, nil
-	}
-	capacity := e.MaxEndpointRejections
-	if capacity <= 0 {
-		capacity = DefaultMaxEndpointRejections
+// admission is one request's passage through the failure budgets.
+type admission struct {
+	g        *gate
+	client   clientRef
+	trusted  bool
+	r        *budgetRecord // nil when trusted or without a budget
+	sent     bool          // counted in the endpoint-wide requests under way
+	limit    int           // the client id's budget; 0 for none
+	capacity int           // the endpoint-wide cap
+	window   time.Duration
+}
+
+// admit decides whether a request of client, with credentials the endpoint
+// may not know (trusted false), may wait for a place at the endpoint: the
+// client id's budget counts it from now, and the endpoint-wide one when it
+// is sent (see send). Whatever becomes of it, the caller must call done.
+func (g *gate) admit(e *Endpoint, client clientRef, trusted bool, now time.Time) (*admission, error) {
+	a := &admission{g: g, client: client, trusted: trusted, limit: e.MaxRejections, window: e.RejectionWindow,
+		capacity: cmp.Or(e.MaxEndpointRejections, DefaultMaxEndpointRejections)}
+	if a.limit <= 0 || trusted {
+		return a, nil
 	}
 	b := &g.budget
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	since := now.Add(-window)
+	since := now.Add(-a.window)
 	b.rejected = prune(b.rejected, since)
 	r := b.records[client.key]
 	if r != nil {
 		r.rejected = prune(r.rejected, since)
+		if len(r.rejected)+r.inflight >= a.limit {
+			return nil, refusal(ReasonFailureBudget, r.rejected, a.window, now)
+		}
 	}
-	if !trusted {
-		if r != nil && len(r.rejected)+r.inflight >= limit {
-			return nil, refusal(ReasonFailureBudget, r.rejected, window, now)
-		}
-		if len(b.rejected)+b.inflight >= capacity && !b.isCleared(client.purgeTag, now) {
-			return nil, refusal(ReasonEndpointBudget, b.rejected, window, now)
-		}
-		if r == nil {
-			r = b.add(client, since)
-		}
-		r.inflight++
-		b.inflight++
+	// Spent by rejections alone: no use waiting for a place.
+	if len(b.rejected) >= a.capacity && !b.isCleared(client.purgeTag, now) {
+		return nil, refusal(ReasonEndpointBudget, b.rejected, a.window, now)
 	}
-	return func(rejected bool) bool {
-		g.mu.Lock()
-		defer g.mu.Unlock()
-		r := r
-		if !trusted {
-			r.inflight--
-			b.inflight--
-		}
-		if rejected {
-			if r == nil || b.records[client.key] != r {
-				if r = b.records[client.key]; r == nil {
-					r = b.add(client, since)
-				}
-			}
-			r.rejected = push(r.rejected, now, limit)
-			delete(b.cleared, client.purgeTag)
-			if !trusted {
-				b.rejected = push(b.rejected, now, capacity)
-			}
-			return len(r.rejected) == limit
-		}
-		if r != nil && r.empty() && b.records[client.key] == r {
-			delete(b.records, client.key)
+	if r == nil {
+		r = b.add(client, since)
+	}
+	r.inflight++
+	a.r = r
+	return a, nil
+}
+
+// send decides, once the request has its place, whether the endpoint-wide
+// cap lets it go: rejections in the window and requests with unknown
+// credentials under way may not pass the cap, so that a burst cannot
+// overshoot it. Requests waiting do not count: a cold start of many
+// clients queues rather than being refused.
+func (a *admission) send(now time.Time) error {
+	if a.r == nil {
+		return nil
+	}
+	g, b := a.g, &a.g.budget
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b.rejected = prune(b.rejected, now.Add(-a.window))
+	if len(b.rejected)+b.inflight >= a.capacity && !b.isCleared(a.client.purgeTag, now) {
+		return refusal(ReasonEndpointBudget, b.rejected, a.window, now)
+	}
+	b.inflight++
+	a.sent = true
+	return nil
+}
+
+// done records what the endpoint said (rejected: the credentials), or
+// that the request was not sent (false). It reports whether this
+// rejection used up the client id's budget.
+func (a *admission) done(rejected bool, now time.Time) (exhausted bool) {
+	if a.limit <= 0 {
+		return false
+	}
+	g, b := a.g, &a.g.budget
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	r := a.r
+	if r != nil {
+		r.inflight--
+	}
+	if a.sent {
+		b.inflight--
+	}
+	if !rejected {
+		if r != nil && r.empty() && b.records[a.client.key] == r {
+			delete(b.records, a.client.key)
 		}
 		return false
-	}, nil
+	}
+	if r == nil || b.records[a.client.key] != r {
+		if r = b.records[a.client.key]; r == nil {
+			r = b.add(a.client, now.Add(-a.window))
+		}
+	}
+	r.rejected = push(r.rejected, now, a.limit)
+	delete(b.cleared, a.client.purgeTag)
+	if !a.trusted {
+		b.rejected = push(b.rejected, now, a.capacity)
+	}
+	return len(r.rejected) == a.limit
 }
 
 // add makes client's record, first sweeping records that hold nothing

@@ -313,7 +313,7 @@ func (c *Cache) guardedFetch(ctx context.Context, cl *call, r fillRequest) (*Tok
 		trusted = true // another replica, or this one before a restart, saw them accepted
 		c.accepted.add(fp, c.now())
 	}
-	done, err := g.admit(e, client, trusted, c.now())
+	adm, err := g.admit(e, client, trusted, c.now())
 	if err != nil {
 		c.refused(e, err.(*RefusedError).Reason)
 		return nil, err
@@ -323,12 +323,16 @@ func (c *Cache) guardedFetch(ctx context.Context, cl *call, r fillRequest) (*Tok
 		class = classTrusted
 	}
 	release, err := g.acquire(ctx, client.key, class)
-	if err == nil && !c.flights.commit(cl) {
-		release()
-		err = errAbandoned
+	if err == nil {
+		if err = adm.send(c.now()); err != nil {
+			release()
+		} else if !c.flights.commit(cl) {
+			release()
+			err = errAbandoned
+		}
 	}
 	if err != nil {
-		done(false)
+		adm.done(false, c.now())
 		var refused *RefusedError
 		switch {
 		case errors.As(err, &refused):
@@ -347,7 +351,7 @@ func (c *Cache) guardedFetch(ctx context.Context, cl *call, r fillRequest) (*Tok
 	release()
 	var ie *idp.Error
 	rejected := errors.As(err, &ie) && ie.Kind == idp.KindRejected
-	if done(rejected) {
+	if adm.done(rejected, c.now()) {
 		c.log.Warn("client id over its failure budget: its unknown secrets are refused without asking the token endpoint until the window passes",
 			zap.String("policy", e.Client.Name()), zap.String("client_id", r.creds.ID),
 			zap.Int("max_rejections", e.MaxRejections), zap.Duration("window", e.RejectionWindow))

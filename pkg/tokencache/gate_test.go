@@ -352,3 +352,24 @@ func TestAcceptedCredentialsAreSharedThroughRedis(t *testing.T) {
 		t.Error("Redis still says the revoked secret was accepted")
 	}
 }
+
+// TestColdStartIsNotASpray: many clients the endpoint never accepted (a
+// replica's first minute without Redis) all get their tokens: requests
+// waiting for a place do not count against the endpoint-wide cap, only
+// those sent.
+func TestColdStartIsNotASpray(t *testing.T) {
+	g := newGuarded(t, guardOptions{limit: 4, rejections: 5, endpointRejections: 6})
+	g.idp.SetBehavior(testidp.Behavior{Latency: 20 * time.Millisecond})
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			if _, _, err := g.token(context.Background(), fmt.Sprintf("app%d", i), "s3cret"); err != nil {
+				t.Errorf("app%d at a cold start: %v", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	if p := g.idp.PeakConcurrency(); p > 4 {
+		t.Errorf("%d requests at once, want at most 4", p)
+	}
+}
