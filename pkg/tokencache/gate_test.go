@@ -10,6 +10,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/extauthz/extauthz/internal/redistest"
 	"github.com/extauthz/extauthz/internal/testidp"
@@ -372,4 +373,53 @@ func TestColdStartIsNotASpray(t *testing.T) {
 	if p := g.idp.PeakConcurrency(); p > 4 {
 		t.Errorf("%d requests at once, want at most 4", p)
 	}
+}
+
+// TestPurgeResetsBudgetsOnEveryReplica: an operator's purge of a client at
+// one replica gives the client a fresh budget at every replica of the
+// Redis tier, whatever the case it is named in.
+func TestPurgeResetsBudgetsOnEveryReplica(t *testing.T) {
+	single := redistest.Single(t)
+	replica := func(s *testidp.Server) *guarded {
+		r, err := NewRedis(RedisOptions{Mode: RedisSingle, Endpoints: []string{single.Addr}, Timeout: time.Second}, nil, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { r.Close() })
+		var g *guarded
+		sh, err := NewShared(SharedOptions{Redis: r, Prefix: "purge:", EncryptionKey: testEncryptionKey,
+			OnPurge: func(p PurgeSignal) { g.cache.Forget(p) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { sh.Close() })
+		if s == nil {
+			g = newGuarded(t, guardOptions{rejections: 3, shared: sh})
+		} else {
+			g = newGuardedAt(t, s, guardOptions{rejections: 3, shared: sh}, &clock{now: time.Now()})
+		}
+		return g
+	}
+	a := replica(nil)
+	b := replica(a.idp)
+	rc := redis.NewClient(&redis.Options{Addr: single.Addr})
+	defer rc.Close()
+	poll(t, func() bool {
+		n, _ := rc.PubSubNumSub(context.Background(), "purge:purge").Result()
+		return n["purge:purge"] == 2
+	})
+	a.idp.AddClient("victim", testidp.Client{Secret: "rotated"})
+	for i := range 3 {
+		_, _, _ = b.token(context.Background(), "victim", fmt.Sprint("guess-", i))
+	}
+	if _, _, err := b.token(context.Background(), "victim", "rotated"); !refusedFor(err, ReasonFailureBudget) {
+		t.Fatalf("the rotated secret during the lock-out: %v", err)
+	}
+	if _, err := a.cache.Purge(context.Background(), PurgeRequest{ClientID: "VICTIM", Tiers: []*Shared{a.ep.Shared}}); err != nil {
+		t.Fatal(err)
+	}
+	poll(t, func() bool {
+		_, _, err := b.token(context.Background(), "victim", "rotated")
+		return err == nil
+	})
 }
