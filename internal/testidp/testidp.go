@@ -94,6 +94,10 @@ type Behavior struct {
 	// Latency delays every answer; a request whose client goes away stops waiting.
 	Latency time.Duration
 	Answer  Answer
+	// IgnoreHangUp makes every request take its whole Latency even when
+	// its client has gone, as an IdP that does not watch for hang-ups
+	// does: it counts in Inflight and PeakConcurrency until then.
+	IgnoreHangUp bool
 	// Lifetime of issued tokens; DefaultLifetime when zero.
 	Lifetime time.Duration
 	// ForeignSignature signs tokens with a key the JWKS does not hold,
@@ -421,9 +425,13 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 
 	if b.Latency > 0 {
+		hungUp := r.Context().Done()
+		if b.IgnoreHangUp {
+			hungUp = nil
+		}
 		select {
 		case <-time.After(b.Latency):
-		case <-r.Context().Done():
+		case <-hungUp:
 			return
 		}
 	}
