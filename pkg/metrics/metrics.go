@@ -44,6 +44,10 @@ type Metrics struct {
 	RedisUp *prometheus.GaugeVec
 	// RedisErrors counts failed Redis calls by deployment.
 	RedisErrors *prometheus.CounterVec
+	// PurgeSignalsRefused counts purge announcements and generation
+	// counter values not believed, by reason (forged, replayed,
+	// implausible).
+	PurgeSignalsRefused *prometheus.CounterVec
 	// Purges counts tokens dropped by the admin API, by tier.
 	Purges *prometheus.CounterVec
 	// CallerConnections counts connections to the check listeners that
@@ -60,7 +64,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := newMetrics()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(m.Checks, m.CheckDuration, m.CacheLookups, m.NegativeHits, m.IdPRequests, m.IdPRefusals, m.IdPDuration,
-		m.IdPOpen, m.IdPQueued, m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.Purges, m.CallerConnections, m.GRPCStreamsRefused)
+		m.IdPOpen, m.IdPQueued, m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.PurgeSignalsRefused, m.Purges, m.CallerConnections, m.GRPCStreamsRefused)
 	return m
 }
 
@@ -110,6 +114,9 @@ func newMetrics() *Metrics {
 		RedisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extauthz_redis_errors_total", Help: "Failed Redis calls.",
 		}, []string{"redis"}),
+		PurgeSignalsRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "extauthz_purge_signals_refused_total", Help: "Purge announcements and purge generation counter values in Redis not believed, by reason.",
+		}, []string{"reason"}),
 		Purges: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "extauthz_tokens_purged_total", Help: "Cached tokens dropped through the admin API, by tier.",
 		}, []string{"tier"}),

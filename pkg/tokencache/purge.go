@@ -3,12 +3,12 @@ package tokencache
 import (
 	"context"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
@@ -124,7 +124,7 @@ func (s *Shared) purgeChannel() string { return s.prefix + "purge" }
 // is refused, deletes the tier's values sel selects, then publishes sel so
 // that every replica drops them from memory.
 func (s *Shared) purge(ctx context.Context, sel purgeSelector) (int64, error) {
-	gen, err := s.redis.client.Incr(ctx, s.generationKey()).Result()
+	gen, err := s.nextGeneration(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("redis: starting a purge generation: %w", err)
 	}
@@ -165,7 +165,10 @@ func (s *Shared) purge(ctx context.Context, sel purgeSelector) (int64, error) {
 		}
 	}
 	sel.Generation = gen
-	msg, _ := json.Marshal(sel)
+	msg, err := s.sig.seal(s.prefix, s.purgeChannel(), sel, time.Now())
+	if err != nil {
+		return deleted, err
+	}
 	if err := s.redis.client.Publish(ctx, s.purgeChannel(), msg).Err(); err != nil {
 		return deleted, fmt.Errorf("redis: telling the other replicas: %w", err)
 	}
@@ -215,9 +218,9 @@ func (s *Shared) subscribe(onPurge func(PurgeSignal), log *zap.Logger) *redis.Pu
 	ps := s.redis.client.Subscribe(context.Background(), s.purgeChannel())
 	go func() {
 		for msg := range ps.Channel() {
-			var sel purgeSelector
-			if err := json.Unmarshal([]byte(msg.Payload), &sel); err != nil {
-				log.Warn("unreadable purge message", zap.String("channel", msg.Channel))
+			sel, err := s.sig.open(s.prefix, msg.Channel, []byte(msg.Payload), s.generation.Load(), time.Now())
+			if err != nil {
+				s.refusedSignal(err, msg.Channel)
 				continue
 			}
 			s.observe(sel.Generation)

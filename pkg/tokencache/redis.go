@@ -61,6 +61,7 @@ type Redis struct {
 	log      *zap.Logger
 	up       prometheus.Gauge
 	errors   prometheus.Counter
+	signals  *prometheus.CounterVec // purge signals refused, by reason
 	now      func() time.Time
 	down     atomic.Bool
 	retryAt  atomic.Int64
@@ -148,6 +149,7 @@ func NewRedis(o RedisOptions, log *zap.Logger, m *metrics.Metrics) (*Redis, erro
 		client: client, timeout: timeout, now: time.Now,
 		log: log.With(zap.String("redis_mode", string(o.Mode)), zap.Strings("redis_endpoints", o.Endpoints)),
 		up:  m.RedisUp.WithLabelValues(label), errors: m.RedisErrors.WithLabelValues(label),
+		signals: m.PurgeSignalsRefused,
 	}
 	r.up.Set(1)
 	return r, nil
@@ -248,6 +250,7 @@ type Shared struct {
 	// (Unix nanoseconds); see generationRecheck.
 	genCheckedAt atomic.Int64
 	sub          *redis.PubSub // purges announced by other replicas; nil without OnPurge
+	sig          *signals      // authenticates purge signals
 }
 
 // SharedOptions configure NewShared.
@@ -296,7 +299,13 @@ func newShared(r *Redis, prefix string, encryptionKey []byte) (*Shared, error) {
 	if len(encryptionKey) != 32 {
 		return nil, ErrNoEncryptionKey
 	}
-	s := &Shared{redis: r, prefix: prefix, genKey: prefix + "generation"}
+	// Not "generation", which replicas before authenticated purge signals
+	// INCR: they would fail on a tagged value.
+	s := &Shared{redis: r, prefix: prefix, genKey: prefix + "purge-generation"}
+	var err error
+	if s.sig, err = newSignals(encryptionKey); err != nil {
+		return nil, err
+	}
 	block, err := aes.NewCipher(encryptionKey)
 	if err != nil {
 		return nil, fmt.Errorf("encryption key: %w", err)
@@ -419,8 +428,8 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 		}); err != nil && !errors.Is(err, redis.Nil) {
 			return err
 		}
-		if g, err := gen.Int64(); err == nil || errors.Is(err, redis.Nil) {
-			s.observe(g)
+		if g, err := gen.Result(); err == nil || errors.Is(err, redis.Nil) {
+			s.observeCounter(g)
 			s.genCheckedAt.Store(asked)
 		}
 		var err error
