@@ -97,7 +97,10 @@ type Config struct {
 	// Warnings are things Load accepted but a reader should know, such as a
 	// setting that has no effect.
 	Warnings []string `yaml:"-"`
-	// Files lists every file the configuration read: itself, then the secret files.
+	// Files lists every file the configuration read: itself, the policy
+	// files, the secret files and the assertion files. The Watcher reloads
+	// when one of them changes, so a file Load reads and leaves out of it is
+	// not reloaded.
 	Files []string `yaml:"-"`
 	// Fingerprint changes when the file or any secret it read changes.
 	Fingerprint string `yaml:"-"`
