@@ -36,6 +36,7 @@ import (
 	"github.com/extauthz/extauthz/internal/harness"
 	"github.com/extauthz/extauthz/internal/testpki"
 	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/secret"
 )
 
 const chart = "helm/extauthz"
@@ -424,7 +425,9 @@ func (r *rendering) config() (*chartConfig, error) {
 	return &c, nil
 }
 
-var secretRef = regexp.MustCompile(`urn:k8s:secret:([a-z0-9.-]+):([A-Za-z0-9._-]+)`)
+// secretRef finds secret references, urn:k8s:secret:[<namespace>/]<name>:<key>;
+// secret.ParseRef reads them.
+var secretRef = regexp.MustCompile(`urn:k8s:secret:(?:[a-z0-9-]+/)?[a-z0-9.-]+:[A-Za-z0-9._-]+`)
 
 // checkConfig: every Secret the configuration reads is mounted where it
 // looks (checkSecretMounts), every file it reads is in a mount, and
@@ -461,8 +464,12 @@ func layout(t *testing.T, r *rendering) string {
 	root := t.TempDir()
 	values := newSecretValues(t)
 	files := map[string][]byte{}
-	for _, m := range secretRef.FindAllStringSubmatch(cfg, -1) {
-		files[filepath.Join(secretsDir[1], m[1], m[2])] = values.value(m[2])
+	for _, text := range secretRef.FindAllString(cfg, -1) {
+		ref, err := secret.ParseRef(text)
+		if err != nil {
+			t.Fatalf("%s: %v", text, err)
+		}
+		files[filepath.Join(secretsDir[1], ref.Dir(), ref.Key)] = values.value(ref.Key)
 	}
 	rooted := strings.ReplaceAll(cfg, "dir: "+secretsDir[1], "dir: "+filepath.Join(root, secretsDir[1]))
 	for _, m := range regexp.MustCompile(`file: (/\S+)`).FindAllStringSubmatch(cfg, -1) {
@@ -675,6 +682,11 @@ func TestHelmRefusesIncompleteValues(t *testing.T) {
 		{[]string{"networkPolicy.extraIngress[0].ports[0].port=15008"}, "names its ports and its from peers"},
 		{[]string{"istio.authorizationPolicy.enabled=true"}, "istio.authorizationPolicy.principals"},
 		{[]string{"istio.authorizationPolicy.enabled=true", "istio.authorizationPolicy.principals={spiffe://cluster.local/ns/a/sa/b}"}, "have no spiffe://"},
+		{[]string{"secretMounts[0].name=namespaces"}, "where the Secrets of other namespaces are"},
+		{[]string{"secretMounts[0].name=idp", "secretMounts[0].namespace=../etc"}, `namespace "../etc" is not a namespace`},
+		{[]string{"secretMounts[0].name=../x", "secretMounts[0].namespace=team-a"}, `name "../x" is not a Secret's name`},
+		{[]string{"secretMounts[0].name=idp", "secretMounts[0].namespace=team-a", "secretMounts[1].name=idp", "secretMounts[1].namespace=team-a", "secretMounts[1].secretName=other"}, "team-a/idp is mounted twice"},
+		{[]string{"secretMounts[0].name=partner-idp", "secretMounts[1].name=partner-idp", "secretMounts[1].namespace=team-b", "secretMounts[1].secretName=partner-idp"}, "also mounted as extauthz's own Secret"},
 	} {
 		args := append([]string{"template", "extauthz", chart}, setArgs(tt.set)...)
 		if _, err := helm(t, args...); err == nil || !strings.Contains(err.Error(), tt.want) {
@@ -752,22 +764,53 @@ func TestAlertRules(t *testing.T) {
 }
 
 // TestMigratedValuesInstall: what extauthz migrate --values prints for the
-// Traefik Hub document's example installs with the chart, and the pods'
-// configuration loads with the Secrets it names mounted.
+// Traefik Hub document's example, and for Middlewares and Secrets of one
+// name in two namespaces, installs with the chart, and the pods'
+// configuration loads with the Secrets it names mounted where it looks:
+// each namespace's copy at <secretsDir>/namespaces/<namespace>/<name>.
 func TestMigratedValuesInstall(t *testing.T) {
 	tool(t, "helm")
-	out, err := exec.Command(extauthz(t), "migrate", "--values", "../cmd/extauthz/testdata/migrate/reference-example.yaml").Output()
-	if err != nil {
-		t.Fatalf("extauthz migrate: %v", err)
-	}
-	values, _, _ := strings.Cut(string(out), "\n---")
-	file := filepath.Join(t.TempDir(), "values.yaml")
-	if err := os.WriteFile(file, []byte(values), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	r := render(t, "-f", file)
-	checkConfig(t, r)
-	if cfg := configText(t, r); !strings.Contains(cfg, "test-client-creds:") || strings.Contains(cfg, "idp.example.com") {
-		t.Errorf("the migrated policy is not the one served:\n%s", cfg)
+	for _, tt := range []struct {
+		input  string
+		served []string          // policies
+		mounts map[string]string // mount path under secretsDir → Secret
+	}{
+		{"reference-example.yaml", []string{"default.test-client-creds"}, map[string]string{"namespaces/default/my-secret": "default.my-secret"}},
+		{"same-names-in-two-namespaces.yaml", []string{"team-a.oauth", "team-b.oauth"},
+			map[string]string{"namespaces/team-a/idp-creds": "team-a.idp-creds", "namespaces/team-b/idp-creds": "team-b.idp-creds"}},
+		{"store-and-namespaces.yaml", []string{"shop.orders-cc", "analytics.reports-cc"},
+			map[string]string{"namespaces/shop/redis-auth": "shop.redis-auth", "extauthz-redis": "extauthz-redis"}},
+	} {
+		t.Run(tt.input, func(t *testing.T) {
+			out, err := exec.Command(extauthz(t), "migrate", "--values", "../cmd/extauthz/testdata/migrate/"+tt.input).Output()
+			if err != nil {
+				t.Fatalf("extauthz migrate: %v", err)
+			}
+			values, _, _ := strings.Cut(string(out), "\n---")
+			file := filepath.Join(t.TempDir(), "values.yaml")
+			if err := os.WriteFile(file, []byte(values), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			r := render(t, "-f", file)
+			checkConfig(t, r)
+			cfg := configText(t, r)
+			for _, p := range tt.served {
+				if !strings.Contains(cfg, "\n  "+p+":\n") || strings.Contains(cfg, "idp.example.com") {
+					t.Errorf("the migrated policy %s is not the one served:\n%s", p, cfg)
+				}
+			}
+			pod, c := r.deployment().Spec.Template.Spec, r.container()
+			for path, name := range tt.mounts {
+				i := slices.IndexFunc(c.VolumeMounts, func(m corev1.VolumeMount) bool { return m.MountPath == "/var/run/secrets/extauthz/"+path })
+				if i < 0 {
+					t.Errorf("nothing is mounted at <secretsDir>/%s: %+v", path, c.VolumeMounts)
+					continue
+				}
+				j := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == c.VolumeMounts[i].Name })
+				if j < 0 || pod.Volumes[j].Secret == nil || pod.Volumes[j].Secret.SecretName != name {
+					t.Errorf("<secretsDir>/%s is not the Secret %s", path, name)
+				}
+			}
+		})
 	}
 }

@@ -18,6 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/extauthz/extauthz/pkg/secret"
 )
 
 // reporter is what the isolation checks report to: a *testing.T, or a
@@ -170,7 +172,10 @@ func checkMounts(rep reporter, r *rendering) {
 }
 
 // checkSecretMounts: every urn:k8s:secret:<name>:<key> the configuration
-// reads is a Secret, or a ConfigMap, mounted at <secrets.dir>/<name>.
+// reads is a Secret, or a ConfigMap, mounted at <secrets.dir>/<name>; every
+// urn:k8s:secret:<namespace>/<name>:<key> is a Secret (the copy of a
+// Middleware's namespace's) mounted at
+// <secrets.dir>/namespaces/<namespace>/<name>.
 func checkSecretMounts(rep reporter, r *rendering) {
 	rep.Helper()
 	text, err := r.configText()
@@ -184,19 +189,27 @@ func checkSecretMounts(rep reporter, r *rendering) {
 		return
 	}
 	pod, c := r.deployment().Spec.Template.Spec, r.container()
-	for _, m := range secretRef.FindAllStringSubmatch(text, -1) {
-		name := m[1]
-		i := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool {
-			return v.Secret != nil && v.Secret.SecretName == name || v.ConfigMap != nil && v.ConfigMap.Name == name
-		})
-		if i < 0 {
-			rep.Errorf("the configuration reads the Secret %s (%s), which is not mounted", name, m[0])
+	for _, m := range secretRef.FindAllString(text, -1) {
+		ref, err := secret.ParseRef(m)
+		if err != nil {
+			rep.Errorf("%s: %v", m, err)
 			continue
 		}
-		want := cfg.Secrets.Dir + "/" + name
-		j := slices.IndexFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.Name == pod.Volumes[i].Name })
-		if j < 0 || c.VolumeMounts[j].MountPath != want {
-			rep.Errorf("the Secret %s is not mounted at %s, where the configuration looks", name, want)
+		want := cfg.Secrets.Dir + "/" + filepath.ToSlash(ref.Dir())
+		j := slices.IndexFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.MountPath == want })
+		if j < 0 {
+			rep.Errorf("the configuration reads %s, but nothing is mounted at %s, where it looks", m, want)
+			continue
+		}
+		i := slices.IndexFunc(pod.Volumes, func(v corev1.Volume) bool { return v.Name == c.VolumeMounts[j].Name })
+		switch {
+		case i < 0:
+			rep.Errorf("the mount at %s has no volume", want)
+		case ref.Namespace != "" && pod.Volumes[i].Secret == nil:
+			rep.Errorf("%s is not a Secret", want)
+		case ref.Namespace == "" && !(pod.Volumes[i].Secret != nil && pod.Volumes[i].Secret.SecretName == ref.Name ||
+			pod.Volumes[i].ConfigMap != nil && pod.Volumes[i].ConfigMap.Name == ref.Name):
+			rep.Errorf("the configuration reads the Secret %s (%s), which is not what is mounted at %s", ref.Name, m, want)
 		}
 	}
 }

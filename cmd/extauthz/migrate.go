@@ -8,7 +8,7 @@ import (
 	"io"
 	"os"
 
-	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/traefik"
 )
 
 // maxMigrateInput bounds one manifest file.
@@ -18,7 +18,7 @@ const maxMigrateInput = 16 << 20
 // the forwardAuth Middlewares that replace them.
 func runMigrate(_ context.Context, args []string, std stdio) error {
 	fs := newFlagSet("migrate", "migrate [--address URL] [--values] FILE... (- for standard input)", std)
-	address := fs.String("address", config.DefaultMigrateAddress, "extauthz's HTTP mode as Traefik reaches it")
+	address := fs.String("address", traefik.DefaultAddress, "extauthz's HTTP mode as Traefik reaches it")
 	values := fs.Bool("values", false, "write values for the Helm chart instead of a configuration")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -29,7 +29,7 @@ func runMigrate(_ context.Context, args []string, std stdio) error {
 	if fs.NArg() == 0 {
 		return usagef("migrate: give the Middleware manifests: extauthz migrate FILE... (- for standard input)")
 	}
-	var inputs []config.MigrateInput
+	var inputs []traefik.Input
 	for _, name := range fs.Args() {
 		var r io.Reader = std.in
 		if name != "-" {
@@ -47,9 +47,9 @@ func runMigrate(_ context.Context, args []string, std stdio) error {
 		if len(data) > maxMigrateInput {
 			return usagef("%s: larger than %d MiB", name, maxMigrateInput>>20)
 		}
-		inputs = append(inputs, config.MigrateInput{Name: name, Data: data})
+		inputs = append(inputs, traefik.Input{Name: name, Data: data})
 	}
-	notes, err := config.MigrateTraefik(inputs, config.MigrateOptions{Address: *address, Values: *values}, std.out)
+	notes, err := traefik.Migrate(inputs, traefik.MigrateOptions{Address: *address, Values: *values}, std.out)
 	for _, n := range notes {
 		fmt.Fprintln(std.err, "note:", n)
 	}

@@ -2,11 +2,13 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"flag"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,6 +17,8 @@ import (
 	"github.com/extauthz/extauthz/internal/harness"
 	"github.com/extauthz/extauthz/internal/testpki"
 	"github.com/extauthz/extauthz/pkg/config"
+	"github.com/extauthz/extauthz/pkg/secret"
+	"github.com/extauthz/extauthz/pkg/traefik"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files of TestMigrate")
@@ -62,9 +66,11 @@ func TestMigrate(t *testing.T) {
 }
 
 // loads checks that the policies migrate printed load as a configuration,
-// with the Secrets of the input mounted under secrets.dir (and the Redis
-// encryption key the migration asks for).
-func loads(t *testing.T, input, printed string) {
+// with the Secrets of the input mounted under secrets.dir where the chart
+// mounts their copies (a Middleware's namespace's at
+// namespaces/<namespace>/<name>), and the Redis encryption key the
+// migration asks for. It returns the configuration.
+func loads(t *testing.T, input, printed string) *config.Config {
 	t.Helper()
 	dir := t.TempDir()
 	data, err := os.ReadFile(input)
@@ -74,29 +80,39 @@ func loads(t *testing.T, input, printed string) {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	for {
 		var s struct {
-			Kind       string `yaml:"kind"`
-			Metadata   struct{ Name string }
+			Kind     string `yaml:"kind"`
+			Metadata struct {
+				Name      string `yaml:"name"`
+				Namespace string `yaml:"namespace"`
+			}
 			StringData map[string]string `yaml:"stringData"`
 		}
 		if dec.Decode(&s) != nil {
 			break
 		}
 		if s.Kind == "Secret" {
-			if err := harness.MountSecret(filepath.Join(dir, "secrets", s.Metadata.Name), 1, s.StringData); err != nil {
+			ns := cmp.Or(s.Metadata.Namespace, traefik.DefaultNamespace)
+			mount := secret.Ref{Namespace: ns, Name: s.Metadata.Name}.Dir()
+			if err := harness.MountSecret(filepath.Join(dir, "secrets", mount), 1, s.StringData); err != nil {
 				t.Fatal(err)
 			}
 		}
 	}
-	for _, ref := range regexp.MustCompile(`urn:k8s:secret:([a-z0-9.-]+):([A-Za-z0-9._-]+)`).FindAllStringSubmatch(printed, -1) {
-		p := filepath.Join(dir, "secrets", ref[1], ref[2])
+	for _, text := range regexp.MustCompile(`urn:k8s:secret:[^\s"']+`).FindAllString(printed, -1) {
+		ref, err := secret.ParseRef(text)
+		if err != nil {
+			t.Errorf("migrate printed %s: %v", text, err)
+			continue
+		}
+		p := filepath.Join(dir, "secrets", ref.Dir(), ref.Key)
 		if _, err := os.Stat(p); err == nil {
 			continue
 		}
-		value := "a-value-for-" + ref[2]
-		if ref[2] == "encryptionKey" {
+		value := "a-value-for-" + ref.Key
+		if ref.Key == "encryptionKey" {
 			value = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="
 		}
-		if strings.HasSuffix(ref[2], ".crt") {
+		if strings.HasSuffix(ref.Key, ".crt") {
 			value = testpki.NewCA(t).CertPEM
 		}
 		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
@@ -111,9 +127,11 @@ func loads(t *testing.T, input, printed string) {
 	if err := os.WriteFile(file, []byte("secrets: {dir: secrets}\n"+policies+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := config.Load(file); err != nil {
+	cfg, err := config.Load(file)
+	if err != nil {
 		t.Errorf("the migrated policies do not load: %v\n%s", err, policies)
 	}
+	return cfg
 }
 
 // TestMigrateCoversTheReference: every YAML example of the Traefik Hub
@@ -167,12 +185,23 @@ func TestMigrateRefuses(t *testing.T) {
 	}{
 		{"not YAML", "kind: [", "yaml"},
 		{"no Middleware", "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "no Traefik Middleware"},
-		{"an unknown field", mw("a", "      url: https://idp.example.com/t\n      clientSecrett: x\n"), `field clientSecrett not found`},
+		{"an unknown field", mw("a", "      url: https://idp.example.com/t\n      clientSecrett: x\n"),
+			`-: line 8: spec.plugin.oAuthClientCredentials.clientSecrett: not a field of Traefik Hub's oAuthClientCredentials middleware (did you mean "clientSecret"?)`},
+		{"extauthz's own field: authMethod", mw("a", "      url: https://idp.example.com/t\n      clientID: a\n      authMethod: federated_jwt\n"),
+			`-: line 9: spec.plugin.oAuthClientCredentials.authMethod: not a field of Traefik Hub's oAuthClientCredentials middleware`},
+		{"extauthz's own field: clientAssertion.file", mw("a", "      url: https://idp.example.com/t\n      clientAssertion:\n        file: /var/run/secrets/extauthz/partner-idp/clientSecret\n"),
+			`-: line 8: spec.plugin.oAuthClientCredentials.clientAssertion: not a field of Traefik Hub's oAuthClientCredentials middleware`},
+		{"extauthz's own field, nested", mw("a", "      url: https://idp.example.com/t\n      clientConfig:\n        maxConcurrentRequests: 1000\n"),
+			`-: line 9: spec.plugin.oAuthClientCredentials.clientConfig.maxConcurrentRequests: not a field of Traefik Hub's oAuthClientCredentials middleware`},
+		{"a secret of another namespace", mw("a", "      url: https://idp.example.com/t\n      clientID: a\n      clientSecret: urn:k8s:secret:team-a/idp-creds:clientSecret\n"),
+			`-: line 9: spec.plugin.oAuthClientCredentials.clientSecret: a secret reference that names a namespace: a Middleware reads Secrets of its own namespace (default) only`},
+		{"a tagged value", mw("a", "      url: https://idp.example.com/t\n      clientID: a\n      clientSecret: !!binary dXJuOms4czpzZWNyZXQ6cGFydG5lci1pZHA6Y2xpZW50U2VjcmV0\n"),
+			`-: line 9: spec.plugin.oAuthClientCredentials.clientSecret: a value tagged !!binary`},
 		{"no url", mw("a", "      audience: x\n"), "no url"},
-		{"two of one name", mw("a", "      url: https://idp.example.com/t\n") + "---\n" + mw("a", "      url: https://idp.example.com/t\n"), "two Middlewares of this name"},
-		{"no name", mw("", "      url: https://idp.example.com/t\n"), "without metadata.name"},
+		{"two of one name", mw("a", "      url: https://idp.example.com/t\n") + "---\n" + mw("a", "      url: https://idp.example.com/t\n"), "two Middlewares of this name in one namespace"},
+		{"no name", mw("", "      url: https://idp.example.com/t\n"), "metadata.name: a Middleware without a name"},
 		{"aliases that expand, beside a Middleware", laughs, "no Traefik Middleware"},
-		{"aliases that expand, in a Middleware", mw("a", "      url: https://idp.example.com/t\n      extraParams:\n"+indent(laughs, "        ")), "cannot unmarshal"},
+		{"aliases that expand, in a Middleware", mw("a", "      url: https://idp.example.com/t\n      forwardHeaders:\n"+indent(laughs, "        ")), "a YAML alias (*a)"},
 		{"more than 16 MiB", "# " + strings.Repeat("x", maxMigrateInput), "larger than 16 MiB"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -182,5 +211,52 @@ func TestMigrateRefuses(t *testing.T) {
 				t.Errorf("exit %d, stdout %q, stderr %q; want exit 2 naming %q", code, stdout.String(), stderr.String(), tt.want)
 			}
 		})
+	}
+}
+
+// TestMigrateKeepsNamespacesApart reproduces issue 20's merged Secrets: two
+// namespaces' Secrets of one name (team-a/idp-creds, team-b/idp-creds) and
+// Middlewares of one name were one mount and one policy name. Now each
+// policy reads its own namespace's Secret, and the chart values mount two
+// copies at two places.
+func TestMigrateKeepsNamespacesApart(t *testing.T) {
+	type mount struct {
+		Name       string `yaml:"name"`
+		Namespace  string `yaml:"namespace"`
+		SecretName string `yaml:"secretName"`
+	}
+	const input = "testdata/migrate/same-names-in-two-namespaces.yaml"
+	migrate := func(args ...string) string {
+		t.Helper()
+		var stdout, stderr bytes.Buffer
+		if code := report(run(context.Background(), append([]string{"migrate"}, append(args, input)...), stdio{strings.NewReader(""), &stdout, &stderr}), &stderr); code != exitOK {
+			t.Fatalf("exit %d: %s", code, stderr.String())
+		}
+		return stdout.String()
+	}
+	cfg := loads(t, input, migrate())
+	if cfg == nil {
+		t.FailNow()
+	}
+	for _, ns := range []string{"team-a", "team-b"} {
+		p := cfg.Policies[ns+".oauth"]
+		if p == nil || p.Compiled.ClientID != ns+"-client" || p.Compiled.ClientSecret.Reveal() != ns+"-secret" {
+			t.Errorf("policy %s.oauth: %+v, want %s's client and secret", ns, p, ns)
+		}
+	}
+
+	values, _, _ := strings.Cut(migrate("--values"), "\n---")
+	var v struct {
+		SecretMounts []mount `yaml:"secretMounts"`
+	}
+	if err := yaml.Unmarshal([]byte(values), &v); err != nil {
+		t.Fatal(err)
+	}
+	want := []mount{
+		{"idp-creds", "team-a", "team-a.idp-creds"},
+		{"idp-creds", "team-b", "team-b.idp-creds"},
+	}
+	if !slices.Equal(v.SecretMounts, want) {
+		t.Errorf("secretMounts %+v, want %+v", v.SecretMounts, want)
 	}
 }

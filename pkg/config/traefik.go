@@ -1,11 +1,9 @@
 package config
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"path/filepath"
 	"reflect"
 	"slices"
@@ -14,12 +12,12 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/extauthz/extauthz/pkg/secret"
+	"github.com/extauthz/extauthz/pkg/traefik"
 )
 
-// Traefik API groups whose Middleware kind is read.
-var traefikAPIVersions = []string{"traefik.io/v1alpha1", "traefik.containo.us/v1alpha1"}
-
-// policyFiles loads the Middleware manifests cfg.PolicyFiles name.
+// policyFiles loads the Middleware manifests cfg.PolicyFiles name, with
+// pkg/traefik: each becomes the policy <namespace>.<name>, with Traefik
+// Hub's fields only, reading Secrets of its own namespace only.
 func (l *loader) policyFiles(cfg *Config) {
 	for i, pattern := range cfg.PolicyFiles {
 		path := fmt.Sprintf("policyFiles[%d]", i)
@@ -46,7 +44,7 @@ func (l *loader) policyFiles(cfg *Config) {
 	l.file = ""
 }
 
-// middlewares reads one file of Traefik manifests, one YAML document each.
+// middlewares reads one file of Traefik manifests.
 func (l *loader) middlewares(file string, cfg *Config) {
 	l.file = file
 	data, err := secret.ReadFile(file, MaxFileBytes)
@@ -60,64 +58,43 @@ func (l *loader) middlewares(file string, cfg *Config) {
 	h.Write(data)
 	l.digest = h.Sum(nil)
 
-	dec := yaml.NewDecoder(bytes.NewReader(data))
-	for {
-		var doc yaml.Node
-		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-			return
-		} else if err != nil {
-			l.problem(0, "", "%v", err)
-			return
-		}
-		if len(doc.Content) == 0 {
+	f, err := traefik.Read(file, data, traefik.Options{})
+	for _, e := range flatten(err) {
+		var tp *traefik.Problem
+		if !errors.As(e, &tp) {
+			l.problem(0, "", "%v", e)
 			continue
 		}
-		l.middleware(doc.Content[0], cfg)
+		l.problems = append(l.problems, &Problem{File: tp.File, Line: tp.Line, Path: tp.Path, Msg: tp.Msg})
+	}
+	if f == nil {
+		return
+	}
+	for _, s := range f.Skipped {
+		l.warnings = append(l.warnings, fmt.Sprintf("%s: line %d: skipped %s %q: %s", l.file, s.Line, s.Kind, s.Name, s.Why))
+	}
+	for _, mw := range f.Middlewares {
+		l.middleware(mw, cfg)
 	}
 }
 
-// middleware turns one manifest into a policy, or skips it with a warning.
-func (l *loader) middleware(n *yaml.Node, cfg *Config) {
-	var head struct {
-		APIVersion string `yaml:"apiVersion"`
-		Kind       string `yaml:"kind"`
-		Metadata   struct {
-			Name string `yaml:"name"`
-		} `yaml:"metadata"`
-	}
-	if err := n.Decode(&head); err != nil {
-		l.problem(n.Line, "", "not a Kubernetes manifest: %v", err)
-		return
-	}
-	skip := func(why string) {
-		l.warnings = append(l.warnings, fmt.Sprintf("%s: line %d: skipped %s %q: %s", l.file, n.Line, head.Kind, head.Metadata.Name, why))
-	}
-	if head.Kind != "Middleware" || !slices.Contains(traefikAPIVersions, head.APIVersion) {
-		skip("not a Traefik Middleware")
-		return
-	}
-	plugin := child(n, "spec", "plugin", "oAuthClientCredentials")
-	if plugin == nil {
-		skip("no spec.plugin.oAuthClientCredentials")
-		return
-	}
-	name := head.Metadata.Name
+// middleware turns one Middleware into the policy <namespace>.<name>. What
+// traefik.Read returns holds Traefik Hub's fields only, its secret
+// references in the Middleware's namespace.
+func (l *loader) middleware(mw *traefik.Middleware, cfg *Config) {
+	name := mw.PolicyName()
 	path := "policies." + name
-	switch {
-	case name == "":
-		l.problem(n.Line, "", "a Middleware without metadata.name")
-		return
-	case cfg.Policies[name] != nil:
-		l.problem(n.Line, path, "a policy named %q is already defined", name)
+	if _, ok := cfg.Policies[name]; ok {
+		l.problem(mw.Line, path, "a policy named %q is already defined", name)
 		return
 	}
-	l.walk(plugin, reflect.TypeFor[Policy](), path)
-	l.lines[path] = position{l.file, n.Line}
+	l.walk(mw.Plugin, reflect.TypeFor[Policy](), path)
+	l.lines[path] = position{l.file, mw.Line}
 	p := &Policy{}
-	if err := plugin.Decode(p); err != nil {
+	if err := mw.Plugin.Decode(p); err != nil {
 		var te *yaml.TypeError
 		if !errors.As(err, &te) {
-			l.problem(plugin.Line, path, "%v", err)
+			l.problem(mw.Plugin.Line, path, "%v", err)
 			return
 		}
 		for _, msg := range te.Errors {
@@ -133,22 +110,13 @@ func (l *loader) middleware(n *yaml.Node, cfg *Config) {
 	cfg.Policies[name] = p
 }
 
-// child follows mapping keys from n.
-func child(n *yaml.Node, keys ...string) *yaml.Node {
-	for _, k := range keys {
-		if n.Kind != yaml.MappingNode {
-			return nil
-		}
-		var next *yaml.Node
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			if n.Content[i].Value == k {
-				next = n.Content[i+1]
-			}
-		}
-		if next == nil {
-			return nil
-		}
-		n = next
+// flatten lists the errors errors.Join joined.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
 	}
-	return n
+	if err != nil {
+		return []error{err}
+	}
+	return nil
 }

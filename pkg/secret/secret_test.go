@@ -45,6 +45,7 @@ func TestResolve(t *testing.T) {
 	write("orders-idp", "two.newlines", "s3cret\n\n")
 	write("orders-idp", "none", "s3cret")
 	write("orders-idp", "big", strings.Repeat("x", MaxFileBytes+1))
+	write("namespaces/team-a/orders-idp", "clientSecret", "team-a's\n")
 
 	tests := []struct {
 		name    string
@@ -69,6 +70,13 @@ func TestResolve(t *testing.T) {
 		{"path traversal in key", "urn:k8s:secret:orders-idp:..", "", "a name is a DNS subdomain"},
 		{"slash in key", "urn:k8s:secret:orders-idp:a/b", "", "a name is a DNS subdomain"},
 		{"upper case name", "urn:k8s:secret:Orders:key", "", "a name is a DNS subdomain"},
+		{"another namespace's", "urn:k8s:secret:team-a/orders-idp:clientSecret", "team-a's", ""},
+		{"another namespace's, missing", "urn:k8s:secret:team-b/orders-idp:clientSecret", "", "secret urn:k8s:secret:team-b/orders-idp:clientSecret: open "},
+		{"the namespaces folder as a Secret", "urn:k8s:secret:namespaces:team-a", "", `a Secret named "namespaces" would be mounted where the Secrets of other namespaces are`},
+		{"path traversal in namespace", "urn:k8s:secret:../orders-idp:clientSecret", "", "a namespace is a DNS label"},
+		{"dot in namespace", "urn:k8s:secret:team.a/orders-idp:clientSecret", "", "a namespace is a DNS label"},
+		{"empty namespace", "urn:k8s:secret:/orders-idp:clientSecret", "", "a namespace is a DNS label"},
+		{"two namespaces", "urn:k8s:secret:a/b/orders-idp:clientSecret", "", "a namespace is a DNS label"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

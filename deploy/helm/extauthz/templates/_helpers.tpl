@@ -213,10 +213,10 @@ Secrets by itself.
 {{- toYaml (dict "server" $server "maxEntries" (get $store "maxEntries") "logFormat" (get $log "format") "tracing" (get $c "tracing")) }}
 {{- end }}
 
-{{/* The Secrets to mount under secretsDir, each once. */}}
+{{/* The operator's Secrets to mount under secretsDir, each once. */}}
 {{- define "extauthz.secretNames" -}}
 {{- $names := list }}
-{{- range .Values.secretMounts }}{{ $names = append $names .name }}{{ end }}
+{{- range .Values.secretMounts }}{{ if not .namespace }}{{ $names = append $names .name }}{{ end }}{{ end }}
 {{- with .Values.redis.existingSecret }}{{ $names = append $names . }}{{ end }}
 {{- with .Values.admin.existingSecret }}{{ $names = append $names . }}{{ end }}
 {{- if .Values.tls.enabled }}
@@ -224,6 +224,42 @@ Secrets by itself.
 {{- with .Values.tls.clientCA.existingSecret }}{{ $names = append $names . }}{{ end }}
 {{- end }}
 {{- toYaml (uniq $names) }}
+{{- end }}
+
+{{/*
+The Secrets of Middlewares' namespaces (secretMounts with a namespace), each
+once: the copy secretName mounted at <secretsDir>/namespaces/<namespace>/<name>,
+in a volume named after a hash of the two (a volume's name is a DNS label).
+*/}}
+{{- define "extauthz.namespacedSecrets" -}}
+{{- $seen := dict }}
+{{- $out := list }}
+{{- range .Values.secretMounts }}
+{{- if .namespace }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$" .namespace) }}
+{{- fail (printf "secretMounts: namespace %q is not a namespace (a DNS label)" .namespace) }}
+{{- end }}
+{{- if not (regexMatch "^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$" (toString .name)) }}
+{{- fail (printf "secretMounts: name %q is not a Secret's name" (toString .name)) }}
+{{- end }}
+{{- $key := printf "%s/%s" .namespace .name }}
+{{- $secretName := .secretName | default (printf "%s.%s" .namespace .name) }}
+{{- if has $secretName (include "extauthz.secretNames" $ | fromYamlArray) }}
+{{- fail (printf "secretMounts: %s is mounted from %s, which is also mounted as extauthz's own Secret: the Middlewares of %s would read it; mount a copy of %s's own Secret" $key $secretName .namespace .namespace) }}
+{{- end }}
+{{- with get $seen $key }}
+{{- if ne . $secretName }}
+{{- fail (printf "secretMounts: %s is mounted twice, from %s and from %s" $key . $secretName) }}
+{{- end }}
+{{- else }}
+{{- $_ := set $seen $key $secretName }}
+{{- $out = append $out (dict "volume" (printf "ns-secret-%s" (sha256sum $key | trunc 16)) "secretName" $secretName "mountPath" (printf "%s/namespaces/%s/%s" $.Values.secretsDir .namespace .name)) }}
+{{- end }}
+{{- else if eq (toString .name) "namespaces" }}
+{{- fail "secretMounts: a Secret named namespaces would be mounted where the Secrets of other namespaces are (<secretsDir>/namespaces): give it another name" }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
 {{- end }}
 
 {{/* The check ports' names: grpc, and http with HTTP mode. */}}
