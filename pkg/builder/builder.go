@@ -28,6 +28,7 @@ import (
 	"github.com/extauthz/extauthz/pkg/dpop"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
+	"github.com/extauthz/extauthz/pkg/secret"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
 
@@ -81,7 +82,7 @@ type Route struct {
 // PolicyInfo describes a policy in service. It holds no secret.
 type PolicyInfo struct {
 	Name           string
-	TokenURL       string
+	TokenURL       string // secret.RedactURL: without its query
 	Gateway        bool
 	AuthMethod     string
 	ClientID       string // gateway mode only
@@ -352,7 +353,7 @@ func (g *generation) policy(name string, cp *config.Policy) (Policy, error) {
 		Name: name, Endpoint: e, Program: c.Program, Username: c.Username,
 		TokenHeader: cp.TokenHeader, TokenPrefix: c.TokenPrefix,
 		Info: PolicyInfo{
-			Name: name, TokenURL: c.TokenURL.String(), Gateway: c.GatewayMode(), AuthMethod: string(cp.AuthMethod),
+			Name: name, TokenURL: secret.RedactURL(c.TokenURL.String()), Gateway: c.GatewayMode(), AuthMethod: string(cp.AuthMethod),
 			Audience: cp.Audience, Scopes: cp.Scopes, Store: "memory",
 			VerifiesTokens: cp.JWKSURL != "" || cp.Issuer != "", HasClaims: c.Program != nil,
 		},

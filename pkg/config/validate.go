@@ -140,10 +140,8 @@ func (v *validator) validate(c *Config) {
 		v.addf("store.maxEntries", "must be positive, got %d", c.Store.MaxEntries)
 	}
 	v.store("store", &c.Store, true)
-	if e := c.Tracing.Endpoint; e != "" {
-		if _, _, err := net.SplitHostPort(e); err != nil {
-			v.addf("tracing.endpoint", "%q is not host:port", e)
-		}
+	if e := c.Tracing.Endpoint; e != "" && !hostPort(e) {
+		v.addf("tracing.endpoint", "%q is not host:port%s", secret.RedactURL(e), addressHint(e, ""))
 	}
 	if r := *c.Tracing.SampleRatio; r < 0 || r > 1 {
 		v.addf("tracing.sampleRatio", "%v is out of range: want 0 to 1", r)
@@ -223,8 +221,8 @@ func (v *validator) store(path string, s *Store, top bool) {
 		v.addf(path+".endpoints", "at least one host:port is needed")
 	}
 	for i, e := range r.Endpoints {
-		if _, _, err := net.SplitHostPort(e); err != nil {
-			v.addf(fmt.Sprintf("%s.endpoints[%d]", path, i), "%q is not host:port", e)
+		if !hostPort(e) {
+			v.addf(fmt.Sprintf("%s.endpoints[%d]", path, i), "%q is not host:port%s", secret.RedactURL(e), addressHint(e, ", with the credentials in username and password (secret references)"))
 		}
 	}
 	switch {
@@ -278,6 +276,30 @@ func (v *validator) store(path string, s *Store, top bool) {
 		fmt.Fprintf(h, "%d:%s,", len(f), f)
 	}
 	rc.Identity = hex.EncodeToString(h.Sum(nil))
+}
+
+// hostPort reports an address to dial, host:port, whose host is a name or
+// an IP address: not a URL, and nothing that could hold a credential
+// ("user:password@host" splits into a host and a port too).
+func hostPort(s string) bool {
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		return false
+	}
+	for _, c := range host + port {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune(".-_:%", c)) {
+			return false
+		}
+	}
+	return true
+}
+
+// addressHint explains an address that was written as a URL.
+func addressHint(addr, credentials string) string {
+	if !strings.ContainsAny(addr, "/@?#") {
+		return ""
+	}
+	return "; write the address alone" + credentials
 }
 
 func (v *validator) server(s *Server) {
@@ -520,9 +542,9 @@ func (v *validator) policy(name string, p *Policy) {
 	for _, f := range []struct{ name, value string }{{"jwksURL", p.JWKSURL}, {"issuer", p.Issuer}} {
 		u, err := url.Parse(f.value)
 		switch {
-		case f.value == "":
+		case f.value == "" || !v.urlText(path+"."+f.name, f.value):
 		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-			v.addf(path+"."+f.name, "%q is not an http or https URL", f.value)
+			v.addf(path+"."+f.name, "%q is not an http or https URL", secret.RedactURL(f.value))
 		case u.Scheme == "http" && !loopback(u):
 			v.warnf(path+"."+f.name, "is plain HTTP: anyone on the way can swap the keys tokens are verified with; use https")
 		}
@@ -792,7 +814,7 @@ func (v *validator) assertion(path string, p *Policy) {
 	p.Compiled.CredentialID = fingerprint(der)
 	if a.Audience != "" {
 		if u, err := url.Parse(a.Audience); err != nil || u.Scheme == "" {
-			v.addf(path+".audience", "%q is not a URL", a.Audience)
+			v.addf(path+".audience", "%q is not a URL", secret.RedactURL(a.Audience))
 		}
 	}
 }
@@ -850,13 +872,15 @@ func (v *validator) tokenURL(path, raw string) *url.URL {
 	}
 	u, err := url.Parse(raw)
 	switch {
+	case !v.urlText(path, raw):
+		return nil
 	case err != nil:
-		v.addf(path, "%v", err)
+		v.addf(path, "%q is not a URL", secret.RedactURL(raw))
 		return nil
 	case u.Scheme != "https" && u.Scheme != "http":
-		v.addf(path, "%q is not an http or https URL", raw)
+		v.addf(path, "%q is not an http or https URL", secret.RedactURL(raw))
 	case u.Host == "":
-		v.addf(path, "%q has no host", raw)
+		v.addf(path, "%q has no host", secret.RedactURL(raw))
 	case u.User != nil:
 		v.addf(path, "the URL must not carry credentials: use clientID and clientSecret")
 	case u.Fragment != "":
@@ -865,6 +889,18 @@ func (v *validator) tokenURL(path, raw string) *url.URL {
 		return u
 	}
 	return nil
+}
+
+// urlText reports a URL that can be printed and found again in the text
+// of an error (secret.URLText), so that its credentials can be redacted
+// there; it reports a problem for one that cannot. Every message that
+// quotes a URL of the configuration quotes secret.RedactURL of it.
+func (v *validator) urlText(path, raw string) bool {
+	if secret.URLText(raw) {
+		return true
+	}
+	v.addf(path, "%q holds a space, a quote, a backslash, < or >, or a character outside printable ASCII: percent-encode it", secret.RedactURL(raw))
+	return false
 }
 
 func (v *validator) forwardHeaders(path string, p *Policy) {

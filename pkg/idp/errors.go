@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/extauthz/extauthz/pkg/secret"
 )
 
 // Kind sorts failed token requests by what a caller should answer.
@@ -44,7 +46,8 @@ func (k Kind) String() string {
 }
 
 // Error is a failed token request. Its text is for logs: it holds the
-// endpoint's own error code and description, never a credential or token.
+// endpoint's own error code and description, never a credential or token,
+// and every URL in it is redacted (secret.RedactURLs), whatever error it wraps.
 type Error struct {
 	Kind        Kind
 	Status      int    // HTTP status of the last answer; 0 when there was none
@@ -73,7 +76,7 @@ func (e *Error) Error() string {
 	if e.Attempts > 1 {
 		fmt.Fprintf(&b, " after %d attempts", e.Attempts)
 	}
-	return b.String()
+	return secret.RedactURLs(b.String())
 }
 
 func (e *Error) Unwrap() error { return e.Err }

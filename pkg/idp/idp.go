@@ -153,7 +153,7 @@ type Client struct {
 func NewClient(o Options) (*Client, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil || o.URL == "" {
-		return nil, fmt.Errorf("idp: bad token URL %q", o.URL)
+		return nil, fmt.Errorf("idp: bad token URL %q", secret.RedactURL(o.URL))
 	}
 	switch o.AuthMethod {
 	case ClientSecretBasic, "":
@@ -369,7 +369,7 @@ func (c *Client) post(ctx context.Context, creds Credentials) (*Token, *Error) {
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.opts.URL, strings.NewReader(body))
 	if err != nil {
-		return nil, &Error{Kind: KindRefused, Err: err}
+		return nil, &Error{Kind: KindRefused, Err: redactURL(err)}
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
@@ -403,15 +403,32 @@ func (c *Client) post(ctx context.Context, creds Credentials) (*Token, *Error) {
 	return c.answer(resp, data)
 }
 
-// redactURL keeps the *url.Error's operation and cause but not the URL,
-// which may carry query parameters.
+// redactURL returns err fit for a message: a *url.Error (net/http's, and
+// url.Parse's) without its URL, keeping the operation and cause, and the
+// text of any other with every URL in it redacted (secret.RedactURLs), as
+// keyfunc's errors quote the JWKS URL. errors.Is and errors.As still reach
+// the causes; print the error redactURL returns, never a cause of it.
 func redactURL(err error) error {
-	var ue *url.Error
-	if errors.As(err, &ue) {
-		return fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	if err == nil {
+		return nil
+	}
+	if ue, ok := err.(*url.Error); ok {
+		err = fmt.Errorf("%s: %w", ue.Op, ue.Err)
+	}
+	if text, red := err.Error(), secret.RedactURLs(err.Error()); red != text {
+		return &redactedError{text: red, err: err}
 	}
 	return err
 }
+
+// redactedError is an error whose text has its URLs redacted.
+type redactedError struct {
+	text string
+	err  error
+}
+
+func (e *redactedError) Error() string { return e.text }
+func (e *redactedError) Unwrap() error { return e.err }
 
 // check reports an assertion configuration that cannot sign.
 func (a *Assertion) check() error {

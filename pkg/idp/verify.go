@@ -15,6 +15,8 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"go.uber.org/zap"
 	"golang.org/x/time/rate"
+
+	"github.com/extauthz/extauthz/pkg/secret"
 )
 
 // VerifierOptions configure a Verifier.
@@ -105,9 +107,9 @@ func (v *Verifier) Verify(ctx context.Context, token string) error {
 	}
 	if _, err := v.parser.Parse(token, kf.KeyfuncCtx(ctx)); err != nil {
 		if errors.Is(err, keyfunc.ErrKeyfunc) && v.empty(ctx, kf) {
-			return &Error{Kind: KindUnavailable, Err: fmt.Errorf("the signing keys could not be fetched: %w", err)}
+			return &Error{Kind: KindUnavailable, Err: fmt.Errorf("the signing keys could not be fetched: %w", redactURL(err))}
 		}
-		return &Error{Kind: KindBadResponse, Err: fmt.Errorf("the access token failed verification: %w", err)}
+		return &Error{Kind: KindBadResponse, Err: fmt.Errorf("the access token failed verification: %w", redactURL(err))}
 	}
 	return nil
 }
@@ -140,12 +142,12 @@ func (v *Verifier) keys(ctx context.Context) (keyfunc.Keyfunc, error) {
 		RefreshUnknownKID: rate.NewLimiter(rate.Every(v.opts.UnknownKeyRefresh), 1),
 		RefreshErrorHandlerFunc: func(u string) func(context.Context, error) {
 			return func(_ context.Context, err error) {
-				log.Warn("fetching the JWKS failed", zap.Error(err), zap.String("jwks_url", u))
+				log.Warn("fetching the JWKS failed", zap.Error(redactURL(err)), zap.String("jwks_url", secret.RedactURL(u)))
 			}
 		},
 	})
 	if err != nil {
-		return nil, fmt.Errorf("JWKS %s: %w", jwksURL, err)
+		return nil, fmt.Errorf("JWKS %q: %w", secret.RedactURL(jwksURL), redactURL(err))
 	}
 	v.kf = kf
 	return kf, nil
@@ -157,27 +159,29 @@ func (v *Verifier) discover(ctx context.Context) (string, error) {
 	u := strings.TrimSuffix(v.opts.Issuer, "/") + "/.well-known/openid-configuration"
 	ctx, cancel := context.WithTimeout(ctx, DefaultTimeout)
 	defer cancel()
+	shown := secret.RedactURL(u) // the issuer's URL may carry credentials
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("discovery %q: %w", shown, redactURL(err))
 	}
 	resp, err := v.opts.HTTPClient.Do(req)
 	if err != nil {
-		return "", fmt.Errorf("discovery: %w", err)
+		return "", fmt.Errorf("discovery %q: %w", shown, redactURL(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return "", fmt.Errorf("discovery %s: HTTP %d (redirects are not followed)", u, resp.StatusCode)
+		return "", fmt.Errorf("discovery %q: HTTP %d (redirects are not followed)", shown, resp.StatusCode)
 	}
 	var doc struct {
 		Issuer  string `json:"issuer"`
 		JWKSURI string `json:"jwks_uri"`
 	}
 	if err := json.NewDecoder(io.LimitReader(resp.Body, maxDiscoveryBytes)).Decode(&doc); err != nil {
-		return "", fmt.Errorf("discovery %s: %w", u, err)
+		return "", fmt.Errorf("discovery %q: %w", shown, err)
 	}
 	if doc.Issuer != v.opts.Issuer || doc.JWKSURI == "" {
-		return "", fmt.Errorf("discovery %s: issuer %q and jwks_uri %q do not serve issuer %q", u, doc.Issuer, doc.JWKSURI, v.opts.Issuer)
+		return "", fmt.Errorf("discovery %q: issuer %q and jwks_uri %q do not serve issuer %q",
+			shown, secret.RedactURL(doc.Issuer), secret.RedactURL(doc.JWKSURI), secret.RedactURL(v.opts.Issuer))
 	}
 	return doc.JWKSURI, nil
 }

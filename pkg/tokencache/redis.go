@@ -144,10 +144,16 @@ func NewRedis(o RedisOptions, log *zap.Logger, m *metrics.Metrics) (*Redis, erro
 	default:
 		return nil, fmt.Errorf("redis: unknown mode %q", o.Mode)
 	}
-	label := string(o.Mode) + ":" + strings.Join(o.Endpoints, ",")
+	// Logs and metric labels name the endpoints redacted: an address
+	// written as a URL may carry the password.
+	shown := make([]string, len(o.Endpoints))
+	for i, e := range o.Endpoints {
+		shown[i] = secret.RedactURL(e)
+	}
+	label := string(o.Mode) + ":" + strings.Join(shown, ",")
 	r := &Redis{
 		client: client, timeout: timeout, now: time.Now,
-		log: log.With(zap.String("redis_mode", string(o.Mode)), zap.Strings("redis_endpoints", o.Endpoints)),
+		log: log.With(zap.String("redis_mode", string(o.Mode)), zap.Strings("redis_endpoints", shown)),
 		up:  m.RedisUp.WithLabelValues(label), errors: m.RedisErrors.WithLabelValues(label),
 		signals: m.PurgeSignalsRefused,
 	}
