@@ -1,7 +1,10 @@
 // Package testidp is a real OAuth 2.0 token endpoint on loopback for tests
 // and the demo: it issues RS256 JWTs with per-client claims for the
-// client-credentials grant, publishes its JWKS, counts requests and can be
-// switched to fail, to be slow or to give odd answers.
+// client-credentials grant, and for the delegated grants — token exchange
+// (RFC 8693) and the JWT bearer grant (RFC 7523 §2.1) — in exchange for
+// subject tokens it signed itself or a federated issuer signed; it
+// publishes its JWKS, counts requests and can be switched to fail, to be
+// slow or to give odd answers.
 package testidp
 
 import (
@@ -54,6 +57,9 @@ type Client struct {
 	// FederatedSubject, when set, makes the client authenticate with a JWT
 	// of Options.Federated's issuer whose sub is this (federated_jwt).
 	FederatedSubject string
+	// Grants are the grant_type values the client may use; nil allows
+	// client_credentials and the delegated grants.
+	Grants []string
 }
 
 // Answer selects an odd answer to successful requests.
@@ -118,6 +124,12 @@ type Behavior struct {
 	// assertion's jti — before it looks at the DPoP proof's nonce, as some
 	// IdPs do: a retry that re-sends the assertion is then refused.
 	AuthenticateFirst bool
+	// SubjectErrorCode is the error code a delegated grant's bad, expired
+	// or foreign subject token, actor token or assertion is refused with
+	// (status 400): invalid_grant when empty, as RFC 7523 §3.1 asks and
+	// most IdPs answer token exchanges too; RFC 8693 §2.2.2 itself asks
+	// for invalid_request, which is what zitadel/oidc answers.
+	SubjectErrorCode string
 }
 
 // Federated is an issuer whose JWTs clients may authenticate with
@@ -140,6 +152,9 @@ type Request struct {
 	Form       url.Values
 	Header     http.Header
 	DPoP       *Proof // the verified DPoP proof, if one came
+	// Subject is the sub the subject token (subject_token or assertion) of
+	// a delegated grant names, before any check of the token.
+	Subject string
 }
 
 // Server is a running test IdP.
@@ -173,6 +188,9 @@ type Server struct {
 	// attempts counts token requests per client, as the IdP knows the
 	// client (folded with CaseInsensitiveIDs), even with NoLog.
 	attempts map[string]int
+	// exchanges counts delegated-grant requests per subject sub.
+	exchanges       map[string]int
+	subjectAudience string
 }
 
 // Options configure New.
@@ -201,6 +219,10 @@ type Options struct {
 	// CaseInsensitiveIDs matches client ids without case, as many IdPs
 	// do: "App", "APP" and "app" are one client.
 	CaseInsensitiveIDs bool
+	// SubjectAudience, when set, is an audience every subject token, actor
+	// token and JWT bearer assertion must carry, as IdPs that accept only
+	// tokens meant for them ask.
+	SubjectAudience string
 }
 
 // sharedKey is generated once per process: RSA key generation is slow, and
@@ -217,7 +239,7 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now, anyClient: o.AnyClient, federated: o.Federated, noLog: o.NoLog, foldIDs: o.CaseInsensitiveIDs, attempts: map[string]int{}}
+	s := &Server{keys: []signingKey{{kid: "testidp-1", key: key}}, clients: map[string]Client{}, now: o.Now, anyClient: o.AnyClient, federated: o.Federated, noLog: o.NoLog, foldIDs: o.CaseInsensitiveIDs, attempts: map[string]int{}, exchanges: map[string]int{}, subjectAudience: o.SubjectAudience}
 	s.stop = func() {}
 	if f := o.Federated; f != nil {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -349,6 +371,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req := Request{Form: r.PostForm, Header: r.Header.Clone()}
+	grant := r.PostForm.Get("grant_type")
+	delegated := grant == TokenExchangeGrant || grant == JWTBearerGrant
+	if delegated {
+		req.Subject = unverifiedSubject(subjectToken(r.PostForm))
+	}
 	id, sec, basic, err := clientCredentials(r)
 	req.ClientID = id
 	switch {
@@ -373,6 +400,9 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	s.attempts[s.canonical(id)]++
+	if delegated {
+		s.exchanges[req.Subject]++
+	}
 	s.mu.Unlock()
 	if !known && s.anyClient != nil {
 		client, known = *s.anyClient, true
@@ -457,8 +487,8 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	case !known:
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client")
 		return
-	case authenticated && r.PostForm.Get("grant_type") != "client_credentials":
-		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "only client_credentials")
+	case authenticated && !supportedGrant(grant):
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "not a supported grant")
 		return
 	case authenticated: // before the DPoP proof was looked at
 	case req.AuthMethod == "private_key_jwt" || req.AuthMethod == "client_secret_jwt" || req.AuthMethod == "federated_jwt":
@@ -475,8 +505,12 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="testidp"`)
 		oauthError(w, http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
 		return
-	case r.PostForm.Get("grant_type") != "client_credentials":
-		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "only client_credentials")
+	case !supportedGrant(grant):
+		oauthError(w, http.StatusBadRequest, "unsupported_grant_type", "not a supported grant")
+		return
+	}
+	if client.Grants != nil && !slices.Contains(client.Grants, grant) {
+		oauthError(w, http.StatusBadRequest, "unauthorized_client", "the client may not use this grant")
 		return
 	}
 	scope := r.PostForm.Get("scope")
@@ -488,7 +522,15 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	s.issue(w, b, id, client, scope, r.PostForm.Get("audience"), proof)
+	var d *delegation
+	if delegated {
+		var code, why string
+		if d, code, why = s.delegate(r.PostForm, b); d == nil {
+			oauthError(w, http.StatusBadRequest, code, why)
+			return
+		}
+	}
+	s.issue(w, b, id, client, scope, r.PostForm.Get("audience"), proof, d)
 }
 
 // assertionAlg returns the alg of a JWT's header, unverified.
@@ -549,7 +591,9 @@ func (s *Server) checkAssertion(form url.Values, id string, c Client) string {
 	return ""
 }
 
-func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, scope, audience string, proof *Proof) {
+// issue answers with a token for the client id — or, for a delegated
+// grant (d), for d's subject, on behalf of the client.
+func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, scope, audience string, proof *Proof, d *delegation) {
 	lifetime := b.Lifetime
 	if lifetime == 0 {
 		lifetime = DefaultLifetime
@@ -576,6 +620,9 @@ func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, s
 	for k, v := range c.Claims {
 		claims[k] = v
 	}
+	if d != nil {
+		d.claims(claims)
+	}
 	s.mu.Lock()
 	signer := s.keys[len(s.keys)-1]
 	s.mu.Unlock()
@@ -600,6 +647,12 @@ func (s *Server) issue(w http.ResponseWriter, b Behavior, id string, c Client, s
 		return
 	}
 	body := map[string]any{"access_token": signed, "token_type": tokenType, "expires_in": int64(lifetime / time.Second)}
+	if d != nil && d.issued != "" {
+		body["issued_token_type"] = d.issued
+		if d.issued != TokenTypeAccessToken {
+			body["token_type"] = "N_A" // RFC 8693 §2.2.1: not an access token
+		}
+	}
 	switch b.Answer {
 	case AnswerStringExpiresIn:
 		body["expires_in"] = fmt.Sprint(int64(lifetime / time.Second))
@@ -678,7 +731,7 @@ func (s *Server) discovery(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(map[string]any{
 		"issuer": s.Issuer, "jwks_uri": s.JWKSURL, "token_endpoint": s.TokenURL,
-		"grant_types_supported": []string{"client_credentials"},
+		"grant_types_supported": []string{"client_credentials", TokenExchangeGrant, JWTBearerGrant},
 	})
 }
 
