@@ -14,12 +14,13 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/extauthz/extauthz/internal/harness"
 	"github.com/extauthz/extauthz/internal/testidp"
 )
 
-const configTemplate = `# Written by the demo: three policies against a local test IdP.
+const configTemplate = `# Written by the demo: four policies against a local test IdP.
 server: {grpcAddress: "127.0.0.1:0", httpAddress: "127.0.0.1:0", adminAddress: "127.0.0.1:0"}
 log: {level: info}
 secrets: {dir: secrets}
@@ -40,6 +41,13 @@ policies:
     clientID: urn:k8s:secret:partner-idp:clientID
     clientSecret: urn:k8s:secret:partner-idp:clientSecret
     dpop: {algorithm: ES256}
+  agent-api:                   # token exchange (RFC 8693): the caller's bearer token in, one for this API out
+    url: %[1]s
+    grant: token_exchange
+    clientID: urn:k8s:secret:partner-idp:clientID
+    clientSecret: urn:k8s:secret:partner-idp:clientSecret
+    audience: https://orders.example.com
+    usernameClaim: sub
 `
 
 func main() {
@@ -112,6 +120,21 @@ func run(bin, grpcurl string) error {
 		{"a path whose meaning depends on who decodes it: refused before any policy", "orders", basic("orders-app", "s3cret"), "/orders/%2e%2e/admin"},
 		{"DPoP: the token is bound to extauthz's key, and a proof signed for this very request (GET https://api.example.com/orders) goes with it", "inventory", "", ""},
 	}
+	// A user's access token, as a web front end or an AI agent acting for
+	// her holds it, and one that expired.
+	alice := idp.Subject("alice", []string{"https://agents.example.com"}, time.Now().Add(time.Hour), nil)
+	expired := idp.Subject("bob", []string{"https://agents.example.com"}, time.Now().Add(-time.Minute), nil)
+	scenarios = append(scenarios, []struct {
+		title         string
+		policy        string
+		authorization string
+		path          string
+	}{
+		{"token exchange: alice's bearer token is exchanged for a token for the orders API, which replaces hers", "agent-api", "Bearer " + alice, ""},
+		{"alice again: her exchanged token from the cache", "agent-api", "Bearer " + alice, ""},
+		{"token exchange without a bearer token", "agent-api", "", ""},
+		{"an expired user token: the IdP refuses to exchange it", "agent-api", "Bearer " + expired, ""},
+	}...)
 	ctx := context.Background()
 	for i, sc := range scenarios {
 		path := sc.path

@@ -27,6 +27,7 @@ const (
 	metaClientID   = "client_id"
 	metaTokenCache = "token_cache"
 	metaError      = "error"
+	metaSubject    = "sub" // the exchanged token's subject, for a delegated grant
 )
 
 // header is one header an allowed request is forwarded with.
@@ -73,10 +74,15 @@ func (d *decision) answer() *answer {
 			}
 			ok.Headers = append(ok.Headers, headerOption(f.Name, v))
 		}
-		if p.removeAuthorization {
-			ok.HeadersToRemove = []string{"authorization"}
-		}
+		ok.HeadersToRemove = p.removeHeaders
 		meta := map[string]string{metaPolicy: p.name, metaClientID: d.clientID, metaTokenCache: "hit"}
+		if p.subject != nil {
+			if sc := tok.Claims(); sc != nil {
+				if sub, found := sc.Text(subClaim); found && safeHeaderValue(sub) {
+					meta[metaSubject] = sub
+				}
+			}
+		}
 		if p.username != nil {
 			if u, found := c.Text(*p.username); found && safeHeaderValue(u) {
 				meta[metaUsername] = u
@@ -178,7 +184,11 @@ func (d *decision) deniedResponse() *authv3.CheckResponse {
 func (d *decision) denialHeaders() []header {
 	var hs []header
 	if outcomes[d.outcome].status == 401 && d.policy != nil {
-		hs = append(hs, header{"www-authenticate", d.policy.realm})
+		realm := d.policy.realm
+		if d.outcome == denyInvalidToken {
+			realm += `, error="invalid_token"` // RFC 6750 §3
+		}
+		hs = append(hs, header{"www-authenticate", realm})
 	}
 	if d.retryAfter > 0 {
 		secs := int64((d.retryAfter + 999_999_999) / 1_000_000_000) // round up

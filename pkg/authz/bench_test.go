@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"go.uber.org/zap"
@@ -36,7 +38,18 @@ policies:
     clientSecret: s3cret
     forwardHeaders: {X-Group: grp, X-Roles: roles}
     dpop: {algorithm: ES256}
+  exchange:
+    url: %[1]s
+    grant: token_exchange
+    clientID: app
+    clientSecret: s3cret
+    forwardHeaders: {X-Group: grp, X-Roles: roles}
+    claims: Equals(` + "`grp`, `admin`" + `) && Contains(` + "`roles`, `write`" + `)
 `
+
+// benchSubject is a caller's token for the exchange policy, minted by the
+// latest benchServer's IdP.
+var benchSubject string
 
 func benchServer(b *testing.B) *Server {
 	b.Helper()
@@ -52,6 +65,10 @@ func benchServer(b *testing.B) *Server {
 	}
 	cache := tokencache.New(tokencache.Options{MaxEntries: 1000})
 	srv, _ := serve(b, cfg, cache, Options{Tokens: cache, Logger: zap.NewNop()})
+	// A user's access token of the usual size (about 800 bytes).
+	benchSubject = idp.Subject("user-0123456789", []string{"https://gateway.example.com"}, time.Now().Add(time.Hour),
+		map[string]any{"scope": "openid profile orders.read orders.write", "azp": "web-frontend", "sid": strings.Repeat("s", 36),
+			"name": "A. User", "email": "a.user@example.com", "roles": []any{"reader", "writer"}})
 	return srv
 }
 
@@ -70,6 +87,13 @@ func BenchmarkCheck(b *testing.B) {
 		}},
 		{"gateway", func() *authv3.CheckRequest {
 			return checkRequest("gateway", "api.example.com", "/orders", map[string]string{"user-agent": "bench", "accept": "*/*"})
+		}},
+		// A token exchange: the caller's bearer token is the key. The
+		// target is at most 1.1× application's.
+		{"exchange", func() *authv3.CheckRequest {
+			return checkRequest("exchange", "api.example.com", "/orders", map[string]string{
+				"authorization": "Bearer " + benchSubject, "user-agent": "bench", "accept": "*/*", "x-request-id": "0123456789",
+			})
 		}},
 		// A DPoP policy: the cached answer plus this request's proof. Compare
 		// with BenchmarkES256Sign, its floor; the target is at most 1.25×.

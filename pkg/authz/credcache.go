@@ -73,5 +73,31 @@ func canonicalBasic(header string) bool {
 	return err == nil && base64.StdEncoding.EncodeToString(raw) == payload
 }
 
+// subject returns the credentials of a delegated grant's header: the
+// policy's own client with the caller's token, remembered or read anew
+// (fresh), so that a caller's next request skips reading and hashing it.
+func (c *credentialCache) subject(header string, p *policy, in input) (cr credentials, fresh bool, err error) {
+	if cr, ok := c.m.Get(header, 0); ok {
+		return cr, false, nil
+	}
+	cr.creds = p.creds
+	if cr.creds.Subject, err = p.subjectToken(in); err != nil {
+		return credentials{}, false, err
+	}
+	cr.key = p.endpoint.Key(cr.creds)
+	return cr, true, nil
+}
+
+// rememberSubject keeps cr, read from header, whose token was just
+// exchanged: only in its canonical spelling ("Bearer <token>", or the
+// token alone in another header).
+func (c *credentialCache) rememberSubject(header string, p *policy, cr credentials) {
+	cr.creds.Actor = secret.Value{} // fetched anew for every request: not kept per caller
+	tok := cr.creds.Subject.Reveal()
+	if header == tok || p.subject.Header == "authorization" && len(header) == len(tok)+7 && strings.HasPrefix(header, "Bearer ") && header[7:] == tok {
+		c.m.Put(header, cr, bounded.Never, time.Now().UnixNano())
+	}
+}
+
 // len returns how many headers are remembered.
 func (c *credentialCache) len() int { return c.m.Len() }

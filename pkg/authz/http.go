@@ -81,12 +81,13 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 		if d.proof != "" {
 			h["Dpop"] = []string{d.proof}
 		}
-		if d.policy.removeAuthorization {
+		if d.policy.removeList != "" {
 			// The token travels in another header: the caller's Basic
-			// credentials must not reach the upstream. Envoy's http_service
-			// (and Istio's envoyExtAuthzHttp) remove what this header
-			// names; nginx, Caddy and Traefik are configured to (README).
-			h.Set("X-Envoy-Auth-Headers-To-Remove", "authorization")
+			// credentials, or its own token, must not reach the upstream.
+			// Envoy's http_service (and Istio's envoyExtAuthzHttp) remove
+			// what this header names; nginx, Caddy and Traefik are
+			// configured to (README).
+			h.Set("X-Envoy-Auth-Headers-To-Remove", d.policy.removeList)
 		}
 		w.WriteHeader(http.StatusOK)
 		return

@@ -23,6 +23,8 @@ const (
 	denyAmbiguous
 	denyTooManyRejections
 	denyInternal
+	denyMissingToken
+	denyInvalidToken
 )
 
 var outcomes = [...]struct {
@@ -43,6 +45,8 @@ var outcomes = [...]struct {
 	denyAmbiguous:                   {http.StatusBadRequest, codes.InvalidArgument, "invalid_request", "the request's path, host or routing headers are ambiguous: servers would not agree on what they name"},
 	denyTooManyRejections:           {http.StatusUnauthorized, codes.Unauthenticated, "invalid_client", "the authorization server rejected this client id's credentials too often; try again later"},
 	denyInternal:                    {http.StatusInternalServerError, codes.Internal, "server_error", "the authorization service failed to decide this request"},
+	denyMissingToken:                {http.StatusUnauthorized, codes.Unauthenticated, "invalid_request", "a bearer token is required"},
+	denyInvalidToken:                {http.StatusUnauthorized, codes.Unauthenticated, "invalid_token", "the bearer token is invalid, expired or not accepted for this service"},
 }
 
 // Code returns the outcome's error code, "ok" for allow.

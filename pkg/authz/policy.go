@@ -43,10 +43,18 @@ type policy struct {
 	callers *credentialCache
 	// checks counts decisions by outcome, resolved once per policy.
 	checks [len(outcomes)]prometheus.Counter
-	// removeAuthorization drops the caller's Basic credentials when the token
-	// travels in another header, so that they never reach the upstream.
-	removeAuthorization bool
-	realm               string // WWW-Authenticate value for 401s
+	// removeHeaders are the caller's headers the upstream must not see:
+	// its Basic credentials, or for a delegated grant its own token, when
+	// the token travels in another header. removeList joins them for
+	// X-Envoy-Auth-Headers-To-Remove.
+	removeHeaders []string
+	removeList    string
+	realm         string // WWW-Authenticate value for 401s
+	// subject, for a delegated grant, is where the caller's token is.
+	subject *builder.Subject
+	// actor, for a token exchange with an actor policy, is the
+	// client-credentials policy whose token is the actor token.
+	actor *policy
 }
 
 // route is a compiled builder.Route.
@@ -120,16 +128,32 @@ func (s *Server) compile(o *builder.Runtime, prev *state) (*state, error) {
 			}
 			p.checks[i] = s.metrics.Checks.WithLabelValues(po.Name, decision, out.code)
 		}
-		if p.gateway {
+		switch {
+		case po.Subject != nil:
+			p.creds, p.subject = po.Credentials, po.Subject
+			p.realm = "Bearer realm=" + strconv.Quote(po.Name)
+			if !strings.EqualFold(p.tokenHeader, p.subject.Header) {
+				p.removeHeaders = []string{p.subject.Header}
+			}
+		case p.gateway:
 			p.creds = po.Credentials
 			p.key = p.endpoint.Key(p.creds)
-		} else {
-			p.removeAuthorization = !strings.EqualFold(p.tokenHeader, "authorization")
+		case !strings.EqualFold(p.tokenHeader, "authorization"):
+			p.removeHeaders = []string{"authorization"}
 		}
+		p.removeList = strings.Join(p.removeHeaders, ",")
 		p.answerKey = p.answerShape()
 		h := sha256.Sum256(append(p.answerKey[:], "http mode headers"...))
 		p.httpKey = tokencache.MemoKey(h[:])
 		rt.policies[po.Name] = p
+	}
+	for _, p := range rt.policies {
+		if p.subject == nil || p.subject.ActorPolicy == "" {
+			continue
+		}
+		if p.actor = rt.policies[p.subject.ActorPolicy]; p.actor == nil || !p.actor.gateway || p.actor.subject != nil {
+			return nil, fmt.Errorf("policy %s: the actor policy %q is not a client-credentials policy of its own", p.name, p.subject.ActorPolicy)
+		}
 	}
 	for _, r := range o.Routes {
 		rp := rt.policies[r.Policy]
@@ -183,7 +207,10 @@ func (p *policy) answerShape() tokencache.MemoKey {
 	if p.username != nil {
 		field("username:" + p.username.String())
 	}
-	field(strconv.FormatBool(p.removeAuthorization))
+	field(p.removeList)
+	if p.subject != nil {
+		field("subject:" + p.subject.Header)
+	}
 	if p.dpop != nil {
 		field("dpop:" + p.dpop.Thumbprint())
 	}

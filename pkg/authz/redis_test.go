@@ -48,6 +48,11 @@ policies:
     url: %s
     forwardHeaders: {X-Group: grp}
     claims: Equals(` + "`grp`, `admin`" + `)
+  exchange:
+    url: %[2]s
+    grant: token_exchange
+    clientID: client-0
+    clientSecret: s3cret
 `
 
 func startReplicas(t *testing.T, n int, redisYAML string, clients int) *replicas {
@@ -482,5 +487,34 @@ func TestRevocationReachesRedis(t *testing.T) {
 	}
 	if got := read(t, resp); got.status != 401 || got.body["error"] != "invalid_client" {
 		t.Errorf("the other replica: %d %v, want 401 invalid_client", got.status, got.body)
+	}
+}
+
+// TestExchangedTokensAreSharedThroughRedis: a caller's token is exchanged
+// once for the whole fleet: the other replica reads the exchanged token
+// from Redis (issued to the policy's client, stored under the caller's).
+func TestExchangedTokensAreSharedThroughRedis(t *testing.T) {
+	single := redistest.Single(t)
+	r := startReplicas(t, 2, "    endpoints: ["+single.Addr+"]", 1)
+	alice := r.idp.Subject("alice", nil, time.Now().Add(time.Hour), nil)
+	req := checkRequest("exchange", "h", "/", map[string]string{"authorization": "Bearer " + alice})
+	for i, srv := range r.servers {
+		resp, err := srv.Check(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		res := read(t, resp)
+		want := map[int]string{0: "miss", 1: "hit"}[i]
+		if res.status != 200 || res.meta["sub"] != "alice" || res.meta["token_cache"] != want {
+			t.Errorf("replica %d: %d %v %v", i, res.status, res.body, res.meta)
+		}
+	}
+	if n := r.idp.Exchanges("alice"); n != 1 {
+		t.Errorf("alice's token was exchanged %d times by two replicas sharing Redis, want once", n)
+	}
+	for i, logs := range r.logs {
+		if n := logs.FilterMessageSnippet("another client").Len(); n != 0 {
+			t.Errorf("replica %d refused the exchanged token from Redis %d times", i, n)
+		}
 	}
 }

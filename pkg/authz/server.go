@@ -169,7 +169,29 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 	creds, key := p.creds, p.key
 	var header string
 	fresh := false
-	if !p.gateway {
+	switch {
+	case p.subject != nil:
+		header, _ = in.header(p.subject.Header)
+		var cr credentials
+		if cr, fresh, err = p.callers.subject(header, p, in); err != nil {
+			o := denyMissingToken
+			if errors.Is(err, errBadSubject) {
+				o = denyInvalidToken
+			}
+			return decision{outcome: o, policy: p, cause: err}
+		}
+		creds, key = cr.creds, cr.key
+		if a := p.actor; a != nil {
+			// The actor token is the gateway's own, from its policy (a
+			// cache hit but once in its lifetime); it is not part of the key.
+			at, _, err := s.tokens.Token(ctx, a.endpoint, a.key, a.creds)
+			if err != nil {
+				o, retry := a.failure(err)
+				return decision{outcome: o, policy: p, retryAfter: retry, cause: fmt.Errorf("the actor token of policy %s: %w", a.name, err)}
+			}
+			creds.Actor = at.AccessToken
+		}
+	case !p.gateway:
 		header, _ = in.header("authorization")
 		var cr credentials
 		if cr, fresh, err = p.callers.get(header, p.endpoint); err != nil {
@@ -180,7 +202,12 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 	d := decision{policy: p, clientID: creds.ID}
 	d.token, d.source, err = s.tokens.Token(ctx, p.endpoint, key, creds)
 	if err == nil && fresh {
-		p.callers.remember(header, credentials{creds, key}) // proven: these credentials got a token
+		// Proven: these credentials got a token.
+		if p.subject != nil {
+			p.callers.rememberSubject(header, p, credentials{creds, key})
+		} else {
+			p.callers.remember(header, credentials{creds, key})
+		}
 	}
 	if err != nil {
 		d.outcome, d.retryAfter = p.failure(err)
@@ -236,7 +263,10 @@ var denyCauses = map[outcome]error{
 func (p *policy) failure(err error) (outcome, time.Duration) {
 	var e *idp.Error
 	var refused *tokencache.RefusedError
+	var subjectErr *tokencache.SubjectError
 	switch {
+	case errors.As(err, &subjectErr): // before idp.Error, which it wraps
+		return denyInvalidToken, 0
 	case errors.As(err, &e):
 		switch e.Kind {
 		case idp.KindUnavailable:
@@ -248,9 +278,14 @@ func (p *policy) failure(err error) (outcome, time.Duration) {
 			return denyInvalidClient, 0
 		case idp.KindForbidden:
 			return denyAccessDenied, 0
+		case idp.KindInvalidGrant:
+			return denyInvalidToken, 0
 		}
 		return denyInvalidTokenResponse, 0
 	case errors.As(err, &refused):
+		if refused.Reason == tokencache.ReasonFailureBudget && p.subject != nil {
+			return denyInvalidToken, refused.RetryAfter // this token was refused too often
+		}
 		if refused.Reason == tokencache.ReasonFailureBudget {
 			return denyTooManyRejections, refused.RetryAfter
 		}

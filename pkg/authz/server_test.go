@@ -173,7 +173,7 @@ type result struct {
 	meta    map[string]string
 }
 
-func read(t *testing.T, resp *authv3.CheckResponse) result {
+func read(t testing.TB, resp *authv3.CheckResponse) result {
 	t.Helper()
 	r := result{grpc: codes.Code(resp.GetStatus().GetCode()), headers: map[string]string{}, meta: map[string]string{}}
 	var opts []*corev3.HeaderValueOption

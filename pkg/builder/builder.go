@@ -60,7 +60,21 @@ type Policy struct {
 	// DPoP, when set, signs a proof for every request the policy allows;
 	// its tokens are bound to it.
 	DPoP *dpop.Key
-	Info PolicyInfo // how the admin API lists it
+	// Subject, for a delegated grant (token_exchange, jwt_bearer), says
+	// where the caller's token is; nil for client credentials.
+	Subject *Subject
+	Info    PolicyInfo // how the admin API lists it
+}
+
+// Subject is where a delegated grant finds the caller's token, and what
+// it must look like.
+type Subject struct {
+	Grant  idp.GrantType
+	Header string // lower case; "authorization" holds it after "Bearer "
+	Type   string // the subject token type (a JWT for jwt_bearer)
+	// ActorPolicy names the policy whose token is the actor token; empty
+	// for none (or an actor token file, which the idp.Client reads).
+	ActorPolicy string
 }
 
 // ForwardHeader is a request header filled from a claim.
@@ -365,6 +379,12 @@ func (g *generation) policy(name string, cp *config.Policy) (Policy, error) {
 	if key != nil {
 		po.DPoP, po.Info.DPoP = key, key.Thumbprint()
 	}
+	if c.Delegated {
+		po.Subject = &Subject{Grant: c.Grant.Type, Header: c.SubjectHeader, Type: c.Grant.SubjectTokenType, ActorPolicy: c.ActorPolicy}
+		if c.Grant.Type == idp.JWTBearer {
+			po.Subject.Type = idp.TokenTypeJWT
+		}
+	}
 	for _, f := range c.Forward {
 		po.Forward = append(po.Forward, ForwardHeader{Name: f.Name, Claim: f.Claim})
 		po.Info.ForwardHeaders = append(po.Info.ForwardHeaders, f.Name)
@@ -416,7 +436,8 @@ func (g *generation) endpoint(name string, cp *config.Policy, key *dpop.Key) (*t
 	}
 	clientKey := "client\x00" + name + "\x00" + fingerprint(cp.URL, string(cp.AuthMethod), cp.Audience, strings.Join(cp.Scopes, " "),
 		params(cp.ExtraParams), c.Timeout.String(), fmt.Sprint(c.MaxRetries), c.CredentialID, c.TrustID, assertion(c.Assertion),
-		c.AssertionFile, thumbprint)
+		c.AssertionFile, thumbprint, string(c.Grant.Type), c.Grant.SubjectTokenType, c.Grant.RequestedTokenType,
+		strings.Join(c.Grant.Resources, " "), c.ActorFile, c.ActorPolicy)
 	cl, err := g.part(clientKey, func() (*part, error) {
 		client, err := idp.NewClient(idp.Options{
 			URL: c.TokenURL.String(), AuthMethod: cp.AuthMethod, Audience: cp.Audience, Scopes: cp.Scopes,
@@ -424,6 +445,7 @@ func (g *generation) endpoint(name string, cp *config.Policy, key *dpop.Key) (*t
 			Timeout: c.Timeout, MaxRetries: c.MaxRetries, Backoff: d.RetryBackoff, Logger: log,
 			Assertion: c.Assertion, AssertionFile: c.AssertionFile, DPoP: key,
 			CredentialID: c.CredentialID, TrustID: c.TrustID,
+			Grant: c.Grant, ActorTokenFile: c.ActorFile, ActorID: c.ActorPolicy,
 			Name: name, Metrics: d.Metrics, Tracer: d.Tracer,
 		})
 		if err != nil {
@@ -455,6 +477,25 @@ func (g *generation) endpoint(name string, cp *config.Policy, key *dpop.Key) (*t
 		verifier = vp.value.(*idp.Verifier)
 	}
 
+	subjectKey := ""
+	var subjectVerifier tokencache.Verifier
+	if sv := cp.SubjectValidation; c.Delegated && sv != nil {
+		subjectKey = "subjectverifier\x00" + fingerprint(sv.JWKSURL, sv.Issuer, sv.Audience)
+		vp, err := g.part(subjectKey, func() (*part, error) {
+			// The caller's issuer is not the token endpoint: Go's own
+			// trust, not the endpoint's CA or client certificate.
+			v, err := idp.NewVerifier(idp.VerifierOptions{JWKSURL: sv.JWKSURL, Issuer: sv.Issuer, Audience: sv.Audience, Logger: log})
+			if err != nil {
+				return nil, err
+			}
+			return &part{value: v, order: orderOther, close: v.Close}, nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		subjectVerifier = vp.value.(*idp.Verifier)
+	}
+
 	sharedKey := ""
 	var shared *tokencache.Shared
 	if s := c.Store; s != nil && s.Redis != nil {
@@ -464,7 +505,7 @@ func (g *generation) endpoint(name string, cp *config.Policy, key *dpop.Key) (*t
 		}
 	}
 
-	endpointKey := "endpoint\x00" + fingerprint(clientKey, verifierKey, sharedKey, cp.DefaultTTL.String(), cp.NegativeTTL.String(),
+	endpointKey := "endpoint\x00" + fingerprint(clientKey, verifierKey, subjectKey, sharedKey, cp.DefaultTTL.String(), cp.NegativeTTL.String(),
 		fmt.Sprint(c.MaxRejections), c.RejectionWindow.String(), fmt.Sprint(c.MaxEndpointRejections),
 		fmt.Sprint(c.MaxConcurrentRequests), fmt.Sprint(c.MaxQueuedRequests))
 	ep, err := g.part(endpointKey, func() (*part, error) {
@@ -481,6 +522,7 @@ func (g *generation) endpoint(name string, cp *config.Policy, key *dpop.Key) (*t
 			MaxEndpointRejections: c.MaxEndpointRejections,
 			MaxConcurrent:         c.MaxConcurrentRequests,
 			MaxQueued:             c.MaxQueuedRequests,
+			SubjectVerifier:       subjectVerifier,
 		}), order: orderOther}, nil
 	})
 	if err != nil {

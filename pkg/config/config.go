@@ -326,6 +326,24 @@ type Policy struct {
 	FailureBudget FailureBudget `yaml:"failureBudget"`
 	// DPoP, when set, makes the policy's tokens sender-constrained.
 	DPoP *DPoP `yaml:"dpop"`
+	// Grant is how the policy asks for tokens: client_credentials (the
+	// default), token_exchange (RFC 8693) or jwt_bearer (RFC 7523 §2.1),
+	// the last two with the caller's token.
+	Grant string `yaml:"grant"`
+	// SubjectTokenHeader is where the caller's token is: Authorization
+	// (Bearer) by default, or a header that holds the token alone.
+	SubjectTokenHeader string `yaml:"subjectTokenHeader"`
+	// SubjectTokenType is token_exchange's subject_token_type: access_token
+	// (default), jwt or id_token, or their URNs.
+	SubjectTokenType string `yaml:"subjectTokenType"`
+	// RequestedTokenType is token_exchange's requested_token_type, if any.
+	RequestedTokenType string `yaml:"requestedTokenType"`
+	// Resource is sent as one resource parameter per entry (RFC 8707).
+	Resource []string `yaml:"resource"`
+	// ActorToken is token_exchange's actor_token, if any.
+	ActorToken *ActorToken `yaml:"actorToken"`
+	// SubjectValidation checks the caller's token before any exchange.
+	SubjectValidation *SubjectValidation `yaml:"subjectValidation"`
 
 	// Compiled is filled in by Load.
 	Compiled Compiled `yaml:"-"`
@@ -341,6 +359,25 @@ type ClientAssertion struct {
 	// (a Kubernetes projected service account token), read again when it
 	// changes.
 	File string `yaml:"file"`
+}
+
+// ActorToken is the actor_token of a token exchange (RFC 8693 §2.1).
+type ActorToken struct {
+	// File holds the token (a Kubernetes projected service account
+	// token), re-read when it changes.
+	File string `yaml:"file"`
+	// Policy names a client-credentials policy with its own credentials
+	// whose token is the actor token.
+	Policy string `yaml:"policy"`
+}
+
+// SubjectValidation verifies the caller's token locally before it is
+// exchanged: its signature (keys from JWKSURL, or from Issuer's discovery),
+// times, iss and aud.
+type SubjectValidation struct {
+	Issuer   string `yaml:"issuer"`
+	JWKSURL  string `yaml:"jwksURL"`
+	Audience string `yaml:"audience"`
 }
 
 // DPoP binds a policy's tokens to a key (RFC 9449).
@@ -412,6 +449,15 @@ type Compiled struct {
 	// MaxQueuedRequests those waiting for a place.
 	MaxConcurrentRequests int
 	MaxQueuedRequests     int
+	// Grant is the policy's grant; Delegated says it carries the caller's
+	// token, read from SubjectHeader (lower case).
+	Grant         idp.Grant
+	Delegated     bool
+	SubjectHeader string
+	// ActorFile is the token exchange's actor token file, if any;
+	// ActorPolicy the policy whose token is the actor token, if any.
+	ActorFile   string
+	ActorPolicy string
 	// CredentialID fingerprints the signing key or client certificate the
 	// policy authenticates with; it holds no secret.
 	CredentialID string

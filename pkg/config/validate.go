@@ -86,6 +86,8 @@ func (v *validator) reservedHeader(lower string) bool {
 var reservedParams = map[string]bool{
 	"grant_type": true, "scope": true, "audience": true, "client_id": true, "client_secret": true,
 	"client_assertion": true, "client_assertion_type": true,
+	"subject_token": true, "subject_token_type": true, "actor_token": true, "actor_token_type": true,
+	"requested_token_type": true, "assertion": true,
 }
 
 type validator struct {
@@ -169,6 +171,7 @@ func (v *validator) validate(c *Config) {
 		v.dpopKey("policies."+name+".dpop", p)
 	}
 	v.sharedEndpoints(names, c.Policies)
+	v.actors(names, c.Policies)
 	v.unauthenticatedCallers(c, names)
 	for i := range c.Routes {
 		v.route(fmt.Sprintf("routes[%d]", i), &c.Routes[i], c.Policies)
@@ -513,6 +516,7 @@ func (v *validator) policy(name string, p *Policy) {
 	c.TokenURL = v.tokenURL(path+".url", p.URL)
 
 	v.credentials(path, p)
+	v.delegation(path, p)
 	for i, s := range p.Scopes {
 		if !validScope(s) {
 			v.addf(fmt.Sprintf("%s.scopes[%d]", path, i), "%q is not a scope: a scope is printable ASCII without spaces, quotes or backslashes", s)
@@ -615,7 +619,7 @@ func (v *validator) failureBudget(path string, p *Policy) {
 	if e < 1 || e > maxEndpointRejections {
 		v.addf(path+".maxEndpointRejections", "%d is out of range: want 1 to %d", e, maxEndpointRejections)
 	}
-	if p.Compiled.GatewayMode() {
+	if p.Compiled.GatewayMode() && !p.Compiled.Delegated {
 		if v.lines[path].line != 0 {
 			v.warnf(path, "has no effect in gateway mode: callers send no credentials")
 		}

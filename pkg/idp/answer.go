@@ -101,7 +101,7 @@ func (c *Client) answer(resp *http.Response, body []byte) (*Token, *Error) {
 	case c.opts.DPoP != nil && !strings.EqualFold(f.tokenType, "dpop"):
 		// The endpoint ignored the proof: a token any thief could replay.
 		return nil, &Error{Kind: KindBadResponse, Status: status, Err: fmt.Errorf("token_type %q is not DPoP: the endpoint did not bind the token", truncate(f.tokenType, 40))}
-	case c.opts.DPoP == nil && f.tokenType != "" && !strings.EqualFold(f.tokenType, "bearer"):
+	case c.opts.DPoP == nil && f.tokenType != "" && !strings.EqualFold(f.tokenType, "bearer") && !c.notApplicable(f.tokenType):
 		return nil, &Error{Kind: KindBadResponse, Status: status, Err: fmt.Errorf("token_type %q is not Bearer", truncate(f.tokenType, 40))}
 	}
 	return &Token{AccessToken: secret.New(f.accessToken), Type: f.tokenType, ExpiresIn: c.lifetime(f.expiresIn)}, nil
@@ -130,10 +130,24 @@ func (c *Client) lifetime(v string) time.Duration {
 	return time.Duration(secs * float64(time.Second))
 }
 
+// notApplicable reports the token_type "N_A" a token exchange answers
+// when it issued another kind of token than an access token (RFC 8693
+// §2.2.1), as requested.
+func (c *Client) notApplicable(tokenType string) bool {
+	g := c.opts.Grant
+	return tokenType == "N_A" && g.Type == TokenExchange && g.RequestedTokenType != "" && g.RequestedTokenType != TokenTypeAccessToken
+}
+
 // classify sorts a failed answer by its status and OAuth error code.
 func (c *Client) classify(resp *http.Response, f fields) *Error {
 	e := &Error{Status: resp.StatusCode, Code: truncate(f.errorCode, 64), Description: f.errorDesc, Err: errors.New(http.StatusText(resp.StatusCode))}
 	switch {
+	case f.errorCode == "invalid_grant" && c.opts.Grant.delegated(),
+		// RFC 8693 §2.2.2 answers an invalid or unacceptable subject (or
+		// actor) token invalid_request, as zitadel does; Okta-style servers
+		// answer invalid_grant.
+		f.errorCode == "invalid_request" && c.opts.Grant.Type == TokenExchange:
+		e.Kind = KindInvalidGrant
 	case f.errorCode == "invalid_client" || f.errorCode == "unauthorized_client":
 		e.Kind = KindRejected
 	case f.errorCode == "invalid_scope" || f.errorCode == "invalid_target" || f.errorCode == "access_denied":

@@ -27,6 +27,11 @@ const (
 	// KindBadResponse: the answer cannot be used (no token, bad JSON, a
 	// token_type other than Bearer).
 	KindBadResponse
+	// KindInvalidGrant: the endpoint refused the caller's token a
+	// delegated grant sent (invalid_grant; for a token exchange also
+	// invalid_request, as RFC 8693 §2.2.2 says): invalid, expired or not
+	// for it.
+	KindInvalidGrant
 )
 
 func (k Kind) String() string {
@@ -41,6 +46,8 @@ func (k Kind) String() string {
 		return "refused"
 	case KindBadResponse:
 		return "bad_response"
+	case KindInvalidGrant:
+		return "invalid_grant"
 	}
 	return "unknown"
 }

@@ -124,12 +124,26 @@ type Options struct {
 	// CA, insecureSkipVerify), so that clients that trust different
 	// servers never share tokens. It holds no secret.
 	TrustID string
+	// Grant is how tokens are asked for: client credentials when zero.
+	Grant Grant
+	// ActorTokenFile, with TokenExchange, holds the actor_token (a
+	// projected service account token), re-read when the file changes.
+	ActorTokenFile string
+	// ActorID names where Credentials.Actor comes from otherwise (a
+	// policy), so that tokens exchanged with different actors are told
+	// apart. It holds no secret.
+	ActorID string
 }
 
 // Credentials identify a client to the token endpoint.
 type Credentials struct {
 	ID     string
 	Secret secret.Value
+	// Subject is the caller's token a delegated grant sends (TokenExchange:
+	// subject_token; JWTBearer: assertion); empty otherwise.
+	Subject secret.Value
+	// Actor is the actor_token of a token exchange, if any.
+	Actor secret.Value
 }
 
 // Token is the endpoint's answer.
@@ -146,6 +160,7 @@ type Client struct {
 	identity  string
 	host      string // the endpoint's host, for spans
 	federated *assertionFile
+	actor     *assertionFile         // the token exchange's actor token, if any
 	nonce     atomic.Pointer[string] // the endpoint's latest DPoP-Nonce
 }
 
@@ -209,10 +224,19 @@ func NewClient(o Options) (*Client, error) {
 	if len(o.Scopes) > 0 {
 		params.Set("scope", strings.Join(o.Scopes, " "))
 	}
-	params.Set("grant_type", "client_credentials")
+	if err := o.Grant.check(); err != nil {
+		return nil, err
+	}
+	o.Grant.params(params)
 	c := &Client{host: u.Host, opts: o, params: params}
 	if o.AuthMethod == FederatedJWT {
 		c.federated = &assertionFile{path: o.AssertionFile}
+	}
+	if o.ActorTokenFile != "" {
+		if o.Grant.Type != TokenExchange {
+			return nil, errors.New("idp: an actor token goes with the token_exchange grant only")
+		}
+		c.actor = &assertionFile{path: o.ActorTokenFile}
 	}
 	// The identity names everything that shapes a token request except the
 	// credentials, so that a cache can tell tokens apart: a token bound to
@@ -222,6 +246,9 @@ func NewClient(o Options) (*Client, error) {
 		dpopID = "dpop:" + o.DPoP.Thumbprint()
 	}
 	c.identity = strings.Join([]string{o.URL, string(o.AuthMethod), params.Encode(), o.CredentialID, o.TrustID, dpopID}, "\x00")
+	if o.ActorTokenFile != "" || o.ActorID != "" { // tokens exchanged with another actor's are another's
+		c.identity += "\x00actor:" + o.ActorTokenFile + "\x00" + o.ActorID
+	}
 	return c, nil
 }
 
@@ -259,6 +286,9 @@ func (c *Client) AttemptTimeout() time.Duration { return c.opts.Timeout }
 
 // URL returns the token endpoint.
 func (c *Client) URL() string { return c.opts.URL }
+
+// Grant returns the grant the client asks with.
+func (c *Client) Grant() Grant { return c.opts.Grant }
 
 // Name returns the name the client's metrics carry (the policy's).
 func (c *Client) Name() string { return c.opts.Name }
@@ -356,6 +386,16 @@ func (c *Client) form(creds Credentials) (string, *Error) {
 		form.Set("client_id", creds.ID)
 		form.Set("client_assertion_type", AssertionType)
 		form.Set("client_assertion", assertion)
+	}
+	if c.actor != nil {
+		a, err := c.actor.read(c.opts.Now())
+		if err != nil {
+			return "", &Error{Kind: KindUnavailable, Err: fmt.Errorf("the actor token: %w", err)}
+		}
+		creds.Actor = secret.New(a)
+	}
+	if err := c.opts.Grant.subject(form, creds); err != nil {
+		return "", err
 	}
 	return form.Encode(), nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
+	"github.com/extauthz/extauthz/pkg/claims"
 	"github.com/extauthz/extauthz/pkg/idp"
 	"github.com/extauthz/extauthz/pkg/metrics"
 )
@@ -258,6 +259,15 @@ func (c *Cache) fill(cl *call, r fillRequest) (filled, error) {
 	if t := c.store.get(key, now); t != nil && t.Fetched().After(r.newerThan) && now.Before(t.serveUntil()) {
 		return filled{t, FromMemory}, nil
 	}
+	if e.SubjectVerifier != nil && !r.creds.Subject.Empty() {
+		// The caller's token is checked before anything is asked for it;
+		// a refused one is remembered like a refused exchange.
+		if err := e.SubjectVerifier.Verify(ctx, r.creds.Subject.Reveal()); err != nil {
+			err = &SubjectError{Err: err}
+			c.negative.remember(key, err, e.NegativeTTL, c.now())
+			return filled{}, err
+		}
+	}
 	if e.Shared != nil {
 		t, unlock := c.fromShared(ctx, e, key, r.creds.ID, r.newerThan)
 		if t != nil {
@@ -306,7 +316,7 @@ func (c *Cache) fill(cl *call, r fillRequest) (filled, error) {
 func (c *Cache) guardedFetch(ctx context.Context, cl *call, r fillRequest) (*Token, error) {
 	e := r.e
 	g := c.gate(e)
-	client := c.ids.client(r.creds.ID)
+	client := c.ids.client(budgetID(r.creds))
 	fp := c.ids.accepted(r.key)
 	trusted := r.known || r.refresh || c.accepted.has(fp, c.now())
 	if !trusted && e.Shared != nil && e.Shared.Accepted(ctx, r.key) {
@@ -349,8 +359,7 @@ func (c *Cache) guardedFetch(ctx context.Context, cl *call, r fillRequest) (*Tok
 	defer cancel()
 	resp, err := e.Client.Token(sctx, r.creds)
 	release()
-	var ie *idp.Error
-	rejected := errors.As(err, &ie) && ie.Kind == idp.KindRejected
+	rejected := rejection(err, r.creds)
 	if adm.done(rejected, c.now()) {
 		c.log.Warn("client id over its failure budget: its unknown secrets are refused without asking the token endpoint until the window passes",
 			zap.String("policy", e.Client.Name()), zap.String("client_id", r.creds.ID),
@@ -369,7 +378,30 @@ func (c *Cache) guardedFetch(ctx context.Context, cl *call, r fillRequest) (*Tok
 	if err != nil {
 		return nil, err
 	}
-	return c.checked(sctx, e, resp)
+	return c.checked(sctx, e, resp, r.creds)
+}
+
+// SubjectError is a caller's token that failed the local check before a
+// delegated grant (Endpoint.SubjectVerifier).
+type SubjectError struct{ Err error }
+
+func (e *SubjectError) Error() string {
+	return "the caller's token failed verification: " + e.Err.Error()
+}
+func (e *SubjectError) Unwrap() error { return e.Err }
+
+// rejection reports an answer that counts against a failure budget: the
+// endpoint refused the credentials — for a delegated grant, the caller's
+// token.
+func rejection(err error, creds idp.Credentials) bool {
+	var ie *idp.Error
+	if !errors.As(err, &ie) {
+		return false
+	}
+	if !creds.Subject.Empty() {
+		return ie.Kind == idp.KindInvalidGrant
+	}
+	return ie.Kind == idp.KindRejected
 }
 
 // refused counts a token request not sent.
@@ -389,7 +421,7 @@ func sent(err error) bool {
 // A cached token is not served after it.
 func revoked(err error) bool {
 	var ie *idp.Error
-	return errors.As(err, &ie) && (ie.Kind == idp.KindRejected || ie.Kind == idp.KindForbidden)
+	return errors.As(err, &ie) && (ie.Kind == idp.KindRejected || ie.Kind == idp.KindForbidden || ie.Kind == idp.KindInvalidGrant)
 }
 
 // negativeTTL is how long err is remembered: the endpoint's negative TTL, or
@@ -404,13 +436,27 @@ func negativeTTL(e *Endpoint, err error) time.Duration {
 }
 
 // checked verifies the endpoint's answer and makes it a Token.
-func (c *Cache) checked(ctx context.Context, e *Endpoint, resp *idp.Token) (*Token, error) {
+func (c *Cache) checked(ctx context.Context, e *Endpoint, resp *idp.Token, creds idp.Credentials) (*Token, error) {
 	if e.Verifier != nil {
 		if err := e.Verifier.Verify(ctx, resp.AccessToken.Reveal()); err != nil {
 			return nil, err
 		}
 	}
-	return c.newToken(resp, e.DefaultTTL)
+	t, err := c.newToken(resp, e.DefaultTTL)
+	if err != nil || creds.Subject.Empty() {
+		return t, err
+	}
+	// A token exchanged for the caller's lives no longer than the
+	// caller's own.
+	if sc, err := claims.ParseJWT(creds.Subject.Reveal()); err == nil {
+		if exp, ok := sc.Expiry(); ok && exp.UnixNano() < t.expiry {
+			t.expiry = exp.UnixNano()
+			if !t.Expiry().After(c.now()) {
+				return nil, ErrExpired
+			}
+		}
+	}
+	return t, nil
 }
 
 // fromShared reads the Redis tier for a servable token newer than

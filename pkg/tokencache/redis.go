@@ -449,7 +449,7 @@ func (s *Shared) Get(ctx context.Context, k Key) (*Token, error) {
 		return nil, err
 	}
 	now := s.redis.now()
-	t, err := s.decode(data, rk, k.client, now)
+	t, err := s.decode(data, rk, k.issuedTo(), now)
 	if errors.Is(err, errOtherClient) {
 		// Sealed under this key name, yet issued to another client: not
 		// served, whatever wrote it.

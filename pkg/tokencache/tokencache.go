@@ -69,6 +69,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
+	"encoding/hex"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -259,6 +260,18 @@ type Key struct {
 	id       [sha256.Size]byte
 	endpoint [8]byte
 	client   [8]byte
+	// owner, for a delegated grant, is the short hash of the policy's own
+	// client id, which the token's client claim must name (client names
+	// the caller's token); zero when it is client.
+	owner [8]byte
+}
+
+// issuedTo is the short hash of the client id k's token must be issued to.
+func (k Key) issuedTo() [8]byte {
+	if k.owner != ([8]byte{}) {
+		return k.owner
+	}
+	return k.client
 }
 
 // clientHash is the short hash of a client id in a Key.
@@ -299,6 +312,10 @@ type EndpointOptions struct {
 	// MaxQueued bounds the requests waiting for a place at the endpoint,
 	// per class (see Cache); DefaultMaxQueued when 0.
 	MaxQueued int
+	// SubjectVerifier, for a delegated grant, checks the caller's token
+	// before it is sent to the endpoint (on a miss only: a cached token
+	// never outlives the caller's); nil leaves it to the endpoint.
+	SubjectVerifier Verifier
 }
 
 // DefaultNegativeTTL is how long a failed fetch is remembered by default.
@@ -340,7 +357,47 @@ func (e *Endpoint) Key(creds idp.Credentials) Key {
 	buf = append(buf, id...)
 	buf = binary.BigEndian.AppendUint64(buf, uint64(len(secret)))
 	buf = append(buf, secret...)
-	return Key{id: sha256.Sum256(buf), endpoint: [8]byte(e.identity[:8]), client: clientHash(id)}
+	client, owner := clientHash(id), [8]byte{}
+	if !creds.Subject.Empty() {
+		// A delegated grant: the caller's token is the credential that
+		// matters, and the client whose tokens a purge selects.
+		digest := SubjectDigest(creds.Subject)
+		buf = append(buf, "\x00subject\x00"...)
+		buf = append(buf, digest[:]...)
+		client, owner = clientHashBytes([]byte(subjectClient(digest))), client
+	}
+	return Key{id: sha256.Sum256(buf), endpoint: [8]byte(e.identity[:8]), client: client, owner: owner}
+}
+
+// SubjectDigest is the SHA-256 of a caller's token.
+func SubjectDigest(subject secret.Value) [sha256.Size]byte {
+	return sha256.Sum256([]byte(subject.Reveal()))
+}
+
+// SubjectHash names a caller's token in logs, metadata and purges: the
+// first 16 bytes of its SHA-256, in hex. It reveals nothing of the token.
+func SubjectHash(subject secret.Value) string {
+	d := SubjectDigest(subject)
+	return hex.EncodeToString(d[:16])
+}
+
+// subjectClient is the client id a delegated grant's tokens are purged
+// and budgeted by: "subject:" and the SubjectHash.
+func subjectClient(digest [sha256.Size]byte) string {
+	return SubjectPrefix + hex.EncodeToString(digest[:16])
+}
+
+// SubjectPrefix starts the client id that selects one caller's exchanged
+// tokens in a purge: "subject:<SubjectHash>".
+const SubjectPrefix = "subject:"
+
+// budgetID is the id a token request is budgeted and queued under: the
+// client id, or for a delegated grant the caller's token's.
+func budgetID(creds idp.Credentials) string {
+	if creds.Subject.Empty() {
+		return creds.ID
+	}
+	return subjectClient(SubjectDigest(creds.Subject))
 }
 
 // Source says where a token came from.
