@@ -321,3 +321,27 @@ func TestSubjectFlood(t *testing.T) {
 		t.Errorf("answers %v", counts)
 	}
 }
+
+// TestExchangeWithDPoP: an exchanged token can be bound to extauthz's key
+// like any other: it goes upstream as a DPoP token, with a proof for the
+// request.
+func TestExchangeWithDPoP(t *testing.T) {
+	f := newFixtureFrom(t, `
+secrets: {dir: "{{secrets}}"}
+policies:
+  bound:
+    url: {{url}}
+    grant: token_exchange
+    clientID: gw-client
+    clientSecret: urn:k8s:secret:gw:secret
+    dpop: {algorithm: ES256}
+`, tokencache.Options{})
+	alice := f.idp.Subject("alice", nil, time.Now().Add(time.Hour), nil)
+	r := read(t, f.check(checkRequest("bound", "api.example.com", "/orders", map[string]string{"authorization": "Bearer " + alice})))
+	if r.status != 200 || !strings.HasPrefix(r.headers["authorization"], "DPoP ") || r.headers["dpop"] == "" || r.meta["sub"] != "alice" {
+		t.Errorf("%d %v headers %v meta %v", r.status, r.body, r.headers, r.meta)
+	}
+	if seen := f.idp.Log()[len(f.idp.Log())-1]; seen.DPoP == nil || seen.Form.Get("subject_token") != alice {
+		t.Errorf("the exchange carried no proof, or not alice's token: %+v", seen.Form)
+	}
+}
