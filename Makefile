@@ -38,8 +38,9 @@ test: tools deps ## Run every test with the race detector, the allocation counts
 fuzz: ## Fuzz longer: make fuzz FUZZTIME=10m
 	@scripts/fuzz.sh $(FUZZTIME)
 
-bench: build ## Benchmarks with allocation counts, then extauthz against no-op servers under load, Redis-tier hits and memory per cached client (bench/)
+bench: build ## Benchmarks with allocation counts, then extauthz against no-op servers under load, Redis-tier hits, memory per cached client, and HTTP mode against its no-op under wrk (installed when missing) with a CPU profile in bin/bench (bench/)
 	$(GO) build -o bin/noop ./bench/noop
+	@scripts/deps.sh wrk || echo "wrk could not be installed: the load harness skips its wrk section"
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...
 	$(GO) test -run='^$$' -bench='Parallel' -benchmem -benchtime=$(BENCHTIME) -cpu 1,2 ./pkg/authz ./pkg/claims
 	$(GO) run ./bench/load -bin $(BIN) -noop bin/noop

@@ -12,7 +12,9 @@
 //   - hits from the Redis tier against hits from memory;
 //
 // then the memory extauthz holds per cached client, in a fresh process
-// each, with the in-process tier alone and with Redis behind it. `make
+// each, with the in-process tier alone and with Redis behind it; then HTTP
+// mode and its no-op again, driven by wrk as users measure them, with a CPU
+// profile of HTTP mode under that load kept in bin/bench (wrk.go). `make
 // bench` runs it.
 package main
 
@@ -49,11 +51,20 @@ func main() {
 	rounds := flag.Int("rounds", 5, "rounds per server, alternating")
 	duration := flag.Duration("duration", 5*time.Second, "length of a round")
 	cached := flag.Int("cached", 20_000, "application-mode clients to cache for the memory figures; 0 to skip")
+	withWrk := flag.Bool("wrk", true, "drive HTTP mode and the no-op with wrk too, after the other figures (skipped, with the reason, when wrk is missing)")
+	wrkOnly := flag.Bool("wrk-only", false, "run the wrk section alone")
+	wrkClients := flag.Int("wrk-clients", 1000, "cached application-mode clients whose Basic credentials wrk rotates")
+	wrkConns := flag.Int("wrk-connections", 32, "wrk's keep-alive connections (-c)")
+	profile := flag.String("profile", "bin/bench/http-wrk.pprof", "where to write the CPU profile of HTTP mode under wrk's load; empty for none")
 	flag.Parse()
 	if ran, code := loadgen.PinSelf(); ran {
 		os.Exit(code)
 	}
-	if err := run(*bin, *noopBin, *clients, *rounds, *duration, *cached); err != nil {
+	o := options{
+		bin: *bin, noopBin: *noopBin, clients: *clients, rounds: *rounds, duration: *duration, cached: *cached,
+		wrk: *withWrk || *wrkOnly, wrkOnly: *wrkOnly, wrkClients: *wrkClients, wrkConns: *wrkConns, profile: *profile,
+	}
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "load:", err)
 		os.Exit(1)
 	}
@@ -84,7 +95,19 @@ policies:
     dpop: {algorithm: ES256}
 `
 
-func run(bin, noopBin string, clients, rounds int, duration time.Duration, cached int) error {
+// options are the command's flags.
+type options struct {
+	bin, noopBin    string
+	clients, rounds int
+	duration        time.Duration
+	cached          int
+	wrk, wrkOnly    bool
+	wrkClients      int
+	wrkConns        int
+	profile         string
+}
+
+func run(o options) error {
 	idp, err := testidp.New(testidp.Options{
 		FastSigning: true,
 		AnyClient:   &testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin", "roles": []any{"read", "write"}}},
@@ -98,11 +121,30 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 		return err
 	}
 	defer os.RemoveAll(dir)
+	pin := loadgen.NewPinning(dir)
+	if !o.wrkOnly {
+		if err := loadFigures(o, dir, pin, idp); err != nil {
+			return err
+		}
+	}
+	if o.wrk {
+		return wrkFigures(wrkOptions{
+			bin: o.bin, noopBin: o.noopBin, dir: dir, pin: pin, idp: idp,
+			clients: o.wrkClients, connections: o.wrkConns, rounds: o.rounds, duration: o.duration, profile: o.profile,
+		})
+	}
+	return nil
+}
+
+// loadFigures measures with the Go load generator: gRPC and HTTP mode
+// against the no-op servers, DPoP against Bearer, Redis-tier hits, then
+// the memory per cached client.
+func loadFigures(o options, dir string, pin loadgen.Pinning, idp *testidp.Server) error {
+	bin, noopBin, clients, rounds, duration := o.bin, o.noopBin, o.clients, o.rounds, o.duration
 	cfg := filepath.Join(dir, "config.yaml")
 	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(configTemplate, idp.TokenURL)), 0o600); err != nil {
 		return err
 	}
-	pin := loadgen.NewPinning(dir)
 	pinnedBin, err := pin.Wrap(bin)
 	if err != nil {
 		return err
@@ -168,12 +210,12 @@ func run(bin, noopBin string, clients, rounds int, duration time.Duration, cache
 	if err := redisHits(pinnedBin, dir, idp.TokenURL, clients, rounds, duration); err != nil {
 		return err
 	}
-	if cached > 0 {
+	if o.cached > 0 {
 		free, err := pin.Free(bin)
 		if err != nil {
 			return err
 		}
-		return memoryFigures(free, dir, cached, clients)
+		return memoryFigures(free, dir, o.cached, clients)
 	}
 	return nil
 }
