@@ -110,16 +110,7 @@ func (v *validator) delegation(path string, p *Policy) {
 		if sv.Issuer == "" && sv.JWKSURL == "" {
 			v.addf(path+".subjectValidation", "set issuer (keys by OpenID Connect discovery) or jwksURL")
 		}
-		for _, f := range []struct{ name, value string }{{"jwksURL", sv.JWKSURL}, {"issuer", sv.Issuer}} {
-			u, err := url.Parse(f.value)
-			switch {
-			case f.value == "" || !v.urlText(path+".subjectValidation."+f.name, f.value):
-			case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-				v.addf(path+".subjectValidation."+f.name, "%q is not an http or https URL", secret.RedactURL(f.value))
-			case u.Scheme == "http" && !loopback(u):
-				v.warnf(path+".subjectValidation."+f.name, "is plain HTTP: anyone on the way can swap the keys callers' tokens are checked with; use https")
-			}
-		}
+		v.keySources(path+".subjectValidation", sv.JWKSURL, sv.Issuer, "callers' tokens")
 	}
 }
 

@@ -543,16 +543,7 @@ func (v *validator) policy(name string, p *Policy) {
 		}
 		c.Username = &u
 	}
-	for _, f := range []struct{ name, value string }{{"jwksURL", p.JWKSURL}, {"issuer", p.Issuer}} {
-		u, err := url.Parse(f.value)
-		switch {
-		case f.value == "" || !v.urlText(path+"."+f.name, f.value):
-		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
-			v.addf(path+"."+f.name, "%q is not an http or https URL", secret.RedactURL(f.value))
-		case u.Scheme == "http" && !loopback(u):
-			v.warnf(path+"."+f.name, "is plain HTTP: anyone on the way can swap the keys tokens are verified with; use https")
-		}
-	}
+	v.keySources(path, p.JWKSURL, p.Issuer, "tokens")
 	if p.ExpectedAudience != "" && p.JWKSURL == "" && p.Issuer == "" {
 		v.addf(path+".expectedAudience", "is checked only when tokens are verified: set jwksURL or issuer")
 	}
@@ -600,6 +591,23 @@ func (v *validator) policy(name string, p *Policy) {
 			v.addf(path+".clientConfig.tls", "tls_client_auth needs the client certificate: set cert and key")
 		} else if len(c.TLS.Certificates[0].Certificate) > 0 {
 			c.CredentialID = fingerprint(c.TLS.Certificates[0].Certificate[0])
+		}
+	}
+}
+
+// keySources checks where the keys that verify JWTs come from: jwksURL,
+// or issuer's OpenID Connect discovery (path.jwksURL, path.issuer), each an
+// http or https URL, with a warning for plain HTTP off loopback; what names
+// the tokens they verify, for the warning.
+func (v *validator) keySources(path, jwksURL, issuer, what string) {
+	for _, f := range []struct{ name, value string }{{"jwksURL", jwksURL}, {"issuer", issuer}} {
+		u, err := url.Parse(f.value)
+		switch {
+		case f.value == "" || !v.urlText(path+"."+f.name, f.value):
+		case err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "":
+			v.addf(path+"."+f.name, "%q is not an http or https URL", secret.RedactURL(f.value))
+		case u.Scheme == "http" && !loopback(u):
+			v.warnf(path+"."+f.name, "is plain HTTP: anyone on the way can swap the keys %s are verified with; use https", what)
 		}
 	}
 }

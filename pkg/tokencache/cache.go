@@ -448,12 +448,10 @@ func (c *Cache) checked(ctx context.Context, e *Endpoint, resp *idp.Token, creds
 	}
 	// A token exchanged for the caller's lives no longer than the
 	// caller's own.
-	if sc, err := claims.ParseJWT(creds.Subject.Reveal()); err == nil {
-		if exp, ok := sc.Expiry(); ok && exp.UnixNano() < t.expiry {
-			t.expiry = exp.UnixNano()
-			if !t.Expiry().After(c.now()) {
-				return nil, ErrExpired
-			}
+	if peek, err := claims.PeekJWT(creds.Subject.Reveal()); err == nil && !peek.Expiry.IsZero() && peek.Expiry.UnixNano() < t.expiry {
+		t.expiry = peek.Expiry.UnixNano()
+		if !t.Expiry().After(c.now()) {
+			return nil, ErrExpired
 		}
 	}
 	return t, nil
