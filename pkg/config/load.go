@@ -14,6 +14,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/extauthz/extauthz/internal/suggest"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
 
@@ -200,7 +201,7 @@ func unknownField(name string, fields map[string]reflect.StructField) string {
 	lower := strings.ToLower(name)
 	for _, k := range known {
 		lk := strings.ToLower(k)
-		d := distance(lower, lk)
+		d := suggest.Distance(lower, lk)
 		if len(lower) >= 3 && (strings.HasPrefix(lk, lower) || strings.HasPrefix(lower, lk)) {
 			d = min(d, 2) // "timeout" for "timeoutSeconds"
 		}
@@ -215,27 +216,6 @@ func unknownField(name string, fields map[string]reflect.StructField) string {
 		return fmt.Sprintf("unknown field %q (did you mean %q?)", name, best)
 	}
 	return fmt.Sprintf("unknown field %q: want one of %s", name, strings.Join(known, ", "))
-}
-
-// distance is the Levenshtein distance between a and b.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
 
 // typeProblem turns a yaml.v3 decoding message into a Problem, keeping its line.

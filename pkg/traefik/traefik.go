@@ -29,6 +29,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/extauthz/extauthz/internal/suggest"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
 
@@ -435,7 +436,7 @@ func unknownField(name string, fields map[string]reflect.StructField) string {
 	const msg = "not a field of Traefik Hub's oAuthClientCredentials middleware"
 	best, bestDist := "", 3
 	for _, k := range known {
-		if d := distance(strings.ToLower(name), strings.ToLower(k)); d < bestDist {
+		if d := suggest.Distance(strings.ToLower(name), strings.ToLower(k)); d < bestDist {
 			best, bestDist = k, d
 		}
 	}
@@ -443,25 +444,4 @@ func unknownField(name string, fields map[string]reflect.StructField) string {
 		return fmt.Sprintf("%s (did you mean %q?)", msg, best)
 	}
 	return fmt.Sprintf("%s, whose fields here are %s; extauthz's own fields belong in its configuration, which a manifest cannot set", msg, strings.Join(known, ", "))
-}
-
-// distance is the Levenshtein distance between a and b.
-func distance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur := make([]int, len(b)+1)
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev = cur
-	}
-	return prev[len(b)]
 }
