@@ -6,8 +6,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -52,21 +50,7 @@ type guard struct {
 // key → value.
 func startGuard(t *testing.T, idp *testidp.Server, yaml string, mounts map[string]map[string]string) *guard {
 	t.Helper()
-	dir := t.TempDir()
-	for sub, data := range mounts {
-		if err := harness.MountSecret(filepath.Join(dir, sub), 1, data); err != nil {
-			t.Fatal(err)
-		}
-	}
-	cfg := filepath.Join(dir, "config.yaml")
-	if err := os.WriteFile(cfg, []byte(fmt.Sprintf(yaml, idp.TokenURL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	proc, err := harness.Start(binPath, cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(proc.Kill)
+	proc, _ := startAt(t, idp, yaml, mounts)
 	dial := func(addr string, opts ...grpc.DialOption) *grpc.ClientConn {
 		conn, err := grpc.NewClient(addr, append(opts, grpc.WithTransportCredentials(insecure.NewCredentials()))...)
 		if err != nil {

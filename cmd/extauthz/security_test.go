@@ -49,6 +49,16 @@ func startWith(t *testing.T, o testidp.Options, yaml string, mounts map[string]m
 	}
 	t.Cleanup(idp.Close)
 	idp.AddClient("orders-app", testidp.Client{Secret: "s3cret", Claims: map[string]any{"grp": "admin"}})
+	proc, dir := startAt(t, idp, yaml, mounts)
+	return proc, dir, idp
+}
+
+// startAt runs the binary with yaml (%[1]s is idp's token URL), with the
+// volumes given as a directory under the configuration's → key → value,
+// until the test ends; it returns the process and the configuration's
+// directory.
+func startAt(t *testing.T, idp *testidp.Server, yaml string, mounts map[string]map[string]string) (*harness.Process, string) {
+	t.Helper()
 	dir := t.TempDir()
 	for sub, data := range mounts {
 		if err := harness.MountSecret(filepath.Join(dir, sub), 1, data); err != nil {
@@ -64,7 +74,7 @@ func startWith(t *testing.T, o testidp.Options, yaml string, mounts map[string]m
 		t.Fatal(err)
 	}
 	t.Cleanup(proc.Kill)
-	return proc, dir, idp
+	return proc, dir
 }
 
 const adminTokenConfig = `
