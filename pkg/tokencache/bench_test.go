@@ -62,24 +62,8 @@ func BenchmarkTierGet(b *testing.B) {
 
 // BenchmarkCacheHit is Cache.Token served by the in-process tier.
 func BenchmarkCacheHit(b *testing.B) {
-	s, err := testidp.New(testidp.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	s.AddClient("app", testidp.Client{Secret: "s3cret"})
-	client, err := idp.NewClient(idp.Options{URL: s.TokenURL})
-	if err != nil {
-		b.Fatal(err)
-	}
-	c := New(Options{MaxEntries: 1000})
-	e := NewEndpoint(EndpointOptions{Client: client, DefaultTTL: time.Minute})
-	creds := idp.Credentials{ID: "app", Secret: secret.New("s3cret")}
-	key := e.Key(creds)
+	c, e, key, creds := cachedHit(b, EndpointOptions{})
 	ctx := context.Background()
-	if _, _, err := c.Token(ctx, e, key, creds); err != nil {
-		b.Fatal(err)
-	}
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, src, _ := c.Token(ctx, e, key, creds); src != FromMemory {
@@ -93,24 +77,8 @@ func BenchmarkCacheHit(b *testing.B) {
 // flood of token requests: a hit takes none of their locks (it would never
 // finish), and costs what BenchmarkCacheHit does.
 func BenchmarkCacheHitWhileTheGateIsBusy(b *testing.B) {
-	s, err := testidp.New(testidp.Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	s.AddClient("app", testidp.Client{Secret: "s3cret"})
-	client, err := idp.NewClient(idp.Options{URL: s.TokenURL})
-	if err != nil {
-		b.Fatal(err)
-	}
-	c := New(Options{MaxEntries: 1000})
-	e := NewEndpoint(EndpointOptions{Client: client, DefaultTTL: time.Minute, MaxRejections: 5, RejectionWindow: time.Minute})
-	creds := idp.Credentials{ID: "app", Secret: secret.New("s3cret")}
-	key := e.Key(creds)
+	c, e, key, creds := cachedHit(b, EndpointOptions{MaxRejections: 5, RejectionWindow: time.Minute})
 	ctx := context.Background()
-	if _, _, err := c.Token(ctx, e, key, creds); err != nil {
-		b.Fatal(err)
-	}
 	g := c.gate(e)
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -124,4 +92,30 @@ func BenchmarkCacheHitWhileTheGateIsBusy(b *testing.B) {
 			b.Fatal("not a memory hit")
 		}
 	}
+}
+
+// cachedHit returns a cache holding a token for a client of a test IdP at
+// an endpoint of o (its client and default TTL set here), ready for hits.
+func cachedHit(b *testing.B, o EndpointOptions) (*Cache, *Endpoint, Key, idp.Credentials) {
+	b.Helper()
+	s, err := testidp.New(testidp.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(s.Close)
+	s.AddClient("app", testidp.Client{Secret: "s3cret"})
+	o.Client, err = idp.NewClient(idp.Options{URL: s.TokenURL})
+	if err != nil {
+		b.Fatal(err)
+	}
+	o.DefaultTTL = time.Minute
+	c := New(Options{MaxEntries: 1000})
+	b.Cleanup(func() { c.Close() })
+	e := NewEndpoint(o)
+	creds := idp.Credentials{ID: "app", Secret: secret.New("s3cret")}
+	key := e.Key(creds)
+	if _, _, err := c.Token(context.Background(), e, key, creds); err != nil {
+		b.Fatal(err)
+	}
+	return c, e, key, creds
 }
