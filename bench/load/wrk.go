@@ -257,7 +257,8 @@ func (r wrkRunner) run(t wrkTarget, secs int) (*wrkResult, error) {
 	cmd := exec.Command(name, args...)
 	var out, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &stderr
-	cpu := loadgen.CPUTime(t.pid)
+	user, sys := loadgen.CPUTimes(t.pid)
+	calls := loadgen.Syscalls(t.pid)
 	if err := cmd.Run(); err != nil {
 		return nil, fmt.Errorf("wrk against %s: %w: %s%s", t.name, err, stderr.String(), out.String())
 	}
@@ -265,8 +266,13 @@ func (r wrkRunner) run(t wrkTarget, secs int) (*wrkResult, error) {
 	if err != nil {
 		return nil, fmt.Errorf("wrk against %s: %w:\n%s", t.name, err, out.String())
 	}
-	if cpu > 0 && res.requests > 0 {
-		res.cpuPerCall = (loadgen.CPUTime(t.pid) - cpu) / time.Duration(res.requests)
+	if user+sys > 0 && res.requests > 0 {
+		u, s := loadgen.CPUTimes(t.pid)
+		res.cpuPerCall = (u + s - user - sys) / time.Duration(res.requests)
+		res.userPerCall = (u - user) / time.Duration(res.requests)
+	}
+	if calls > 0 && res.requests > 0 {
+		res.syscallsPerCall = float64(loadgen.Syscalls(t.pid)-calls) / float64(res.requests)
 	}
 	// A wrk near 100% of its core would be measuring itself.
 	res.wrkCPU = float64(cmd.ProcessState.UserTime()+cmd.ProcessState.SystemTime()) / float64(time.Duration(secs)*time.Second)
@@ -281,13 +287,21 @@ type wrkResult struct {
 	non2xx     int64
 	sockErrors int64
 	cpuPerCall time.Duration // the server's, from /proc; 0 if unknown
-	wrkCPU     float64       // wrk's CPU time over the run's length
+	// userPerCall is the part of cpuPerCall spent outside the kernel.
+	userPerCall time.Duration
+	// syscallsPerCall is the server's reads and writes per request (from
+	// /proc/<pid>/io); 0 if unknown.
+	syscallsPerCall float64
+	wrkCPU          float64 // wrk's CPU time over the run's length
 }
 
 func (w *wrkResult) String() string {
 	s := fmt.Sprintf("%9.0f rps  p50 %-9v p99 %-9v", w.rps, w.p50, w.p99)
 	if w.cpuPerCall > 0 {
-		s += fmt.Sprintf(" CPU per call %-7v", w.cpuPerCall.Round(100*time.Nanosecond))
+		s += fmt.Sprintf(" CPU per call %-7v (user %-7v)", w.cpuPerCall.Round(100*time.Nanosecond), w.userPerCall.Round(100*time.Nanosecond))
+	}
+	if w.syscallsPerCall > 0 {
+		s += fmt.Sprintf(" syscalls per call %.2f", w.syscallsPerCall)
 	}
 	return s + fmt.Sprintf(" wrk CPU %3.0f%%", 100*w.wrkCPU)
 }

@@ -38,6 +38,7 @@ type Map[K comparable, V any] struct {
 	perShard int
 	shardOf  func(K) uint64
 	seed     maphash.Seed
+	removed  func(V) // told of every value that leaves the map; nil for none
 }
 
 type shard[K comparable, V any] struct {
@@ -90,6 +91,20 @@ func (m *Map[K, V]) Get(k K, now int64) (V, bool) {
 	return e.value, true
 }
 
+// OnRemove has the map call removed, under the lock of the value's shard,
+// with every value that leaves it: replaced, evicted, deleted or purged.
+// Whoever hands its values out beyond a Get learns when they stop being
+// the map's. It is set before the map is used.
+func (m *Map[K, V]) OnRemove(removed func(V)) { m.removed = removed }
+
+// drop removes k's entry e from sh, telling whoever asked (OnRemove).
+func (m *Map[K, V]) drop(sh *shard[K, V], k K, e *entry[V]) {
+	delete(sh.m, k)
+	if m.removed != nil && e != nil {
+		m.removed(e.value)
+	}
+}
+
 // Put stores v under k until expiry, making room if the map is full.
 func (m *Map[K, V]) Put(k K, v V, expiry, now int64) {
 	e := &entry[V]{value: v, expiry: expiry}
@@ -97,15 +112,19 @@ func (m *Map[K, V]) Put(k K, v V, expiry, now int64) {
 	sh := m.shard(k)
 	sh.mu.lock()
 	defer sh.mu.unlock()
-	if _, ok := sh.m[k]; !ok && len(sh.m) >= m.perShard {
-		sh.evict(now)
+	old, ok := sh.m[k]
+	if !ok && len(sh.m) >= m.perShard {
+		m.evict(sh, now)
 	}
 	sh.m[k] = e
+	if ok && m.removed != nil {
+		m.removed(old.value)
+	}
 }
 
 // evict drops the first expired entry of a sample, else its least recently
 // used one.
-func (sh *shard[K, V]) evict(now int64) {
+func (m *Map[K, V]) evict(sh *shard[K, V], now int64) {
 	var victim K
 	oldest, seen := int64(math.MaxInt64), 0
 	for k, e := range sh.m {
@@ -120,7 +139,7 @@ func (sh *shard[K, V]) evict(now int64) {
 			break
 		}
 	}
-	delete(sh.m, victim)
+	m.drop(sh, victim, sh.m[victim])
 }
 
 // Update replaces the value under k with what fn makes of it (ok false when
@@ -140,22 +159,29 @@ func (m *Map[K, V]) Update(k K, now int64, fn func(v V, ok bool) (next V, expiry
 	}
 	next, expiry, keep := fn(cur, ok)
 	if !keep {
-		delete(sh.m, k)
+		if e != nil {
+			m.drop(sh, k, e)
+		}
 		return
 	}
 	if e == nil && len(sh.m) >= m.perShard {
-		sh.evict(now)
+		m.evict(sh, now)
 	}
 	ne := &entry[V]{value: next, expiry: expiry}
 	ne.lastUsed.Store(now)
 	sh.m[k] = ne
+	if e != nil && m.removed != nil {
+		m.removed(e.value)
+	}
 }
 
 // Delete drops the entry under k.
 func (m *Map[K, V]) Delete(k K) {
 	sh := m.shard(k)
 	sh.mu.lock()
-	delete(sh.m, k)
+	if e, ok := sh.m[k]; ok {
+		m.drop(sh, k, e)
+	}
 	sh.mu.unlock()
 }
 
@@ -167,7 +193,7 @@ func (m *Map[K, V]) DeleteFunc(match func(K, V) bool) int64 {
 		sh.mu.lock()
 		for k, e := range sh.m {
 			if match(k, e.value) {
-				delete(sh.m, k)
+				m.drop(sh, k, e)
 				n++
 			}
 		}

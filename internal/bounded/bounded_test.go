@@ -1,6 +1,7 @@
 package bounded
 
 import (
+	"fmt"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -128,4 +129,42 @@ func BenchmarkGetParallel(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestOnRemove: every value that leaves the map is reported once, however
+// it leaves, and values still held are not.
+func TestOnRemove(t *testing.T) {
+	m := New[string, int](4, nil)
+	removed := map[int]int{}
+	m.OnRemove(func(v int) { removed[v]++ })
+	m.Put("a", 1, Never, 1)
+	m.Put("a", 2, Never, 2) // replaced
+	m.Update("a", 3, func(v int, ok bool) (int, int64, bool) { return v + 1, Never, true })
+	m.Update("a", 4, func(int, bool) (int, int64, bool) { return 0, 0, false }) // dropped
+	m.Put("b", 10, Never, 5)
+	m.Delete("b")
+	m.Delete("b") // gone already: nothing to report
+	m.Put("c", 20, Never, 6)
+	m.Put("d", 21, Never, 7)
+	m.DeleteFunc(func(_ string, v int) bool { return v == 20 })
+	for i := range 10 { // more than the bound: evictions
+		m.Put(fmt.Sprint("e", i), 100+i, Never, int64(8+i))
+	}
+	for _, v := range []int{1, 2, 3, 10, 20} {
+		if removed[v] != 1 {
+			t.Errorf("value %d reported %d times, want once", v, removed[v])
+		}
+	}
+	held := 0
+	for v, n := range removed {
+		if n != 1 {
+			t.Errorf("value %d reported %d times", v, n)
+		}
+		if v >= 21 {
+			held++
+		}
+	}
+	if want := 1 + 10 - m.Len(); held != want { // d and the e's, less what the map still holds
+		t.Errorf("%d evictions reported, want %d (the map holds %d)", held, want, m.Len())
+	}
 }

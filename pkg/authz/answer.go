@@ -54,6 +54,15 @@ type answer struct {
 
 // answer returns the decision's answer, building it on first use.
 func (d *decision) answer() *answer {
+	if d.ans == nil {
+		d.ans = d.build()
+	}
+	return d.ans
+}
+
+// build returns the token's answer under the decision's policy from the
+// token's memo, building it on first use.
+func (d *decision) build() *answer {
 	p, tok := d.policy, d.token
 	return tok.Memo(p.answerKey, func() any {
 		var c *claims.Claims
@@ -110,6 +119,21 @@ func (a *answer) message() (*authv3.CheckResponse, error) { return a.wire.decode
 // the answer: HTTP mode writes them on every hit, and only HTTP mode pays
 // for them.
 func (d *decision) httpHeaders(a *answer) ([]httpHeader, error) {
+	if d.reuse == nil {
+		return d.memoHeaders(a)
+	}
+	if hs := d.reuse.headers.Load(); hs != nil {
+		return *hs, nil
+	}
+	hs, err := d.memoHeaders(a)
+	if err == nil {
+		d.reuse.headers.Store(&hs)
+	}
+	return hs, err
+}
+
+// memoHeaders returns HTTP mode's headers from the token's memo.
+func (d *decision) memoHeaders(a *answer) ([]httpHeader, error) {
 	var err error
 	hs := d.token.Memo(d.policy.httpKey, func() any {
 		m, e := a.message()

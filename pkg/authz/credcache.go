@@ -3,6 +3,7 @@ package authz
 import (
 	"encoding/base64"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/extauthz/extauthz/internal/bounded"
@@ -26,29 +27,68 @@ const credentialCacheSize = 10_000
 // canonical spelling, so that neither wrong secrets nor respellings of a
 // right one (extra spaces, missing padding) fill it.
 type credentialCache struct {
-	m *bounded.Map[string, credentials]
+	m *bounded.Map[string, *caller]
 }
 
 func newCredentialCache() *credentialCache {
-	return &credentialCache{bounded.New[string, credentials](credentialCacheSize, nil)}
+	return &credentialCache{bounded.New[string, *caller](credentialCacheSize, nil)}
 }
 
-// credentials are what an Authorization header decodes to, kept by value.
+// credentials are what an Authorization header decodes to.
 type credentials struct {
 	creds idp.Credentials
 	key   tokencache.Key
 }
 
-// get returns the credentials of header, remembered or parsed anew; fresh
-// says they were parsed, and remember may keep them.
-func (c *credentialCache) get(header string, e *tokencache.Endpoint) (cr credentials, fresh bool, err error) {
+// caller is a remembered header's credentials, and what its last check
+// got: the token and the answer that the next check serves again, without
+// the token cache's lookup or the token's memo, as long as the token cache
+// says the token is current (tokencache.Cache.Current).
+type caller struct {
+	credentials
+	last atomic.Pointer[reuse]
+}
+
+// reuse is the token a caller's check got from memory, and its answer
+// under the policy shape it was made for.
+type reuse struct {
+	token  *tokencache.Token
+	answer *answer
+	shape  tokencache.MemoKey // the policy's answerKey
+	// headers are HTTP mode's, from the token's memo on first use.
+	headers atomic.Pointer[[]httpHeader]
+}
+
+// reusable returns what c's last check got, if it was made for shape; the
+// token cache says whether the token is still current.
+func (c *caller) reusable(shape tokencache.MemoKey) *reuse {
+	if r := c.last.Load(); r != nil && r.shape == shape {
+		return r
+	}
+	return nil
+}
+
+// keep remembers what a check got from memory for the next one.
+func (c *caller) keep(tok *tokencache.Token, a *answer, shape tokencache.MemoKey) *reuse {
+	if r := c.last.Load(); r != nil && r.token == tok && r.shape == shape {
+		return r
+	}
+	r := &reuse{token: tok, answer: a, shape: shape}
+	c.last.Store(r)
+	return r
+}
+
+// get returns the caller of header, remembered or parsed anew; fresh says
+// it was parsed, and remember may keep it.
+func (c *credentialCache) get(header string, e *tokencache.Endpoint) (cr *caller, fresh bool, err error) {
 	if cr, ok := c.m.Get(header, 0); ok {
 		return cr, false, nil
 	}
 	id, sec, err := parseBasic(header)
 	if err != nil {
-		return credentials{}, false, err
+		return nil, false, err
 	}
+	cr = &caller{}
 	cr.creds = idp.Credentials{ID: id, Secret: secret.New(sec)}
 	cr.key = e.Key(cr.creds)
 	return cr, true, nil
@@ -56,7 +96,7 @@ func (c *credentialCache) get(header string, e *tokencache.Endpoint) (cr credent
 
 // remember keeps cr, parsed from header, whose credentials just got a
 // token: only in the header's one canonical spelling.
-func (c *credentialCache) remember(header string, cr credentials) {
+func (c *credentialCache) remember(header string, cr *caller) {
 	if canonicalBasic(header) {
 		c.m.Put(header, cr, bounded.Never, time.Now().UnixNano())
 	}
@@ -76,13 +116,14 @@ func canonicalBasic(header string) bool {
 // subject returns the credentials of a delegated grant's header: the
 // policy's own client with the caller's token, remembered or read anew
 // (fresh), so that a caller's next request skips reading and hashing it.
-func (c *credentialCache) subject(header string, p *policy, in input) (cr credentials, fresh bool, err error) {
+func (c *credentialCache) subject(header string, p *policy, in input) (cr *caller, fresh bool, err error) {
 	if cr, ok := c.m.Get(header, 0); ok {
 		return cr, false, nil
 	}
+	cr = &caller{}
 	cr.creds = p.creds
 	if cr.creds.Subject, err = p.subjectToken(in); err != nil {
-		return credentials{}, false, err
+		return nil, false, err
 	}
 	cr.key = p.endpoint.Key(cr.creds)
 	return cr, true, nil
@@ -91,8 +132,7 @@ func (c *credentialCache) subject(header string, p *policy, in input) (cr creden
 // rememberSubject keeps cr, read from header, whose token was just
 // exchanged: only in its canonical spelling ("Bearer <token>", or the
 // token alone in another header).
-func (c *credentialCache) rememberSubject(header string, p *policy, cr credentials) {
-	cr.creds.Actor = secret.Value{} // fetched anew for every request: not kept per caller
+func (c *credentialCache) rememberSubject(header string, p *policy, cr *caller) {
 	tok := cr.creds.Subject.Reveal()
 	if header == tok || p.subject.Header == "authorization" && len(header) == len(tok)+7 && strings.HasPrefix(header, "Bearer ") && header[7:] == tok {
 		c.m.Put(header, cr, bounded.Never, time.Now().UnixNano())

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/extauthz/extauthz/internal/testidp"
+	"github.com/extauthz/extauthz/pkg/config"
 )
 
 func TestHTTPMode(t *testing.T) {
@@ -131,5 +132,68 @@ func TestHTTPModeRemovesTheCallersCredentials(t *testing.T) {
 		if resp.StatusCode != 200 || resp.Header.Get("X-Envoy-Auth-Headers-To-Remove") != tt.wantRemove {
 			t.Errorf("%s: %d, X-Envoy-Auth-Headers-To-Remove %q, want %q", tt.policy, resp.StatusCode, resp.Header.Get("X-Envoy-Auth-Headers-To-Remove"), tt.wantRemove)
 		}
+	}
+}
+
+// TestKeptAnswers: a client's next check serves what its last one got
+// from memory without the token cache's lookup, but never once the token
+// left the cache (a purge, here) nor after a reload changed the answer's
+// shape, in application and gateway mode alike.
+func TestKeptAnswers(t *testing.T) {
+	f := newFixture(t, "")
+	srv := httptest.NewServer(f.srv)
+	defer srv.Close()
+	get := func(policy string) (int, string, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/policy/"+policy, nil)
+		req.Header.Set("Authorization", basic("orders-app", "s3cret"))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode, resp.Header.Get("Authorization"), resp.Header.Get("X-Group")
+	}
+	for _, policy := range []string{"orders", "gateway"} {
+		before := f.idp.Requests()
+		_, first, _ := get(policy)
+		for range 3 {
+			if status, tok, _ := get(policy); status != 200 || tok != first {
+				t.Fatalf("%s: a hit answered %d with another token", policy, status)
+			}
+		}
+		if n := f.idp.Requests() - before; n != 1 {
+			t.Errorf("%s: %d token requests for four checks, want 1", policy, n)
+		}
+		client := "orders-app"
+		if policy == "gateway" {
+			client = "gw-client"
+		}
+		if _, err := f.builder.Purge(t.Context(), policy, client); err != nil {
+			t.Fatal(err)
+		}
+		if status, tok, _ := get(policy); status != 200 || tok == first {
+			t.Errorf("%s: after the purge: %d, the purged token again: %v", policy, status, tok == first)
+		}
+		// gRPC checks keep the same way, and see the same purge.
+		if r := read(t, f.check(checkRequest(policy, "", "/", map[string]string{"authorization": basic("orders-app", "s3cret")}))); r.status != 200 || r.headers["authorization"] == first {
+			t.Errorf("%s: a gRPC check after the purge: %d, the purged token again: %v", policy, r.status, r.headers["authorization"] == first)
+		}
+	}
+
+	// A reload that changes the claims expression changes the answer.
+	if status, _, group := get("orders"); status != 200 || group != "admin" {
+		t.Fatalf("before the reload: %d, X-Group %q", status, group)
+	}
+	yaml := strings.Replace(f.yaml, "claims: Equals(`grp`, `admin`)", "claims: Equals(`grp`, `viewer`)", 1)
+	cfg, err := config.Parse([]byte(yaml), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.builder.Apply(cfg); err != nil {
+		t.Fatal(err)
+	}
+	if status, _, _ := get("orders"); status != 403 {
+		t.Errorf("after a reload that refuses the client's claims: %d, want 403", status)
 	}
 }

@@ -39,8 +39,12 @@ type policy struct {
 	// configuration is reloaded.
 	answerKey tokencache.MemoKey
 	httpKey   tokencache.MemoKey // HTTP mode's headers, beside the answer
-	// callers remembers application-mode Authorization headers.
+	// callers remembers application-mode Authorization headers, and a
+	// delegated grant's caller tokens.
 	callers *credentialCache
+	// self is a gateway-mode policy's own client, as callers keeps those
+	// of application mode.
+	self *caller
 	// checks counts decisions by outcome, resolved once per policy.
 	checks [len(outcomes)]prometheus.Counter
 	// removeHeaders are the caller's headers the upstream must not see:
@@ -138,6 +142,7 @@ func (s *Server) compile(o *builder.Runtime, prev *state) (*state, error) {
 		case p.gateway:
 			p.creds = po.Credentials
 			p.key = p.endpoint.Key(p.creds)
+			p.self = &caller{credentials: credentials{p.creds, p.key}}
 		case !strings.EqualFold(p.tokenHeader, "authorization"):
 			p.removeHeaders = []string{"authorization"}
 		}

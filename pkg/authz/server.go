@@ -36,6 +36,9 @@ import (
 // Tokens is what the server needs of a token cache.
 type Tokens interface {
 	Token(ctx context.Context, e *tokencache.Endpoint, key tokencache.Key, creds idp.Credentials) (*tokencache.Token, tokencache.Source, error)
+	// Current reports whether a token Token answered FromMemory may be
+	// served again without asking (tokencache.Cache.Current).
+	Current(t *tokencache.Token) bool
 }
 
 // Options configure a Server.
@@ -156,6 +159,8 @@ type decision struct {
 	retryAfter time.Duration
 	cause      error  // why a request was denied, for the log
 	proof      string // DPoP: this request's proof
+	ans        *answer
+	reuse      *reuse // what the caller's next check may serve again
 }
 
 func (s *Server) decide(ctx context.Context, st *state, in input) decision {
@@ -166,52 +171,33 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 	case err != nil:
 		return decision{outcome: denyNoPolicy, cause: err}
 	}
-	creds, key := p.creds, p.key
+	var c *caller
 	var header string
 	fresh := false
 	switch {
 	case p.subject != nil:
 		header, _ = in.header(p.subject.Header)
-		var cr credentials
-		if cr, fresh, err = p.callers.subject(header, p, in); err != nil {
+		if c, fresh, err = p.callers.subject(header, p, in); err != nil {
 			o := denyMissingToken
 			if errors.Is(err, errBadSubject) {
 				o = denyInvalidToken
 			}
 			return decision{outcome: o, policy: p, cause: err}
 		}
-		creds, key = cr.creds, cr.key
-		if a := p.actor; a != nil {
-			// The actor token is the gateway's own, from its policy (a
-			// cache hit but once in its lifetime); it is not part of the key.
-			at, _, err := s.tokens.Token(ctx, a.endpoint, a.key, a.creds)
-			if err != nil {
-				o, retry := a.failure(err)
-				return decision{outcome: o, policy: p, retryAfter: retry, cause: fmt.Errorf("the actor token of policy %s: %w", a.name, err)}
-			}
-			creds.Actor = at.AccessToken
-		}
 	case !p.gateway:
 		header, _ = in.header("authorization")
-		var cr credentials
-		if cr, fresh, err = p.callers.get(header, p.endpoint); err != nil {
+		if c, fresh, err = p.callers.get(header, p.endpoint); err != nil {
 			return decision{outcome: denyInvalidRequest, policy: p, cause: err}
 		}
-		creds, key = cr.creds, cr.key
+	default:
+		c = p.self
 	}
-	d := decision{policy: p, clientID: creds.ID}
-	d.token, d.source, err = s.tokens.Token(ctx, p.endpoint, key, creds)
-	if err == nil && fresh {
-		// Proven: these credentials got a token.
-		if p.subject != nil {
-			p.callers.rememberSubject(header, p, credentials{creds, key})
-		} else {
-			p.callers.remember(header, credentials{creds, key})
-		}
-	}
-	if err != nil {
-		d.outcome, d.retryAfter = p.failure(err)
-		d.cause = err
+	d := decision{policy: p, clientID: c.creds.ID}
+	// What this caller's last check got from memory serves again while the
+	// token cache says its token is current: no lookup, no memo.
+	if r := c.reusable(p.answerKey); r != nil && !fresh && s.tokens.Current(r.token) {
+		d.token, d.source, d.ans, d.reuse = r.token, tokencache.FromMemory, r.answer, r
+	} else if d, err = s.fetch(ctx, d, c, header, fresh); err != nil {
 		return d
 	}
 	switch a := d.answer(); {
@@ -228,6 +214,42 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 		d.outcome = allow
 	}
 	return d
+}
+
+// fetch asks the token cache for c's token under d's policy, remembering
+// c (read from header) once its credentials proved good, and what a hit
+// got for c's next check. On error, d is the denial.
+func (s *Server) fetch(ctx context.Context, d decision, c *caller, header string, fresh bool) (decision, error) {
+	p, creds := d.policy, c.creds
+	if a := p.actor; a != nil {
+		// The actor token is the gateway's own, from its policy (a cache
+		// hit but once in its lifetime); it is not part of the key.
+		at, _, err := s.tokens.Token(ctx, a.endpoint, a.key, a.creds)
+		if err != nil {
+			o, retry := a.failure(err)
+			return decision{outcome: o, policy: p, retryAfter: retry, cause: fmt.Errorf("the actor token of policy %s: %w", a.name, err)}, err
+		}
+		creds.Actor = at.AccessToken
+	}
+	var err error
+	d.token, d.source, err = s.tokens.Token(ctx, p.endpoint, c.key, creds)
+	if err != nil {
+		d.outcome, d.retryAfter = p.failure(err)
+		d.cause = err
+		return d, err
+	}
+	if fresh {
+		// Proven: these credentials got a token.
+		if p.subject != nil {
+			p.callers.rememberSubject(header, p, c)
+		} else {
+			p.callers.remember(header, c)
+		}
+	}
+	if d.source == tokencache.FromMemory {
+		d.reuse = c.keep(d.token, d.answer(), p.answerKey)
+	}
+	return d, nil
 }
 
 // proofFor signs key's DPoP proof for the request: htm its method, htu its

@@ -30,6 +30,7 @@ type fixture struct {
 	idp     *testidp.Server
 	srv     *Server
 	cfg     *config.Config
+	yaml    string // cfg's source, with the IdP's addresses in it
 	logs    *observer.ObservedLogs
 	cache   *tokencache.Cache
 	builder *builder.Builder
@@ -117,7 +118,7 @@ func newFixtureFrom(t *testing.T, yaml string, opts tokencache.Options) *fixture
 	cache := tokencache.New(opts)
 	t.Cleanup(func() { _ = cache.Close() })
 	srv, b := serve(t, cfg, cache, Options{Tokens: cache, Logger: log})
-	return &fixture{t: t, idp: idp, srv: srv, cfg: cfg, logs: logs, cache: cache, builder: b}
+	return &fixture{t: t, idp: idp, srv: srv, cfg: cfg, yaml: yaml, logs: logs, cache: cache, builder: b}
 }
 
 // serve starts a Server with o and puts cfg, built over cache, into

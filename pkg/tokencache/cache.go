@@ -180,6 +180,25 @@ func (c *Cache) Token(ctx context.Context, e *Endpoint, key Key, creds idp.Crede
 	return c.wait(ctx, e, key, creds, t)
 }
 
+// Current reports whether t, a token Token answered FromMemory, may be
+// served again as it is without asking Token: the memory tier still holds
+// it (it was not replaced, evicted, deleted, revoked or purged since), and
+// it is within its serve window and before its refresh is due. A true
+// answer counts a memory hit, as Token's would; on false, ask Token.
+// Callers keep the last token a client got beside the client's
+// credentials, so that its next request skips the key's lookup.
+func (c *Cache) Current(t *Token) bool {
+	if t == nil || t.retired.Load() {
+		return false
+	}
+	now := c.now().UnixNano()
+	if now >= t.refreshAtNano() || now >= t.serveUntilNano() {
+		return false
+	}
+	c.counters.memoryHit.Inc()
+	return true
+}
+
 // wait joins or starts the key's fill and waits for it until ctx ends; old
 // is the token to fall back on while it has not expired. It is apart from
 // Token so that a hit does not pay for the closure's captures.

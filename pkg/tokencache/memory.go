@@ -14,7 +14,11 @@ type memoryTier struct {
 
 func newMemoryTier(maxEntries int) memoryTier {
 	// Keys are hashes already: their first byte picks the shard.
-	return memoryTier{bounded.New[Key, *Token](maxEntries, func(k Key) uint64 { return uint64(k.id[0]) })}
+	m := bounded.New[Key, *Token](maxEntries, func(k Key) uint64 { return uint64(k.id[0]) })
+	// A token that leaves the tier, whatever the reason, is retired: no
+	// caller that kept it serves it again without asking (Cache.Current).
+	m.OnRemove(func(t *Token) { t.retired.Store(true) })
+	return memoryTier{m}
 }
 
 // get returns the token under key if it has not expired at now.
@@ -24,6 +28,9 @@ func (t memoryTier) get(key Key, now time.Time) *Token {
 }
 
 func (t memoryTier) put(key Key, tok *Token, now time.Time) {
+	if tok.retired.Load() {
+		return // once retired, never served from memory again
+	}
 	t.m.Put(key, tok, tok.expiry, now.UnixNano())
 }
 

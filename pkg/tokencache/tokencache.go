@@ -102,7 +102,10 @@ type Token struct {
 	// fetched, rounded up (a token lives at most idp.MaxLifetime, a year).
 	nextRefresh atomic.Int32
 	refreshing  atomic.Bool // a background refresh is under way
-	bound       bool        // token_type DPoP: bound to a key (RFC 9449)
+	// retired is set once the memory tier no longer holds the token under
+	// its key: replaced, evicted, deleted or purged (Cache.Current).
+	retired atomic.Bool
+	bound   bool // token_type DPoP: bound to a key (RFC 9449)
 }
 
 // Type is the token's type: DPoP for a bound token, else Bearer (idp
@@ -137,15 +140,19 @@ func (t *Token) Claims() *claims.Claims {
 func (t *Token) lifetime() time.Duration { return time.Duration(t.expiry - t.fetched) }
 
 // refreshAt is when a hit starts a background refresh.
-func (t *Token) refreshAt() time.Time {
-	return t.Fetched().Add(time.Duration(float64(t.lifetime()) * refreshShare))
+func (t *Token) refreshAt() time.Time { return time.Unix(0, t.refreshAtNano()) }
+
+func (t *Token) refreshAtNano() int64 {
+	return t.fetched + int64(float64(t.lifetime())*refreshShare)
 }
 
 // serveUntil is when the token stops being handed out while the endpoint
 // works: min(30s, lifetime/10) before it expires, so that it never reaches
 // an upstream about to expire.
-func (t *Token) serveUntil() time.Time {
-	return t.Expiry().Add(-min(maxSkew, t.lifetime()/10))
+func (t *Token) serveUntil() time.Time { return time.Unix(0, t.serveUntilNano()) }
+
+func (t *Token) serveUntilNano() int64 {
+	return t.expiry - int64(min(maxSkew, t.lifetime()/10))
 }
 
 // setExpiry ends the token at expiry, but no later than its JWT exp (c,

@@ -417,3 +417,96 @@ func TestRevokedSecretDropsTheToken(t *testing.T) {
 		})
 	}
 }
+
+// TestCurrent is what lets a caller serve a token it kept without asking
+// Token: true only while the memory tier still holds that very token and
+// it is before its refresh, and false for good once the token left the
+// tier, whatever the reason.
+func TestCurrent(t *testing.T) {
+	hit := func(f *fixture, i int) *Token {
+		t.Helper()
+		f.get(t, i)
+		tok, src, err := f.token(i)
+		if err != nil || src != FromMemory {
+			t.Fatalf("second lookup of app%d: %v, %v", i, src, err)
+		}
+		return tok
+	}
+	t.Run("while it is held", func(t *testing.T) {
+		f := newFixture(t, nil, 100)
+		tok := hit(f, 0)
+		for range 3 {
+			if !f.cache.Current(tok) {
+				t.Fatal("a token just served from memory is not current")
+			}
+		}
+		if f.cache.Current(nil) {
+			t.Error("no token is current")
+		}
+	})
+	t.Run("until its refresh is due", func(t *testing.T) {
+		f := newFixture(t, nil, 100)
+		f.idp.SetBehavior(testidp.Behavior{Lifetime: 100 * time.Second})
+		start := f.clock.Now()
+		tok := hit(f, 0)
+		f.clock.Set(start, 79*time.Second)
+		if !f.cache.Current(tok) {
+			t.Fatal("not current before its refresh")
+		}
+		f.clock.Set(start, 80*time.Second)
+		if f.cache.Current(tok) {
+			t.Fatal("current once its refresh is due: Token must start it")
+		}
+		f.get(t, 0) // starts the refresh
+		poll(t, func() bool { next, _ := f.get(t, 0); return next != tok })
+		if f.cache.Current(tok) {
+			t.Error("the refreshed token's predecessor is current")
+		}
+		f.clock.Set(start, 10*time.Second) // even with a clock that says otherwise
+		if f.cache.Current(tok) {
+			t.Error("a replaced token became current again")
+		}
+	})
+	t.Run("purged", func(t *testing.T) {
+		f := newFixture(t, nil, 100)
+		tok, other := hit(f, 0), hit(f, 1)
+		if _, err := f.cache.Purge(context.Background(), PurgeRequest{ClientID: "app0"}); err != nil {
+			t.Fatal(err)
+		}
+		if f.cache.Current(tok) {
+			t.Error("a purged token is current")
+		}
+		if !f.cache.Current(other) {
+			t.Error("another client's token is no longer current")
+		}
+		if next, _ := f.get(t, 0); next == tok {
+			t.Error("the purged token was served again")
+		}
+	})
+	t.Run("revoked", func(t *testing.T) {
+		f := newFixture(t, nil, 100)
+		f.idp.SetBehavior(testidp.Behavior{Lifetime: 100 * time.Second})
+		start := f.clock.Now()
+		tok := hit(f, 0)
+		f.idp.AddClient("app0", testidp.Client{Secret: "rotated"})
+		f.clock.Set(start, 95*time.Second)
+		if _, _, err := f.token(0); err == nil {
+			t.Fatal("served after the secret was revoked")
+		}
+		f.clock.Set(start, 10*time.Second)
+		if f.cache.Current(tok) {
+			t.Error("a revoked token is current")
+		}
+	})
+	t.Run("evicted", func(t *testing.T) {
+		f := newFixture(t, nil, 4)
+		tok := hit(f, 0)
+		for i := 1; i < 40; i++ {
+			f.clock.Add(2 * time.Second) // app0 is the least recently used
+			f.get(t, i)
+		}
+		if f.cache.Current(tok) {
+			t.Error("an evicted token is current: a purge could no longer reach it")
+		}
+	})
+}

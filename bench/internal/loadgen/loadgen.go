@@ -65,25 +65,56 @@ const clockTick = 10 * time.Millisecond
 // CPUTime returns the CPU time process pid has used, or 0 when it cannot
 // be read (not Linux, or pid 0).
 func CPUTime(pid int) time.Duration {
+	user, sys := CPUTimes(pid)
+	return user + sys
+}
+
+// CPUTimes returns the user and system CPU time process pid has used, or
+// zeros when they cannot be read (not Linux, or pid 0).
+func CPUTimes(pid int) (user, sys time.Duration) {
 	if pid == 0 {
-		return 0
+		return 0, 0
 	}
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	// The command name, in parentheses, may hold spaces: count from after it.
 	_, rest, ok := strings.Cut(string(data), ") ")
 	fields := strings.Fields(rest)
 	if !ok || len(fields) < 13 {
-		return 0
+		return 0, 0
 	}
 	utime, err1 := strconv.ParseInt(fields[11], 10, 64)
 	stime, err2 := strconv.ParseInt(fields[12], 10, 64)
 	if err1 != nil || err2 != nil {
+		return 0, 0
+	}
+	return time.Duration(utime) * clockTick, time.Duration(stime) * clockTick
+}
+
+// Syscalls returns how many read- and write-class system calls process pid
+// has made (/proc/<pid>/io: syscr and syscw), or 0 when they cannot be read.
+func Syscalls(pid int) int64 {
+	if pid == 0 {
 		return 0
 	}
-	return time.Duration(utime+stime) * clockTick
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0
+	}
+	var n int64
+	for line := range strings.Lines(string(data)) {
+		k, v, _ := strings.Cut(strings.TrimSpace(line), ": ")
+		if k == "syscr" || k == "syscw" {
+			c, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0
+			}
+			n += c
+		}
+	}
+	return n
 }
 
 // Target is a server and how one client of the load calls it: Client(w)
