@@ -30,6 +30,7 @@ import (
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 
+	"github.com/extauthz/extauthz/internal/httpdeadline"
 	"github.com/extauthz/extauthz/pkg/admin"
 	"github.com/extauthz/extauthz/pkg/authz"
 	"github.com/extauthz/extauthz/pkg/builder"
@@ -39,6 +40,17 @@ import (
 	"github.com/extauthz/extauthz/pkg/metrics"
 	"github.com/extauthz/extauthz/pkg/tokencache"
 )
+
+// httpLimits bound HTTP mode's slow clients: 5 s to send a request's
+// headers, 10 s its body, a check answered and written within 35 s (a check
+// waits on the token endpoint for up to authz.HTTPCheckTimeout), and 2 min
+// idle between requests.
+var httpLimits = httpdeadline.Limits{
+	Header:  5 * time.Second,
+	Body:    10 * time.Second,
+	Request: authz.HTTPCheckTimeout + 5*time.Second,
+	Idle:    2 * time.Minute,
+}
 
 // configFlag adds --config, defaulting to $EXTAUTHZ_CONFIG.
 func configFlag(fs *flag.FlagSet) *string {
@@ -265,16 +277,27 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 	// httpSrv serves HTTP mode; with no listener it is never started and
 	// its Shutdown returns at once.
 	httpSrv := &http.Server{
-		Handler:           httpHandler,
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
-		WriteTimeout:      authz.HTTPCheckTimeout + 5*time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    cfg.Server.HTTP.MaxHeaderBytes,
-		ErrorLog:          zap.NewStdLog(log.Named("http")),
+		Handler:        httpHandler,
+		MaxHeaderBytes: cfg.Server.HTTP.MaxHeaderBytes,
+		ErrorLog:       zap.NewStdLog(log.Named("http")),
 	}
+	// Slow clients are bounded phase by phase: headers, body, the request
+	// served, the idle time between requests.
 	if guard != nil {
+		// TLS, and HTTP/2 with it: net/http's own per-request deadlines.
 		httpSrv.ConnContext = guard.ConnContext
+		httpSrv.ReadHeaderTimeout = httpLimits.Header
+		httpSrv.ReadTimeout = httpLimits.Body
+		httpSrv.WriteTimeout = httpLimits.Request
+		httpSrv.IdleTimeout = httpLimits.Idle
+	} else if httpLis != nil {
+		// Plain HTTP/1: the same bounds kept by one sweeper, not by timers
+		// armed and disarmed several times for every request.
+		watch := httpdeadline.New(httpLimits)
+		defer watch.Close()
+		httpLis = watch.Listen(httpLis)
+		httpSrv.ConnState = watch.ConnState
+		httpSrv.Handler = watch.Handler(httpHandler)
 	}
 	httpAddr := ""
 

@@ -6,11 +6,12 @@
 // that caches little and allocates per request (HTTP mode) would then
 // collect dozens of times a second, and each collection takes a quarter of
 // a one-core replica while it marks, which is what requests wait behind at
-// the 99th percentile. So the headroom is Percent of the live heap, and
-// never less than Floor bytes: a large cache costs a fifth more, a small
-// one collects half as often as with Go's default (whose floor is 4 MiB).
-// The floor is no more than a fifth of 20,000 cached clients' heap, so
-// that it costs a large cache nothing.
+// the 99th percentile. So the headroom is Percent of the live heap, never
+// less than Floor bytes, and enough for the heap to reach MinHeap before
+// it collects: a large cache costs a fifth more, a small one (a few
+// thousand clients) collects two to three times less often than with Go's
+// default. MinHeap is below the heap of 20,000 cached clients, so that it
+// costs a large cache nothing.
 package gctune
 
 import (
@@ -23,16 +24,21 @@ import (
 // Defaults.
 const (
 	Percent = 20
-	Floor   = 8 << 20 // bytes
+	Floor   = 4 << 20  // bytes
+	MinHeap = 16 << 20 // bytes
 	// maxPercent bounds the percentage for a nearly empty heap.
 	maxPercent = 1000
 )
 
 // percent returns the GC percentage that gives a heap of live bytes a
-// headroom of percent of it, but at least floor bytes.
-func percent(live uint64, pct int, floor uint64) int {
+// headroom of pct of it, but at least floor bytes, and at least what lets
+// the heap reach minHeap.
+func percent(live uint64, pct int, floor, minHeap uint64) int {
 	if live == 0 {
 		return maxPercent
+	}
+	if minHeap > live {
+		floor = max(floor, minHeap-live)
 	}
 	if live*uint64(pct)/100 >= floor {
 		return pct
@@ -68,7 +74,7 @@ func (t *tuner) tune() {
 	if t.sample[0].Value.Kind() != metrics.KindUint64 {
 		return
 	}
-	p := percent(t.sample[0].Value.Uint64(), Percent, Floor)
+	p := percent(t.sample[0].Value.Uint64(), Percent, Floor, MinHeap)
 	if t.current < 0 || p < t.current*9/10 || p > t.current*11/10 {
 		debug.SetGCPercent(p)
 		t.current = p

@@ -16,16 +16,18 @@ func TestPercent(t *testing.T) {
 	}{
 		{0, maxPercent},
 		{1 << 10, maxPercent}, // 1 KiB: capped
-		{1 * mib, 800},        // the floor, 8 MiB, is 800% of 1 MiB
-		{4 * mib, 200},
-		{8 * mib, 100},  // the floor itself: Go's default
-		{40 * mib, 20},  // a fifth is the floor
-		{400 * mib, 20}, // a large cache: a fifth
+		{1 * mib, maxPercent}, // 15 MiB to reach the 16 MiB heap: capped
+		{4 * mib, 300},        // 12 MiB to reach it
+		{8 * mib, 100},        // 8 MiB to reach it: Go's default
+		{12 * mib, 33},        // 4 MiB, the floor
+		{16 * mib, 25},        // the floor
+		{20 * mib, 20},        // a fifth is the floor
+		{400 * mib, 20},       // a large cache: a fifth
 		{1 << 40, 20},
-		{40*mib - 1, 20}, // just under: 8 MiB / (40 MiB - 1) rounds down to 20
-		{10 * mib, 80},
+		{20*mib - 1, 20}, // just under: 4 MiB / (20 MiB - 1) rounds down to 20
+		{10 * mib, 60},
 	} {
-		if got := percent(tt.live, Percent, Floor); got != tt.want {
+		if got := percent(tt.live, Percent, Floor, MinHeap); got != tt.want {
 			t.Errorf("percent(%d) = %d, want %d", tt.live, got, tt.want)
 		}
 	}
