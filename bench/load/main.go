@@ -14,8 +14,8 @@
 // then the memory extauthz holds per cached client, in a fresh process
 // each, with the in-process tier alone and with Redis behind it; then HTTP
 // mode and its no-op again, driven by wrk as users measure them, with a CPU
-// profile of HTTP mode under that load kept in bin/bench (wrk.go). `make
-// bench` runs it.
+// profile of HTTP mode under that load kept in bin/bench, and gRPC Checks
+// under the same load from the Go generator (wrk.go). `make bench` runs it.
 package main
 
 import (

@@ -20,6 +20,10 @@ import (
 	"sync/atomic"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
 	"github.com/extauthz/extauthz/bench/internal/loadgen"
 	"github.com/extauthz/extauthz/internal/harness"
 	"github.com/extauthz/extauthz/internal/testidp"
@@ -58,6 +62,7 @@ type wrkOptions struct {
 	rounds       int
 	duration     time.Duration
 	profile      string // where the CPU profile goes; empty for none
+	noopPID      int    // set once the no-op runs
 }
 
 // wrkFigures measures HTTP mode and the no-op that writes the same headers
@@ -108,7 +113,7 @@ func wrkFigures(o wrkOptions) error {
 	if err != nil {
 		return err
 	}
-	_, noopHTTP, noopPID, stopNoop, err := startNoop(pinnedNoop, tokenLen)
+	noopGRPC, noopHTTP, noopPID, stopNoop, err := startNoop(pinnedNoop, tokenLen)
 	if err != nil {
 		return err
 	}
@@ -132,6 +137,7 @@ func wrkFigures(o wrkOptions) error {
 
 	noop := wrkTarget{name: "no-op", url: "http://" + noopHTTP + wrkPath, pid: noopPID}
 	extauthz := wrkTarget{name: "extauthz", url: extURL, pid: ext.PID()}
+	o.noopPID = noopPID
 	// One short run each first: connections, the scheduler and the heap settle.
 	for _, t := range []wrkTarget{noop, extauthz} {
 		if _, err := r.run(t, 1); err != nil {
@@ -165,6 +171,9 @@ func wrkFigures(o wrkOptions) error {
 		fmt.Printf("  every request a cache hit: the IdP was asked for no token during the rounds\n")
 	}
 	wrkReport(base, other)
+	if err := grpcLikeWrk(o, noopGRPC, ext); err != nil {
+		return err
+	}
 
 	if o.profile != "" {
 		if err := wrkProfile(r, extauthz, ext.AdminAddress, adminToken, secs, o.profile); err != nil {
@@ -172,6 +181,54 @@ func wrkFigures(o wrkOptions) error {
 		}
 	}
 	return nil
+}
+
+// grpcLikeWrk measures gRPC Checks against the no-op under the load wrk
+// puts on HTTP mode: as many connections, each a closed loop, rotating
+// over the same cached clients' Basic credentials (policy web, the same
+// process and cache), the generator on its own core. wrk speaks no gRPC:
+// the Go generator stands in for it.
+func grpcLikeWrk(o wrkOptions, noopAddr string, ext *harness.Process) error {
+	fmt.Printf("\n  gRPC under the same load: %d connections, each a closed loop, rotating the Basic credentials of the %d clients (policy web)\n", o.connections, o.clients)
+	reqs := make([]*authv3.CheckRequest, o.clients)
+	for i := range reqs {
+		reqs[i] = request("web", fmt.Sprintf("client-%d", i))
+	}
+	results, err := loadgen.Compare(o.rounds, o.connections, o.duration,
+		rotatingGRPC("no-op", noopAddr, o.noopPID, reqs), rotatingGRPC("extauthz", ext.GRPCAddress, ext.PID(), reqs))
+	if err != nil {
+		return err
+	}
+	b, e := results[0], results[1]
+	p99 := float64(e.Quantile(0.99)) / float64(b.Quantile(0.99))
+	fmt.Printf("  %-9s %10s %10s %10s %14s\n", "server", "rps", "p50", "p99", "CPU per call")
+	for _, row := range []struct {
+		name string
+		r    *loadgen.Result
+	}{{"no-op", b}, {"extauthz", e}} {
+		fmt.Printf("  %-9s %10.0f %10v %10v %14v\n", row.name, row.r.RPS(), row.r.Quantile(0.5), row.r.Quantile(0.99), row.r.CPUPerCall().Round(100*time.Nanosecond))
+	}
+	fmt.Printf("  %-9s %9.2fx %9.2fx %9.2fx %13.2fx\n", "ratio", e.RPS()/b.RPS(), float64(e.Quantile(0.5))/float64(b.Quantile(0.5)), p99, float64(e.CPUPerCall())/float64(b.CPUPerCall()))
+	fmt.Printf("  target (issue 22): gRPC p99 ratio <= %.2f: %s\n", maxWrkP99Ratio, verdict(p99 <= maxWrkP99Ratio))
+	return nil
+}
+
+// rotatingGRPC calls addr over one connection per client, each client
+// sending reqs in turn from its own starting point.
+func rotatingGRPC(name, addr string, pid int, reqs []*authv3.CheckRequest) loadgen.Target {
+	return loadgen.Target{Name: name, PID: pid, Client: func(w int) (func() bool, func(), error) {
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
+			return nil, nil, err
+		}
+		client := authv3.NewAuthorizationClient(conn)
+		next := w * 31
+		return func() bool {
+			next = (next + 1) % len(reqs)
+			resp, err := client.Check(context.Background(), reqs[next])
+			return err == nil && resp.GetOkResponse() != nil
+		}, func() { conn.Close() }, nil
+	}}
 }
 
 // warmHTTP asks url once for each of n clients, a few at a time, so that
