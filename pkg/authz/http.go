@@ -39,27 +39,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	defer s.recoverHTTP(w, start)
 	st := s.state.Load()
-	c := &httpCheck{in: httpInput{r: r}} // one allocation for what a check keeps on the heap
-	in := &c.in
+	in := &httpInput{r: r}
 	ctx, span := s.startSpan(r.Context(), in)
 	var d decision
 	if d.cause = in.parse(st.policyPath, st.policyHeader); d.cause != nil {
 		d.outcome = denyAmbiguous
 	} else {
-		// The deadline is made only if something waits: a hit never does.
-		c.lazy = lazyDeadline{Context: ctx, deadline: start.Add(HTTPCheckTimeout)}
-		d = s.decide(&c.lazy, st, in)
-		c.lazy.stop()
+		var q query
+		if d, q = s.lookup(st, in); q.c != nil {
+			// Only a check that asks the token cache may wait: its deadline
+			// is made then, and its timer only if it does wait.
+			lazy := &lazyDeadline{Context: ctx, deadline: start.Add(HTTPCheckTimeout)}
+			d = s.fetch(lazy, d, q)
+			lazy.stop()
+		}
+		d = s.conclude(d, in)
 	}
 	s.record(&d, start)
 	endSpan(span, &d)
 	writeHTTP(w, &d)
-}
-
-// httpCheck is an HTTP-mode check's input and its lazy deadline.
-type httpCheck struct {
-	in   httpInput
-	lazy lazyDeadline
 }
 
 // noStore is every answer's Cache-Control: shared, never changed.

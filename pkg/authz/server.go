@@ -164,48 +164,72 @@ type decision struct {
 }
 
 func (s *Server) decide(ctx context.Context, st *state, in input) decision {
+	d, q := s.lookup(st, in)
+	if q.c != nil {
+		d = s.fetch(ctx, d, q)
+	}
+	return s.conclude(d, in)
+}
+
+// query is what a check asks the token cache for: its caller's token.
+type query struct {
+	c      *caller
+	header string // where the caller's credentials or token came from
+	fresh  bool   // c was read from header anew, not remembered
+}
+
+// lookup selects the policy and the caller. It returns a denial, or what
+// the caller's last check got from memory when the token cache says its
+// token is still current (no lookup, no memo), or else the query for
+// fetch.
+func (s *Server) lookup(st *state, in input) (decision, query) {
 	p, err := st.selectPolicy(in)
 	switch {
 	case errors.Is(err, errAmbiguousHost):
-		return decision{outcome: denyAmbiguous, cause: err}
+		return decision{outcome: denyAmbiguous, cause: err}, query{}
 	case err != nil:
-		return decision{outcome: denyNoPolicy, cause: err}
+		return decision{outcome: denyNoPolicy, cause: err}, query{}
 	}
-	var c *caller
-	var header string
-	fresh := false
+	var q query
 	switch {
 	case p.subject != nil:
-		header, _ = in.header(p.subject.Header)
-		if c, fresh, err = p.callers.subject(header, p, in); err != nil {
+		q.header, _ = in.header(p.subject.Header)
+		if q.c, q.fresh, err = p.callers.subject(q.header, p, in); err != nil {
 			o := denyMissingToken
 			if errors.Is(err, errBadSubject) {
 				o = denyInvalidToken
 			}
-			return decision{outcome: o, policy: p, cause: err}
+			return decision{outcome: o, policy: p, cause: err}, query{}
 		}
 	case !p.gateway:
-		header, _ = in.header("authorization")
-		if c, fresh, err = p.callers.get(header, p.endpoint); err != nil {
-			return decision{outcome: denyInvalidRequest, policy: p, cause: err}
+		q.header, _ = in.header("authorization")
+		if q.c, q.fresh, err = p.callers.get(q.header, p.endpoint); err != nil {
+			return decision{outcome: denyInvalidRequest, policy: p, cause: err}, query{}
 		}
 	default:
-		c = p.self
+		q.c = p.self
 	}
-	d := decision{policy: p, clientID: c.creds.ID}
-	// What this caller's last check got from memory serves again while the
-	// token cache says its token is current: no lookup, no memo.
-	if r := c.reusable(p.answerKey); r != nil && !fresh && s.tokens.Current(r.token) {
+	d := decision{policy: p, clientID: q.c.creds.ID}
+	if r := q.c.reusable(p.answerKey); r != nil && !q.fresh && s.tokens.Current(r.token) {
 		d.token, d.source, d.ans, d.reuse = r.token, tokencache.FromMemory, r.answer, r
-	} else if d, err = s.fetch(ctx, d, c, header, fresh); err != nil {
+		return d, query{}
+	}
+	return d, q
+}
+
+// conclude turns a decision with a token into an allow, or the denial its
+// answer says; a decision without one is a denial already.
+func (s *Server) conclude(d decision, in input) decision {
+	if d.token == nil {
 		return d
 	}
+	var err error
 	switch a := d.answer(); {
 	case a.deny != allow:
 		d.outcome, d.cause = a.deny, denyCauses[a.deny]
-	case p.dpop != nil:
+	case d.policy.dpop != nil:
 		// The proof names this request: made for it, never cached.
-		if d.proof, err = proofFor(p.dpop, in, dpop.TokenHash(d.token.AccessToken.Reveal())); err != nil {
+		if d.proof, err = proofFor(d.policy.dpop, in, dpop.TokenHash(d.token.AccessToken.Reveal())); err != nil {
 			d.outcome, d.cause = denyAmbiguous, err
 			break
 		}
@@ -216,40 +240,41 @@ func (s *Server) decide(ctx context.Context, st *state, in input) decision {
 	return d
 }
 
-// fetch asks the token cache for c's token under d's policy, remembering
-// c (read from header) once its credentials proved good, and what a hit
-// got for c's next check. On error, d is the denial.
-func (s *Server) fetch(ctx context.Context, d decision, c *caller, header string, fresh bool) (decision, error) {
-	p, creds := d.policy, c.creds
+// fetch asks the token cache for q's caller's token under d's policy,
+// remembering the caller once its credentials proved good, and what a hit
+// got for its next check. On error, d is the denial.
+func (s *Server) fetch(ctx context.Context, d decision, q query) decision {
+	p, c, creds := d.policy, q.c, q.c.creds
 	if a := p.actor; a != nil {
 		// The actor token is the gateway's own, from its policy (a cache
 		// hit but once in its lifetime); it is not part of the key.
 		at, _, err := s.tokens.Token(ctx, a.endpoint, a.key, a.creds)
 		if err != nil {
 			o, retry := a.failure(err)
-			return decision{outcome: o, policy: p, retryAfter: retry, cause: fmt.Errorf("the actor token of policy %s: %w", a.name, err)}, err
+			return decision{outcome: o, policy: p, retryAfter: retry, cause: fmt.Errorf("the actor token of policy %s: %w", a.name, err)}
 		}
 		creds.Actor = at.AccessToken
 	}
 	var err error
 	d.token, d.source, err = s.tokens.Token(ctx, p.endpoint, c.key, creds)
 	if err != nil {
+		d.token = nil
 		d.outcome, d.retryAfter = p.failure(err)
 		d.cause = err
-		return d, err
+		return d
 	}
-	if fresh {
+	if q.fresh {
 		// Proven: these credentials got a token.
 		if p.subject != nil {
-			p.callers.rememberSubject(header, p, c)
+			p.callers.rememberSubject(q.header, p, c)
 		} else {
-			p.callers.remember(header, c)
+			p.callers.remember(q.header, c)
 		}
 	}
 	if d.source == tokencache.FromMemory {
 		d.reuse = c.keep(d.token, d.answer(), p.answerKey)
 	}
-	return d, nil
+	return d
 }
 
 // proofFor signs key's DPoP proof for the request: htm its method, htu its
