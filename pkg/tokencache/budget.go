@@ -5,11 +5,11 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"math"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
-
-	"github.com/extauthz/extauthz/internal/bounded"
 )
 
 // Failure budgets.
@@ -325,22 +325,77 @@ func foldID(s string) string {
 	}, s)
 }
 
-// acceptedSet remembers credentials the endpoint accepted.
+// acceptedSet remembers credentials the endpoint accepted, as keyed
+// fingerprints: at most maxAccepted, the least recently accepted of a
+// sample going first when a shard is full. Every cached client has one, so
+// an entry is its fingerprint and when it was last accepted, kept in the
+// map itself: no allocation, and no pointer for the collector, per entry.
 type acceptedSet struct {
-	m *bounded.Map[[16]byte, struct{}]
+	shards *[acceptedShards]acceptedShard
+}
+
+// acceptedShards spread the set over locks; the fingerprint's first byte
+// picks one.
+const acceptedShards = 16
+
+type acceptedShard struct {
+	mu sync.RWMutex
+	m  map[[16]byte]int64 // Unix nanoseconds of the last acceptance
 }
 
 func newAcceptedSet() acceptedSet {
-	return acceptedSet{bounded.New[[16]byte, struct{}](maxAccepted, func(k [16]byte) uint64 { return uint64(k[0]) })}
+	s := acceptedSet{new([acceptedShards]acceptedShard)}
+	for i := range s.shards {
+		s.shards[i].m = map[[16]byte]int64{}
+	}
+	return s
 }
 
-func (s acceptedSet) has(fp [16]byte, now time.Time) bool {
-	_, ok := s.m.Get(fp, now.UnixNano())
+func (s acceptedSet) shard(fp [16]byte) *acceptedShard { return &s.shards[fp[0]%acceptedShards] }
+
+func (s acceptedSet) has(fp [16]byte) bool {
+	sh := s.shard(fp)
+	sh.mu.RLock()
+	_, ok := sh.m[fp]
+	sh.mu.RUnlock()
 	return ok
 }
 
 func (s acceptedSet) add(fp [16]byte, now time.Time) {
-	s.m.Put(fp, struct{}{}, bounded.Never, now.UnixNano())
+	sh := s.shard(fp)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if _, ok := sh.m[fp]; !ok && len(sh.m) >= maxAccepted/acceptedShards {
+		// Go's map order is random: the oldest of a sample goes.
+		var victim [16]byte
+		oldest, seen := int64(math.MaxInt64), 0
+		for k, at := range sh.m {
+			if at < oldest {
+				victim, oldest = k, at
+			}
+			if seen++; seen == 8 {
+				break
+			}
+		}
+		delete(sh.m, victim)
+	}
+	sh.m[fp] = now.UnixNano()
 }
 
-func (s acceptedSet) forget(fp [16]byte) { s.m.Delete(fp) }
+func (s acceptedSet) forget(fp [16]byte) {
+	sh := s.shard(fp)
+	sh.mu.Lock()
+	delete(sh.m, fp)
+	sh.mu.Unlock()
+}
+
+// len returns how many credentials are remembered.
+func (s acceptedSet) len() int {
+	n := 0
+	for i := range s.shards {
+		s.shards[i].mu.RLock()
+		n += len(s.shards[i].m)
+		s.shards[i].mu.RUnlock()
+	}
+	return n
+}

@@ -337,7 +337,7 @@ func (c *Cache) guardedFetch(ctx context.Context, cl *call, r fillRequest) (*Tok
 	g := c.gate(e)
 	client := c.ids.client(budgetID(r.creds))
 	fp := c.ids.accepted(r.key)
-	trusted := r.known || r.refresh || c.accepted.has(fp, c.now())
+	trusted := r.known || r.refresh || c.accepted.has(fp)
 	if !trusted && e.Shared != nil && e.Shared.Accepted(ctx, r.key) {
 		trusted = true // another replica, or this one before a restart, saw them accepted
 		c.accepted.add(fp, c.now())

@@ -2,6 +2,7 @@ package tokencache
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"sync"
@@ -422,4 +423,38 @@ func TestPurgeResetsBudgetsOnEveryReplica(t *testing.T) {
 		_, _, err := b.token(context.Background(), "victim", "rotated")
 		return err == nil
 	})
+}
+
+// TestAcceptedSetIsBounded: the accepted credentials remembered stay under
+// maxAccepted however many are accepted, the recently accepted stay, and
+// a rejection forgets one.
+func TestAcceptedSetIsBounded(t *testing.T) {
+	s := newAcceptedSet()
+	start := time.Now()
+	fp := func(i int) [16]byte {
+		var b [16]byte
+		binary.BigEndian.PutUint64(b[:8], uint64(i)*0x9e3779b97f4a7c15) // spread over the shards
+		binary.BigEndian.PutUint64(b[8:], uint64(i))
+		return b
+	}
+	const n = 3 * maxAccepted
+	for i := range n {
+		s.add(fp(i), start.Add(time.Duration(i)*time.Millisecond))
+	}
+	if got := s.len(); got > maxAccepted || got < maxAccepted*9/10 {
+		t.Errorf("%d remembered after %d acceptances, want at most, and about, %d", got, n, maxAccepted)
+	}
+	recent := 0
+	for i := n - 1000; i < n; i++ {
+		if s.has(fp(i)) {
+			recent++
+		}
+	}
+	if recent < 990 {
+		t.Errorf("%d of the 1,000 most recent acceptances remembered", recent)
+	}
+	s.forget(fp(n - 1))
+	if s.has(fp(n - 1)) {
+		t.Error("a forgotten credential is still accepted")
+	}
 }
