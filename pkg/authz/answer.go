@@ -6,6 +6,7 @@ import (
 	"net/textproto"
 	"strconv"
 	"strings"
+	"sync/atomic"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -17,6 +18,7 @@ import (
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/extauthz/extauthz/pkg/claims"
+	"github.com/extauthz/extauthz/pkg/tokencache"
 )
 
 // Dynamic metadata keys, read by Envoy access logs as
@@ -48,8 +50,11 @@ type httpHeader struct {
 // encoding refers to the token's bytes (wire.go). What is rarely needed —
 // a miss's response, HTTP mode's headers — is decoded from the encoding.
 type answer struct {
-	wire wire
-	deny outcome // allow, or why every request with this token is denied
+	wire  wire
+	deny  outcome           // allow, or why every request with this token is denied
+	token *tokencache.Token // the token it answers with
+	// headers are HTTP mode's, decoded from wire on first use.
+	headers atomic.Pointer[[]httpHeader]
 }
 
 // answer returns the decision's answer, building it on first use.
@@ -63,94 +68,85 @@ func (d *decision) answer() *answer {
 // build returns the token's answer under the decision's policy from the
 // token's memo, building it on first use.
 func (d *decision) build() *answer {
-	p, tok := d.policy, d.token
-	return tok.Memo(p.answerKey, func() any {
-		var c *claims.Claims
-		if p.needsClaims {
-			if c = tok.Claims(); c == nil {
-				return &answer{deny: denyInvalidTokenResponse}
-			}
-		}
-		if p.program != nil && !p.program.Eval(c) {
-			return &answer{deny: denyInsufficientClaims}
-		}
-		a := &answer{}
-		ok := &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{headerOption(p.tokenHeader, p.tokenPrefix+tok.AccessToken.Reveal())}}
-		for _, f := range p.forward {
-			v, _ := c.Text(f.Claim)
-			if !safeHeaderValue(v) {
-				v = "" // never forward CR, LF or NUL; still replace what the caller sent
-			}
-			ok.Headers = append(ok.Headers, headerOption(f.Name, v))
-		}
-		ok.HeadersToRemove = p.removeHeaders
-		meta := map[string]string{metaPolicy: p.name, metaClientID: d.clientID, metaTokenCache: "hit"}
-		if p.subject != nil {
-			if sc := tok.Claims(); sc != nil {
-				if sub, found := sc.Text(subClaim); found && safeHeaderValue(sub) {
-					meta[metaSubject] = sub
-				}
-			}
-		}
-		if p.username != nil {
-			if u, found := c.Text(*p.username); found && safeHeaderValue(u) {
-				meta[metaUsername] = u
-			}
-		}
-		hit := &authv3.CheckResponse{
-			Status:          &rpcstatus.Status{Code: int32(codes.OK)},
-			HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
-			DynamicMetadata: metadata(meta),
-		}
-		if err := a.wire.encode(hit, tok.AccessToken.Reveal()); err != nil {
-			// idp takes only printable ASCII tokens, and claims decode to
-			// UTF-8: an answer that does not encode is a bug, and denies.
-			return &answer{deny: denyInvalidTokenResponse}
-		}
+	tok := d.token
+	return tok.Memo(d.policy.answerKey, func() any {
+		a := d.make()
+		a.token = tok
 		return a
 	}).(*answer)
+}
+
+// make makes the answer of the decision's token under its policy.
+func (d *decision) make() *answer {
+	p, tok := d.policy, d.token
+	var c *claims.Claims
+	if p.needsClaims {
+		if c = tok.Claims(); c == nil {
+			return &answer{deny: denyInvalidTokenResponse}
+		}
+	}
+	if p.program != nil && !p.program.Eval(c) {
+		return &answer{deny: denyInsufficientClaims}
+	}
+	a := &answer{}
+	ok := &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{headerOption(p.tokenHeader, p.tokenPrefix+tok.AccessToken.Reveal())}}
+	for _, f := range p.forward {
+		v, _ := c.Text(f.Claim)
+		if !safeHeaderValue(v) {
+			v = "" // never forward CR, LF or NUL; still replace what the caller sent
+		}
+		ok.Headers = append(ok.Headers, headerOption(f.Name, v))
+	}
+	ok.HeadersToRemove = p.removeHeaders
+	meta := map[string]string{metaPolicy: p.name, metaClientID: d.clientID, metaTokenCache: "hit"}
+	if p.subject != nil {
+		if sc := tok.Claims(); sc != nil {
+			if sub, found := sc.Text(subClaim); found && safeHeaderValue(sub) {
+				meta[metaSubject] = sub
+			}
+		}
+	}
+	if p.username != nil {
+		if u, found := c.Text(*p.username); found && safeHeaderValue(u) {
+			meta[metaUsername] = u
+		}
+	}
+	hit := &authv3.CheckResponse{
+		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		DynamicMetadata: metadata(meta),
+	}
+	if err := a.wire.encode(hit, tok.AccessToken.Reveal()); err != nil {
+		// idp takes only printable ASCII tokens, and claims decode to
+		// UTF-8: an answer that does not encode is a bug, and denies.
+		return &answer{deny: denyInvalidTokenResponse}
+	}
+	return a
 }
 
 // message returns the hit as a CheckResponse.
 func (a *answer) message() (*authv3.CheckResponse, error) { return a.wire.decode() }
 
 // httpHeaders returns the headers an allowed request is forwarded with,
-// decoded once per token and policy and kept in the token's memo beside
-// the answer: HTTP mode writes them on every hit, and only HTTP mode pays
-// for them.
-func (d *decision) httpHeaders(a *answer) ([]httpHeader, error) {
-	if d.reuse == nil {
-		return d.memoHeaders(a)
-	}
-	if hs := d.reuse.headers.Load(); hs != nil {
+// decoded once per answer and kept beside it: HTTP mode writes them on
+// every hit, and only HTTP mode pays for them.
+func (a *answer) httpHeaders() ([]httpHeader, error) {
+	if hs := a.headers.Load(); hs != nil {
 		return *hs, nil
 	}
-	hs, err := d.memoHeaders(a)
-	if err == nil {
-		d.reuse.headers.Store(&hs)
+	m, err := a.message()
+	if err != nil {
+		return nil, err
 	}
-	return hs, err
-}
-
-// memoHeaders returns HTTP mode's headers from the token's memo.
-func (d *decision) memoHeaders(a *answer) ([]httpHeader, error) {
-	var err error
-	hs := d.token.Memo(d.policy.httpKey, func() any {
-		m, e := a.message()
-		if e != nil {
-			err = e
-			return []httpHeader(nil)
-		}
-		var hs []httpHeader
-		for _, o := range m.GetOkResponse().GetHeaders() {
-			hs = append(hs, httpHeader{textproto.CanonicalMIMEHeaderKey(o.GetHeader().GetKey()), []string{o.GetHeader().GetValue()}})
-		}
-		return hs
-	}).([]httpHeader)
-	if hs == nil && err == nil {
-		err = errors.New("authz: an allow without headers")
+	var hs []httpHeader
+	for _, o := range m.GetOkResponse().GetHeaders() {
+		hs = append(hs, httpHeader{textproto.CanonicalMIMEHeaderKey(o.GetHeader().GetKey()), []string{o.GetHeader().GetValue()}})
 	}
-	return hs, err
+	if hs == nil {
+		return nil, errors.New("authz: an allow without headers")
+	}
+	a.headers.Store(&hs)
+	return hs, nil
 }
 
 // response returns the answer to an allow: a hit's encoding, shared and

@@ -34,48 +34,40 @@ func newCredentialCache() *credentialCache {
 	return &credentialCache{bounded.New[string, *caller](credentialCacheSize, nil)}
 }
 
-// credentials are what an Authorization header decodes to.
-type credentials struct {
-	creds idp.Credentials
-	key   tokencache.Key
-}
-
-// caller is a remembered header's credentials, and what its last check
-// got: the token and the answer that the next check serves again, without
-// the token cache's lookup or the token's memo, as long as the token cache
-// says the token is current (tokencache.Cache.Current).
+// caller is whom a check acts for — a Basic header's client, a delegated
+// grant's caller token, a gateway policy's own client — with its token
+// cache key, and the answer its last check got from memory, which the next
+// check serves again, without the token cache's lookup or the token's
+// memo, as long as the token cache says the answer's token is current
+// (tokencache.Cache.Current). A policy's callers are all of one answer
+// shape: a reload that changes the shape starts the policy with a new
+// credential cache. Every cached client has one: it holds no more than
+// the credentials the check sends.
 type caller struct {
-	credentials
-	last atomic.Pointer[reuse]
+	id string // the client id the check names: the Basic client's, else the policy's
+	// secret is the Basic client's secret, or a delegated grant's subject
+	// token (the policy's own secret goes with it), or a gateway policy's
+	// secret.
+	secret secret.Value
+	key    tokencache.Key
+	last   atomic.Pointer[answer]
 }
 
-// reuse is the token a caller's check got from memory, and its answer
-// under the policy shape it was made for.
-type reuse struct {
-	token  *tokencache.Token
-	answer *answer
-	shape  tokencache.MemoKey // the policy's answerKey
-	// headers are HTTP mode's, from the token's memo on first use.
-	headers atomic.Pointer[[]httpHeader]
-}
-
-// reusable returns what c's last check got, if it was made for shape; the
-// token cache says whether the token is still current.
-func (c *caller) reusable(shape tokencache.MemoKey) *reuse {
-	if r := c.last.Load(); r != nil && r.shape == shape {
-		return r
+// creds returns the credentials c's check sends under p.
+func (c *caller) creds(p *policy) idp.Credentials {
+	if p.subject != nil {
+		cr := p.creds
+		cr.Subject = c.secret
+		return cr
 	}
-	return nil
+	return idp.Credentials{ID: c.id, Secret: c.secret}
 }
 
-// keep remembers what a check got from memory for the next one.
-func (c *caller) keep(tok *tokencache.Token, a *answer, shape tokencache.MemoKey) *reuse {
-	if r := c.last.Load(); r != nil && r.token == tok && r.shape == shape {
-		return r
+// keep remembers the answer a check got from memory for the next one.
+func (c *caller) keep(a *answer) {
+	if c.last.Load() != a {
+		c.last.Store(a)
 	}
-	r := &reuse{token: tok, answer: a, shape: shape}
-	c.last.Store(r)
-	return r
 }
 
 // get returns the caller of header, remembered or parsed anew; fresh says
@@ -88,9 +80,8 @@ func (c *credentialCache) get(header string, e *tokencache.Endpoint) (cr *caller
 	if err != nil {
 		return nil, false, err
 	}
-	cr = &caller{}
-	cr.creds = idp.Credentials{ID: id, Secret: secret.New(sec)}
-	cr.key = e.Key(cr.creds)
+	cr = &caller{id: id, secret: secret.New(sec)}
+	cr.key = e.Key(idp.Credentials{ID: id, Secret: cr.secret})
 	return cr, true, nil
 }
 
@@ -120,12 +111,11 @@ func (c *credentialCache) subject(header string, p *policy, in input) (cr *calle
 	if cr, ok := c.m.Get(header, 0); ok {
 		return cr, false, nil
 	}
-	cr = &caller{}
-	cr.creds = p.creds
-	if cr.creds.Subject, err = p.subjectToken(in); err != nil {
+	cr = &caller{id: p.creds.ID}
+	if cr.secret, err = p.subjectToken(in); err != nil {
 		return nil, false, err
 	}
-	cr.key = p.endpoint.Key(cr.creds)
+	cr.key = p.endpoint.Key(cr.creds(p))
 	return cr, true, nil
 }
 
@@ -133,7 +123,7 @@ func (c *credentialCache) subject(header string, p *policy, in input) (cr *calle
 // exchanged: only in its canonical spelling ("Bearer <token>", or the
 // token alone in another header).
 func (c *credentialCache) rememberSubject(header string, p *policy, cr *caller) {
-	tok := cr.creds.Subject.Reveal()
+	tok := cr.secret.Reveal()
 	if header == tok || p.subject.Header == "authorization" && len(header) == len(tok)+7 && strings.HasPrefix(header, "Bearer ") && header[7:] == tok {
 		c.m.Put(header, cr, bounded.Never, time.Now().UnixNano())
 	}

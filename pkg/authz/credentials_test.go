@@ -87,7 +87,7 @@ func TestCredentialCache(t *testing.T) {
 	p := f.srv.state.Load().policies["orders"]
 	h := "Basic " + b64("app:s3cret")
 	first, fresh, err := p.callers.get(h, p.endpoint)
-	if err != nil || !fresh || first.creds.ID != "app" || first.creds.Secret.Reveal() != "s3cret" || first.key != p.endpoint.Key(first.creds) {
+	if err != nil || !fresh || first.id != "app" || first.secret.Reveal() != "s3cret" || first.key != p.endpoint.Key(first.creds(p)) {
 		t.Fatalf("first: %+v %v %v", first, fresh, err)
 	}
 	if n := p.callers.len(); n != 0 {

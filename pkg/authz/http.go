@@ -68,7 +68,7 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 	h := w.Header()
 	h["Cache-Control"] = noStore
 	if d.outcome == allow {
-		hs, err := d.httpHeaders(d.answer())
+		hs, err := d.answer().httpHeaders()
 		if err != nil { // the answer's own encoding does not decode: a bug
 			http.Error(w, `{"error":"internal_error"}`, http.StatusInternalServerError)
 			return

@@ -38,7 +38,6 @@ type policy struct {
 	// token's memo keeps one answer per distinct shape, however often the
 	// configuration is reloaded.
 	answerKey tokencache.MemoKey
-	httpKey   tokencache.MemoKey // HTTP mode's headers, beside the answer
 	// callers remembers application-mode Authorization headers, and a
 	// delegated grant's caller tokens.
 	callers *credentialCache
@@ -120,11 +119,6 @@ func (s *Server) compile(o *builder.Runtime, prev *state) (*state, error) {
 			realm:       "Basic realm=" + strconv.Quote(po.Name),
 			callers:     newCredentialCache(),
 		}
-		if prev != nil {
-			if old := prev.policies[po.Name]; old != nil && old.endpoint == po.Endpoint {
-				p.callers = old.callers // their keys are this endpoint's
-			}
-		}
 		for i, out := range outcomes {
 			decision := "deny"
 			if outcome(i) == allow {
@@ -142,14 +136,19 @@ func (s *Server) compile(o *builder.Runtime, prev *state) (*state, error) {
 		case p.gateway:
 			p.creds = po.Credentials
 			p.key = p.endpoint.Key(p.creds)
-			p.self = &caller{credentials: credentials{p.creds, p.key}}
+			p.self = &caller{id: p.creds.ID, secret: p.creds.Secret, key: p.key}
 		case !strings.EqualFold(p.tokenHeader, "authorization"):
 			p.removeHeaders = []string{"authorization"}
 		}
 		p.removeList = strings.Join(p.removeHeaders, ",")
 		p.answerKey = p.answerShape()
-		h := sha256.Sum256(append(p.answerKey[:], "http mode headers"...))
-		p.httpKey = tokencache.MemoKey(h[:])
+		if prev != nil {
+			// The remembered callers stay while their keys are this
+			// endpoint's and their last answers of this shape.
+			if old := prev.policies[po.Name]; old != nil && old.endpoint == po.Endpoint && old.answerKey == p.answerKey {
+				p.callers = old.callers
+			}
+		}
 		rt.policies[po.Name] = p
 	}
 	for _, p := range rt.policies {

@@ -160,7 +160,6 @@ type decision struct {
 	cause      error  // why a request was denied, for the log
 	proof      string // DPoP: this request's proof
 	ans        *answer
-	reuse      *reuse // what the caller's next check may serve again
 }
 
 func (s *Server) decide(ctx context.Context, st *state, in input) decision {
@@ -209,9 +208,9 @@ func (s *Server) lookup(st *state, in input) (decision, query) {
 	default:
 		q.c = p.self
 	}
-	d := decision{policy: p, clientID: q.c.creds.ID}
-	if r := q.c.reusable(p.answerKey); r != nil && !q.fresh && s.tokens.Current(r.token) {
-		d.token, d.source, d.ans, d.reuse = r.token, tokencache.FromMemory, r.answer, r
+	d := decision{policy: p, clientID: q.c.id}
+	if a := q.c.last.Load(); a != nil && !q.fresh && s.tokens.Current(a.token) {
+		d.token, d.source, d.ans = a.token, tokencache.FromMemory, a
 		return d, query{}
 	}
 	return d, q
@@ -244,7 +243,8 @@ func (s *Server) conclude(d decision, in input) decision {
 // remembering the caller once its credentials proved good, and what a hit
 // got for its next check. On error, d is the denial.
 func (s *Server) fetch(ctx context.Context, d decision, q query) decision {
-	p, c, creds := d.policy, q.c, q.c.creds
+	p, c := d.policy, q.c
+	creds := c.creds(p)
 	if a := p.actor; a != nil {
 		// The actor token is the gateway's own, from its policy (a cache
 		// hit but once in its lifetime); it is not part of the key.
@@ -272,7 +272,7 @@ func (s *Server) fetch(ctx context.Context, d decision, q query) decision {
 		}
 	}
 	if d.source == tokencache.FromMemory {
-		d.reuse = c.keep(d.token, d.answer(), p.answerKey)
+		c.keep(d.answer())
 	}
 	return d
 }
