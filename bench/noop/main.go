@@ -1,9 +1,10 @@
 // Command noop is an ext_authz v3 server that allows every request and
 // does nothing else: the physical limit extauthz is measured against, built
 // with the same grpc-go. It serves HTTP mode's no-op too: a net/http
-// handler that answers 200 with the two headers extauthz's HTTP mode
-// writes for the load's policy (a token of -token bytes, and X-Group). It
-// prints "listening <gRPC address> <HTTP address>" once it serves.
+// handler that answers 200 with the three headers extauthz's HTTP mode
+// writes for the load's policy (Cache-Control: no-store, a token of -token
+// bytes, and X-Group). It prints "listening <gRPC address> <HTTP address>"
+// once it serves.
 package main
 
 import (
@@ -51,10 +52,13 @@ func main() {
 	gs := grpc.NewServer()
 	authv3.RegisterAuthorizationServer(gs, noop{})
 	token := "Bearer " + strings.Repeat("t", *tokenBytes)
+	// Values shared by every answer, as extauthz's are.
+	noStore, authorization, group := []string{"no-store"}, []string{token}, []string{"admin"}
 	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		h := w.Header()
-		h["Authorization"] = []string{token}
-		h["X-Group"] = []string{"admin"}
+		h["Cache-Control"] = noStore
+		h["Authorization"] = authorization
+		h["X-Group"] = group
 		w.WriteHeader(http.StatusOK)
 	})}
 	fmt.Printf("listening %s %s\n", lis.Addr(), httpLis.Addr())
