@@ -57,23 +57,18 @@ type answer struct {
 	headers atomic.Pointer[[]httpHeader]
 }
 
-// answer returns the decision's answer, building it on first use.
+// answer returns the decision's answer: the one it was given, or its
+// token's under its policy from the token's memo, made on first use.
 func (d *decision) answer() *answer {
 	if d.ans == nil {
-		d.ans = d.build()
+		tok := d.token
+		d.ans = tok.Memo(d.policy.answerKey, func() any {
+			a := d.make()
+			a.token = tok
+			return a
+		}).(*answer)
 	}
 	return d.ans
-}
-
-// build returns the token's answer under the decision's policy from the
-// token's memo, building it on first use.
-func (d *decision) build() *answer {
-	tok := d.token
-	return tok.Memo(d.policy.answerKey, func() any {
-		a := d.make()
-		a.token = tok
-		return a
-	}).(*answer)
 }
 
 // make makes the answer of the decision's token under its policy.
