@@ -31,6 +31,9 @@ func (t memoryTier) put(key Key, tok *Token, now time.Time) {
 	if tok.retired.Load() {
 		return // once retired, never served from memory again
 	}
+	if cur, _ := t.m.Get(key, 0); cur == tok {
+		return // held already: putting it again would retire it
+	}
 	t.m.Put(key, tok, tok.expiry, now.UnixNano())
 }
 

@@ -443,6 +443,10 @@ func TestCurrent(t *testing.T) {
 		if f.cache.Current(nil) {
 			t.Error("no token is current")
 		}
+		f.cache.store.put(f.ep.Key(creds(0)), tok, f.clock.Now()) // put again, as it is
+		if !f.cache.Current(tok) {
+			t.Error("a token put again where it was is no longer current")
+		}
 	})
 	t.Run("until its refresh is due", func(t *testing.T) {
 		f := newFixture(t, nil, 100)
