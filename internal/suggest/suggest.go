@@ -1,6 +1,25 @@
 // Package suggest measures how far a misspelt name is from the names it
-// may have meant, for "did you mean" hints in configuration errors.
+// may have meant, for "did you mean" hints in configuration errors, and
+// lists the names a YAML document may use.
 package suggest
+
+import (
+	"reflect"
+	"strings"
+)
+
+// Fields returns the fields of struct type t by their YAML names.
+func Fields(t reflect.Type) map[string]reflect.StructField {
+	fields := map[string]reflect.StructField{}
+	for i := range t.NumField() {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name != "" && name != "-" {
+			fields[name] = f
+		}
+	}
+	return fields
+}
 
 // Distance is the Levenshtein distance between a and b: the fewest
 // single-byte insertions, deletions and substitutions that turn a into b.

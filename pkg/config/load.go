@@ -7,9 +7,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"path/filepath"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -147,7 +148,7 @@ func (l *loader) walk(n *yaml.Node, t reflect.Type, path string) {
 	l.lines[path] = position{l.file, n.Line}
 	switch {
 	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode && t != reflect.TypeFor[Duration]():
-		fields := yamlFields(t)
+		fields := suggest.Fields(t)
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
 			f, ok := fields[key.Value]
@@ -178,25 +179,9 @@ func join(path, key string) string {
 	return path + "." + key
 }
 
-func yamlFields(t reflect.Type) map[string]reflect.StructField {
-	fields := map[string]reflect.StructField{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name != "" && name != "-" {
-			fields[name] = f
-		}
-	}
-	return fields
-}
-
 // unknownField names the field and the closest known one.
 func unknownField(name string, fields map[string]reflect.StructField) string {
-	known := make([]string, 0, len(fields))
-	for k := range fields {
-		known = append(known, k)
-	}
-	sort.Strings(known)
+	known := slices.Sorted(maps.Keys(fields))
 	best, bestDist := "", 3
 	lower := strings.ToLower(name)
 	for _, k := range known {

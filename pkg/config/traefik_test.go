@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/extauthz/extauthz/internal/suggest"
 	"github.com/extauthz/extauthz/pkg/traefik"
 )
 
@@ -272,8 +273,8 @@ func TestTraefikFieldsArePolicyFields(t *testing.T) {
 			}
 			return
 		}
-		fields := yamlFields(policy)
-		for name, f := range yamlFields(hub) {
+		fields := suggest.Fields(policy)
+		for name, f := range suggest.Fields(hub) {
 			pf, ok := fields[name]
 			if !ok {
 				t.Errorf("%s.%s: a Traefik Hub field that no policy has", path, name)

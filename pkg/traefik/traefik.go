@@ -21,10 +21,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"reflect"
 	"regexp"
 	"slices"
-	"sort"
 	"strings"
 
 	"gopkg.in/yaml.v3"
@@ -329,7 +329,7 @@ func (r *reader) check(mw *Middleware, n *yaml.Node, t reflect.Type, path string
 	}
 	switch {
 	case n.Kind == yaml.MappingNode && t.Kind() == reflect.Struct:
-		fields := yamlFields(t)
+		fields := suggest.Fields(t)
 		seen := map[string]bool{}
 		for i := 0; i+1 < len(n.Content); i += 2 {
 			key, val := n.Content[i], n.Content[i+1]
@@ -413,26 +413,10 @@ func child(n *yaml.Node, keys ...string) *yaml.Node {
 	return n
 }
 
-func yamlFields(t reflect.Type) map[string]reflect.StructField {
-	fields := map[string]reflect.StructField{}
-	for i := range t.NumField() {
-		f := t.Field(i)
-		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-		if name != "" && name != "-" {
-			fields[name] = f
-		}
-	}
-	return fields
-}
-
 // unknownField says that name is not a Traefik Hub field, with the closest
 // one or the list of them.
 func unknownField(name string, fields map[string]reflect.StructField) string {
-	known := make([]string, 0, len(fields))
-	for k := range fields {
-		known = append(known, k)
-	}
-	sort.Strings(known)
+	known := slices.Sorted(maps.Keys(fields))
 	const msg = "not a field of Traefik Hub's oAuthClientCredentials middleware"
 	best, bestDist := "", 3
 	for _, k := range known {

@@ -12,6 +12,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/extauthz/extauthz/internal/suggest"
 	"github.com/extauthz/extauthz/pkg/secret"
 )
 
@@ -228,7 +229,7 @@ func TestPluginIsTheReference(t *testing.T) {
 			got = append(got, path)
 			return
 		}
-		for name, f := range yamlFields(t) {
+		for name, f := range suggest.Fields(t) {
 			walk(f.Type, strings.TrimPrefix(path+"."+name, "."))
 		}
 	}
