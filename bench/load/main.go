@@ -174,7 +174,7 @@ func loadFigures(o options, dir string, pin loadgen.Pinning, idp *testidp.Server
 	if err != nil {
 		return err
 	}
-	noop, noopHTTP, noopPID, stopNoop, err := startNoop(pinnedNoop, tokenLen)
+	noop, noopPID, stopNoop, err := startNoop(pinnedNoop, tokenLen)
 	if err != nil {
 		return err
 	}
@@ -184,7 +184,7 @@ func loadFigures(o options, dir string, pin loadgen.Pinning, idp *testidp.Server
 		clients, rounds, duration, runtime.Version(), loadgen.CPUs(), pin.Describe())
 	fmt.Printf("\ngRPC, application mode, cache hits:\n")
 	results, err := loadgen.Compare(rounds, clients, duration,
-		grpcTarget("no-op", noop, noopPID, request("app", "client-0")), grpcTarget("extauthz", ext.GRPCAddress, ext.PID(), request("app", "client-0")))
+		grpcTarget("no-op", noop.grpc, noopPID, request("app", "client-0")), grpcTarget("extauthz", ext.GRPCAddress, ext.PID(), request("app", "client-0")))
 	if err != nil {
 		return err
 	}
@@ -192,7 +192,7 @@ func loadFigures(o options, dir string, pin loadgen.Pinning, idp *testidp.Server
 
 	fmt.Printf("\nHTTP mode, application mode, cache hits (GET /policy/web/..., each client its own Basic credentials):\n")
 	results, err = loadgen.Compare(rounds, clients, duration,
-		loadgen.HTTPTarget("no-op", "http://"+noopHTTP+"/policy/web/orders/42", noopPID), loadgen.HTTPTarget("extauthz", "http://"+ext.HTTPAddress+"/policy/web/orders/42", ext.PID()))
+		loadgen.HTTPTarget("no-op", "http://"+noop.http+"/policy/web/orders/42", noopPID), loadgen.HTTPTarget("extauthz", "http://"+ext.HTTPAddress+"/policy/web/orders/42", ext.PID()))
 	if err != nil {
 		return err
 	}
@@ -239,16 +239,19 @@ func httpTokenLength(url string) (int, error) {
 	return len(strings.TrimPrefix(resp.Header.Get("Authorization"), "Bearer ")), nil
 }
 
-// startNoop runs the no-op servers, the HTTP one answering with a token of
-// tokenLen bytes, and returns their gRPC and HTTP addresses.
-func startNoop(bin string, tokenLen int) (string, string, int, func(), error) {
+// noopAddrs are the no-op's addresses: gRPC, net/http, fasthttp.
+type noopAddrs struct{ grpc, http, fasthttp string }
+
+// startNoop runs the no-op servers, the HTTP ones answering with a token of
+// tokenLen bytes, and returns their addresses and its process id.
+func startNoop(bin string, tokenLen int) (noopAddrs, int, func(), error) {
 	cmd := exec.Command(bin, "-token", strconv.Itoa(tokenLen))
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return "", "", 0, nil, err
+		return noopAddrs{}, 0, nil, err
 	}
 	if err := cmd.Start(); err != nil {
-		return "", "", 0, nil, err
+		return noopAddrs{}, 0, nil, err
 	}
 	stop := func() {
 		_ = cmd.Process.Kill()
@@ -256,9 +259,9 @@ func startNoop(bin string, tokenLen int) (string, string, int, func(), error) {
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	addrs := strings.Fields(strings.TrimPrefix(strings.TrimSpace(line), "listening "))
-	if err != nil || len(addrs) != 2 {
+	if err != nil || len(addrs) != 3 {
 		stop()
-		return "", "", 0, nil, fmt.Errorf("the no-op server said %q: %v", line, err)
+		return noopAddrs{}, 0, nil, fmt.Errorf("the no-op server said %q: %v", line, err)
 	}
-	return addrs[0], addrs[1], cmd.Process.Pid, stop, nil
+	return noopAddrs{addrs[0], addrs[1], addrs[2]}, cmd.Process.Pid, stop, nil
 }

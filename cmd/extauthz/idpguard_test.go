@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -426,6 +427,50 @@ func TestIdPGuardHangUpFlood(t *testing.T) {
 	// Whatever was queued left the queue unsent.
 	if fromFlood+full+abandoned != reached || abandoned == 0 {
 		t.Errorf("sent %d + refused %d + abandoned %d = %d, want the %d flood Checks that reached the cache", fromFlood, full, abandoned, fromFlood+full+abandoned, reached)
+	}
+}
+
+// TestIdPGuardHangUpFloodHTTP is TestIdPGuardHangUpFlood in HTTP mode,
+// served by fasthttp, which, unlike net/http, does not watch a connection
+// while its request is served: 200 callers with random unknown client ids
+// close their connections after 0.1 s. The binary learns of each hang-up
+// while the check waits, so the IdP hears at most the 8 requests the
+// bulkhead let through, and the queued rest leaves unsent.
+func TestIdPGuardHangUpFloodHTTP(t *testing.T) {
+	idp := newGuardIdP(t, testidp.Options{FastSigning: true})
+	idp.SetBehavior(testidp.Behavior{Latency: 1500 * time.Millisecond, IgnoreHangUp: true})
+	g := startGuard(t, idp, strings.Replace(guardBulkhead, `httpAddress: ""`, `httpAddress: "127.0.0.1:0"`, 1), nil)
+
+	const flood, bound = 200, 8
+	var gaveUp atomic.Int32
+	var wg sync.WaitGroup
+	for range flood {
+		wg.Go(func() {
+			ctx, cancel := hangUpAfter(100 * time.Millisecond)
+			defer cancel()
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+g.proc.HTTPAddress+"/policy/app", nil)
+			req.SetBasicAuth("flood-"+randomText(16), randomText(16))
+			// A connection of its own, closed when the caller hangs up.
+			resp, err := (&http.Client{Transport: &http.Transport{DisableKeepAlives: true}}).Do(req)
+			if err != nil {
+				gaveUp.Add(1)
+				return
+			}
+			resp.Body.Close()
+		})
+	}
+	wg.Wait()
+
+	g.waitQuiet(30 * time.Second)
+	abandoned, full := g.refusals("app", "abandoned"), g.refusals("app", "queue_full")
+	reached := int(metric(t, g.proc.AdminAddress, `extauthz_cache_lookups_total{result="miss",tier="memory"}`))
+	t.Logf("the IdP received %d requests from the flood of %d (bound %d); of the %d that reached the cache, %d were abandoned unsent and %d refused for a full queue; %d callers hung up",
+		idp.Requests(), flood, bound, reached, abandoned, full, gaveUp.Load())
+	if n := int(idp.Requests()); n > bound {
+		t.Errorf("the IdP received %d requests from callers who hung up after 0.1 s, want at most %d", n, bound)
+	}
+	if int(idp.Requests())+full+abandoned != reached || abandoned == 0 {
+		t.Errorf("sent %d + refused %d + abandoned %d, want the %d Checks that reached the cache, some abandoned", idp.Requests(), full, abandoned, reached)
 	}
 }
 

@@ -12,16 +12,24 @@
 // ReadTimeout would, with a read deadline of its own (Handler): the rare
 // case pays a timer, the common one does not.
 //
-// It is for plain-text HTTP/1: a connection whose ConnState a Watch does
-// not recognize (TLS, HTTP/2) is left to net/http's own timeouts.
+// It is for plain-text HTTP/1, served by net/http (ConnState, Handler) or
+// by fasthttp (FastConnState, FastHandler): a connection whose state a
+// Watch does not recognize (TLS, HTTP/2) is left to net/http's own
+// timeouts. A connection also tells a fasthttp handler when its peer hangs
+// up (WatchHangUp), as net/http's request contexts do.
 package httpdeadline
 
 import (
+	"context"
+	"errors"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // Tick is how often the sweeper reads the time and looks at connections.
@@ -97,16 +105,73 @@ type conn struct {
 	w        *Watch
 	deadline atomic.Int64 // Unix nanoseconds; 0 for none
 	idle     atomic.Bool  // between requests: the next byte read starts one
+
+	// A byte a hang-up watch read, for the server's next read; written by
+	// the watch, read by the server once the watch has stopped.
+	peek   [1]byte
+	peeked bool
+	// The request being served has a body (FastHandler): the server's to
+	// read after the handler, so not the watch's.
+	body bool
 }
 
 // Read starts a request's header phase when its first bytes arrive.
-func (c *conn) Read(b []byte) (int, error) {
-	n, err := c.Conn.Read(b)
+func (c *conn) Read(b []byte) (n int, err error) {
+	if c.peeked && len(b) > 0 {
+		c.peeked = false
+		b[0], n = c.peek[0], 1
+	} else {
+		n, err = c.Conn.Read(b)
+	}
 	if n > 0 && c.idle.Load() {
 		c.idle.Store(false)
 		c.deadline.Store(c.w.now.Load() + int64(c.w.limits.Header))
 	}
 	return n, err
+}
+
+// SetReadDeadline passes a read deadline on. One in the future, set while
+// a request's headers are read, is fasthttp's for the body that follows
+// (FastHeaderReceived): those reads are bounded by it, and the request
+// phase starts, as it does when the handler does.
+func (c *conn) SetReadDeadline(t time.Time) error {
+	if t.UnixNano() > c.w.now.Load() {
+		c.serving()
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
+// aLongTimeAgo is a deadline that has passed: it ends a read at once.
+var aLongTimeAgo = time.Unix(1, 0)
+
+// WatchHangUp reads from the connection while a request on it is served,
+// as net/http does for its request contexts, and calls cancel if the peer
+// closes it (or the sweeper does). A byte that arrives instead, the start
+// of a pipelined request, is kept for the server's next read. stop ends
+// the watch and returns once it has ended; the server must not read from
+// the connection until then. A request with a body (FastHandler says) is
+// not watched: what the watch would read is the body's.
+func (c *conn) WatchHangUp(cancel context.CancelFunc) (stop func()) {
+	if c.body {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		n, err := c.Conn.Read(c.peek[:])
+		if n > 0 {
+			c.peeked = true
+			return
+		}
+		if err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			cancel()
+		}
+	}()
+	return func() {
+		_ = c.Conn.SetReadDeadline(aLongTimeAgo)
+		<-done
+		_ = c.Conn.SetReadDeadline(time.Time{})
+	}
 }
 
 func (c *conn) Close() error {
@@ -130,13 +195,37 @@ func (w *Watch) ConnState(nc net.Conn, s http.ConnState) {
 	}
 	switch s {
 	case http.StateActive: // the request's headers are read
-		c.deadline.Store(w.now.Load() + int64(w.limits.Request))
+		c.serving()
 	case http.StateIdle:
-		c.idle.Store(true)
-		c.deadline.Store(w.now.Load() + int64(w.limits.Idle))
+		c.idling()
 	case http.StateHijacked, http.StateClosed:
 		w.forget(c)
 	}
+}
+
+// FastConnState is ConnState for a fasthttp.Server, whose StateActive
+// comes with a request's first byte (Read starts that phase) and whose
+// handler starts once the headers are read (FastHandler).
+func (w *Watch) FastConnState(nc net.Conn, s fasthttp.ConnState) {
+	c, ok := nc.(*conn)
+	if !ok || c.w != w {
+		return
+	}
+	switch s {
+	case fasthttp.StateIdle:
+		c.idling()
+	case fasthttp.StateHijacked, fasthttp.StateClosed:
+		w.forget(c)
+	}
+}
+
+// serving starts the request phase: the handler's work and the write.
+func (c *conn) serving() { c.deadline.Store(c.w.now.Load() + int64(c.w.limits.Request)) }
+
+// idling starts the idle phase, which the next byte read ends.
+func (c *conn) idling() {
+	c.idle.Store(true)
+	c.deadline.Store(c.w.now.Load() + int64(c.w.limits.Idle))
 }
 
 // Handler bounds the body reads of h's requests that have a body.
@@ -147,6 +236,40 @@ func (w *Watch) Handler(h http.Handler) http.Handler {
 		}
 		h.ServeHTTP(rw, r)
 	})
+}
+
+// FastHeaderReceived is a fasthttp.Server's HeaderReceived: fasthttp reads
+// a request's body, or its first kilobytes, before the handler runs, and
+// those reads of a request that has one are bounded as Handler bounds them.
+func (w *Watch) FastHeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	if hasBody(h) {
+		return fasthttp.RequestConfig{ReadTimeout: w.limits.Body}
+	}
+	return fasthttp.RequestConfig{}
+}
+
+// FastHandler is Handler for fasthttp: it starts the request phase, and
+// bounds the reads of the rest of a body (fasthttp drains what the handler
+// leaves unread once it has answered, then clears the deadline).
+func (w *Watch) FastHandler(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(fc *fasthttp.RequestCtx) {
+		body := hasBody(&fc.Request.Header)
+		if c, ok := fc.Conn().(*conn); ok && c.w == w {
+			c.serving()
+			c.body = body
+		}
+		if body {
+			_ = fc.SetReadDeadline(time.Now().Add(w.limits.Body))
+		}
+		h(fc)
+	}
+}
+
+// hasBody reports whether a request has a body: a Content-Length above 0,
+// or a chunked one (fasthttp's -1; -2 is none).
+func hasBody(h *fasthttp.RequestHeader) bool {
+	n := h.ContentLength()
+	return n > 0 || n == -1
 }
 
 // sweep keeps the clock and closes the connections past their deadline.

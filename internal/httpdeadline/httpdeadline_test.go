@@ -2,46 +2,106 @@ package httpdeadline
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
 	"net/http"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 )
 
 // limits are short, so that each phase's bound shows in well under a
 // second; they differ, so that a test tells which one closed a connection.
 var limits = Limits{Header: 400 * time.Millisecond, Body: 700 * time.Millisecond, Request: time.Second, Idle: 1300 * time.Millisecond}
 
-// serve starts an http.Server on a Watch of limits with h, and returns
+// handler is what a test's server does with a request.
+type handler int
+
+const (
+	readBody   handler = iota // reads the body, answers X-Ok: 1
+	ignoreBody                // answers X-Ok: 1, leaving the body to the server
+	hold                      // answers when released, or when its client hangs up
+)
+
+// servers are the two HTTP/1 servers a Watch polices.
+var servers = []string{"net/http", "fasthttp"}
+
+// serve starts a server of kind on a Watch of limits with h, and returns
 // its address.
-func serve(t *testing.T, h http.Handler) string {
+func serve(t *testing.T, kind string, h handler) string {
 	t.Helper()
-	addr, _ := serveWatch(t, h)
+	addr, _ := serveWatch(t, kind, h, nil)
 	return addr
 }
 
-func serveWatch(t *testing.T, h http.Handler) (string, *Watch) {
+func serveWatch(t *testing.T, kind string, h handler, release <-chan struct{}) (string, *Watch) {
 	t.Helper()
 	w := New(limits)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &http.Server{Handler: w.Handler(h), ConnState: w.ConnState}
-	go func() { _ = srv.Serve(w.Listen(lis)) }()
+	if kind == "net/http" {
+		srv := &http.Server{Handler: w.Handler(netHandler(h, release)), ConnState: w.ConnState}
+		go func() { _ = srv.Serve(w.Listen(lis)) }()
+		t.Cleanup(func() {
+			srv.Close()
+			w.Close()
+		})
+		return lis.Addr().String(), w
+	}
+	srv := &fasthttp.Server{
+		Handler: w.FastHandler(fastHandler(h, release)), ConnState: w.FastConnState, HeaderReceived: w.FastHeaderReceived,
+		StreamRequestBody: true, ReduceMemoryUsage: true,
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = srv.Serve(w.Listen(lis)) }()
 	t.Cleanup(func() {
-		srv.Close()
+		_ = srv.Shutdown()
+		<-served
 		w.Close()
 	})
 	return lis.Addr().String(), w
 }
 
-var ok = http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-	_, _ = io.Copy(io.Discard, r.Body)
-	rw.Header().Set("X-Ok", "1")
-})
+func netHandler(h handler, release <-chan struct{}) http.Handler {
+	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
+		switch h {
+		case readBody:
+			_, _ = io.Copy(io.Discard, r.Body)
+		case hold:
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+		rw.Header().Set("X-Ok", "1")
+	})
+}
+
+func fastHandler(h handler, release <-chan struct{}) fasthttp.RequestHandler {
+	return func(fc *fasthttp.RequestCtx) {
+		switch h {
+		case readBody:
+			if s := fc.RequestBodyStream(); s != nil {
+				_, _ = io.Copy(io.Discard, s)
+			}
+		case hold:
+			ctx, cancel := context.WithCancel(context.Background())
+			stop := fc.Conn().(*conn).WatchHangUp(cancel)
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+			stop()
+			cancel()
+		}
+		fc.Response.Header.Set("X-Ok", "1")
+	}
+}
 
 // closedAfter waits for the server to close c, and returns how long after
 // start it did; it fails the test if the server answered anything.
@@ -96,7 +156,13 @@ func roundTrip(t *testing.T, c net.Conn, r *bufio.Reader) {
 }
 
 func TestSlowHeaders(t *testing.T) {
-	addr := serve(t, ok)
+	for _, kind := range servers {
+		t.Run(kind, func(t *testing.T) { testSlowHeaders(t, kind) })
+	}
+}
+
+func testSlowHeaders(t *testing.T, kind string) {
+	addr := serve(t, kind, readBody)
 	t.Run("a connection that sends nothing", func(t *testing.T) {
 		start := time.Now()
 		within(t, "no request", closedAfter(t, dial(t, addr), start), limits.Header)
@@ -127,44 +193,54 @@ func TestSlowHeaders(t *testing.T) {
 }
 
 // TestSlowBody: a body that stops coming is given up after the Body
-// limit, whether the handler reads it or leaves it to net/http (as
-// extauthz does: net/http then reads what is left before answering); the
+// limit, whether the handler reads it or leaves it to the server (as
+// extauthz does: net/http then reads what is left before answering,
+// fasthttp reads a small body before the handler and answers 408); the
 // answer says the connection closes, and it does.
 func TestSlowBody(t *testing.T) {
-	for _, tt := range []struct {
-		name string
-		h    http.Handler
-	}{
-		{"read by the handler", ok},
-		{"left to net/http", http.HandlerFunc(func(rw http.ResponseWriter, _ *http.Request) { rw.Header().Set("X-Ok", "1") })},
-	} {
-		t.Run(tt.name, func(t *testing.T) {
-			addr := serve(t, tt.h)
-			c := dial(t, addr)
-			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-			if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf"); err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now()
-			r := bufio.NewReader(c)
-			resp, err := http.ReadResponse(r, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			within(t, "the answer to a body that stops", time.Since(start), limits.Body)
-			if !resp.Close {
-				t.Error("the answer keeps the connection open")
-			}
-			if n, err := r.Read(make([]byte, 1)); n != 0 || err == nil {
-				t.Errorf("after the answer: %d bytes, %v; want the connection closed", n, err)
-			}
-		})
+	for _, kind := range servers {
+		for _, tt := range []struct {
+			name string
+			h    handler
+		}{
+			{"read by the handler", readBody},
+			{"left to the server", ignoreBody},
+		} {
+			t.Run(kind+" "+tt.name, func(t *testing.T) {
+				addr := serve(t, kind, tt.h)
+				c := dial(t, addr)
+				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf"); err != nil {
+					t.Fatal(err)
+				}
+				start := time.Now()
+				r := bufio.NewReader(c)
+				resp, err := http.ReadResponse(r, nil)
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				within(t, "the answer to a body that stops", time.Since(start), limits.Body)
+				if !resp.Close {
+					t.Error("the answer keeps the connection open")
+				}
+				if n, err := r.Read(make([]byte, 1)); n != 0 || err == nil {
+					t.Errorf("after the answer: %d bytes, %v; want the connection closed", n, err)
+				}
+			})
+		}
 	}
 }
 
 func TestIdle(t *testing.T) {
-	addr, w := serveWatch(t, ok)
+	for _, kind := range servers {
+		t.Run(kind, func(t *testing.T) { testIdle(t, kind) })
+	}
+}
+
+func testIdle(t *testing.T, kind string) {
+	addr, w := serveWatch(t, kind, readBody, nil)
 	c := dial(t, addr)
 	r := bufio.NewReader(c)
 	roundTrip(t, c, r)
@@ -190,26 +266,33 @@ func TestIdle(t *testing.T) {
 }
 
 func TestSlowRequest(t *testing.T) {
-	release := make(chan struct{})
-	defer close(release)
-	addr := serve(t, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		select { // a handler that outlives the request's limit, until its client is gone
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}))
-	c := dial(t, addr)
-	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-		t.Fatal(err)
+	for _, kind := range servers {
+		t.Run(kind, func(t *testing.T) {
+			release := make(chan struct{})
+			defer close(release)
+			// A handler that outlives the request's limit, until its client
+			// is gone.
+			addr, _ := serveWatch(t, kind, hold, release)
+			c := dial(t, addr)
+			if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			within(t, "a request served too long", closedAfter(t, c, start), limits.Request)
+		})
 	}
-	start := time.Now()
-	within(t, "a request served too long", closedAfter(t, c, start), limits.Request)
 }
 
 // TestBusyConnectionStaysOpen: a connection that keeps sending requests
 // lives far longer than every limit, since each phase has its own.
 func TestBusyConnectionStaysOpen(t *testing.T) {
-	addr := serve(t, ok)
+	for _, kind := range servers {
+		t.Run(kind, func(t *testing.T) { testBusyConnectionStaysOpen(t, kind) })
+	}
+}
+
+func testBusyConnectionStaysOpen(t *testing.T, kind string) {
+	addr := serve(t, kind, readBody)
 	c := dial(t, addr)
 	r := bufio.NewReader(c)
 	end := time.Now().Add(limits.Header + limits.Request + limits.Idle)
@@ -240,6 +323,9 @@ func TestOtherConnections(t *testing.T) {
 	for _, s := range []http.ConnState{http.StateNew, http.StateActive, http.StateIdle, http.StateClosed} {
 		w.ConnState(a, s)
 	}
+	for _, s := range []fasthttp.ConnState{fasthttp.StateNew, fasthttp.StateActive, fasthttp.StateIdle, fasthttp.StateClosed} {
+		w.FastConnState(a, s)
+	}
 	w.mu.Lock()
 	n := len(w.conns)
 	w.mu.Unlock()
@@ -248,4 +334,87 @@ func TestOtherConnections(t *testing.T) {
 	}
 	w.Close()
 	w.Close()
+}
+
+// TestWatchHangUp: a fasthttp handler that waits learns that its client
+// hung up, as net/http's request context tells; a client that sends its
+// next request meanwhile has not hung up, and that request, its first
+// byte read by the watch, is answered after the first.
+func TestWatchHangUp(t *testing.T) {
+	w := New(limits)
+	defer w.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waiting, ended := make(chan struct{}), make(chan string, 1)
+	release := make(chan struct{})
+	srv := &fasthttp.Server{Handler: w.FastHandler(func(fc *fasthttp.RequestCtx) {
+		if string(fc.Path()) != "/wait" {
+			fc.Response.Header.Set("X-Path", string(fc.Path()))
+			return
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		stop := fc.Conn().(*conn).WatchHangUp(cancel)
+		waiting <- struct{}{}
+		select {
+		case <-ctx.Done():
+			ended <- "hung up"
+		case <-release:
+			ended <- "released"
+		}
+		stop()
+		cancel()
+		fc.Response.Header.Set("X-Path", "/wait")
+	}), ConnState: w.FastConnState, HeaderReceived: w.FastHeaderReceived, StreamRequestBody: true, ReduceMemoryUsage: true}
+	go func() { _ = srv.Serve(w.Listen(lis)) }()
+	defer srv.Shutdown()
+	addr := lis.Addr().String()
+
+	c := dial(t, addr)
+	if _, err := io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-waiting
+	c.Close()
+	select {
+	case got := <-ended:
+		if got != "hung up" {
+			t.Errorf("a client that hung up: the handler was %s", got)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the handler never learnt that its client hung up")
+	}
+
+	c = dial(t, addr)
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(c, "GET /wait HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-waiting
+	if _, err := io.WriteString(c, "GET /next HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// The watch has read the next request's first byte: nothing else
+	// tells the test that it has, so it waits for the handler to say.
+	select {
+	case got := <-ended:
+		t.Fatalf("a pipelined request ended the wait: %s", got)
+	case <-time.After(300 * time.Millisecond):
+	}
+	close(release)
+	if got := <-ended; got != "released" {
+		t.Fatalf("the handler was %s", got)
+	}
+	r := bufio.NewReader(c)
+	for _, want := range []string{"/wait", "/next"} {
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.Header.Get("X-Path") != want {
+			t.Errorf("answer %d for %q, want 200 for %q", resp.StatusCode, resp.Header.Get("X-Path"), want)
+		}
+	}
 }

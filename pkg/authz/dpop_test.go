@@ -112,16 +112,16 @@ func TestDPoPEndToEnd(t *testing.T) {
 	}
 
 	// HTTP mode answers with the same two headers.
-	hs := httptest.NewServer(f.srv)
-	defer hs.Close()
-	status, h, _ := rawHTTP(t, hs.Listener.Addr().String(), "/policy/bound", map[string]string{
-		"X-Forwarded-Host": host, "X-Forwarded-Uri": "/orders/2", "X-Forwarded-Method": "PATCH", "X-Forwarded-Proto": "http",
-	})
-	if status != 200 {
-		t.Fatalf("HTTP mode: %d", status)
-	}
-	if code, why := forward(t, rs, "PATCH", "/orders/2", map[string]string{"Authorization": h.Get("Authorization"), "DPoP": h.Get("DPoP")}); code != 200 {
-		t.Errorf("HTTP mode: the resource server refused: %s", why)
+	for _, m := range httpModes(t, f.srv) {
+		status, h, _ := rawHTTP(t, m.addr, "/policy/bound", map[string]string{
+			"X-Forwarded-Host": host, "X-Forwarded-Uri": "/orders/2", "X-Forwarded-Method": "PATCH", "X-Forwarded-Proto": "http",
+		})
+		if status != 200 {
+			t.Fatalf("HTTP mode (%s): %d", m.name, status)
+		}
+		if code, why := forward(t, rs, "PATCH", "/orders/2", map[string]string{"Authorization": h.Get("Authorization"), "DPoP": h.Get("DPoP")}); code != 200 {
+			t.Errorf("HTTP mode (%s): the resource server refused: %s", m.name, why)
+		}
 	}
 }
 
@@ -153,10 +153,10 @@ func TestDPoPRefusals(t *testing.T) {
 			t.Errorf("method %q, host %q: %d %v, want 400 invalid_request", tt.method, tt.host, r.status, r.body)
 		}
 	}
-	hs := httptest.NewServer(f.srv)
-	defer hs.Close()
-	if status, _, _ := rawHTTP(t, hs.Listener.Addr().String(), "/policy/bound", map[string]string{"X-Forwarded-Method": "G\tET"}); status != 400 {
-		t.Errorf("HTTP mode, a method with a tab: %d, want 400", status)
+	for _, m := range httpModes(t, f.srv) {
+		if status, _, _ := rawHTTP(t, m.addr, "/policy/bound", map[string]string{"X-Forwarded-Method": "G\tET"}); status != 400 {
+			t.Errorf("HTTP mode (%s), a method with a tab: %d, want 400", m.name, status)
+		}
 	}
 
 	f = newFixtureFrom(t, dpopYAML, tokencache.Options{})

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/valyala/fasthttp"
+
 	"github.com/extauthz/extauthz/pkg/urlpath"
 )
 
@@ -38,17 +40,53 @@ var (
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	defer s.recoverHTTP(w, start)
-	st := s.state.Load()
 	in := &httpInput{r: r}
-	ctx, span := s.startSpan(r.Context(), in)
+	d := s.checkHTTP(r.Context(), in, start, nil)
+	writeHTTP(w, &d)
+}
+
+// ServeFastHTTP is ServeHTTP for fasthttp, which serves plain HTTP/1 with
+// less work per request than net/http; the answers are the same. A check
+// that waits on the token endpoint stops waiting when its caller hangs up,
+// if the connection can tell (HangUpWatcher).
+func (s *Server) ServeFastHTTP(fc *fasthttp.RequestCtx) {
+	start := time.Now()
+	defer s.recoverFast(fc, start)
+	in := &httpInput{fc: fc}
+	var watch func(cancel context.CancelFunc) (stop func())
+	if hw, ok := fc.Conn().(HangUpWatcher); ok {
+		watch = hw.WatchHangUp
+	}
+	d := s.checkHTTP(context.Background(), in, start, watch)
+	writeFast(fc, &d)
+}
+
+// HangUpWatcher is a connection that can tell when its peer hangs up while
+// a request on it is served (internal/httpdeadline's): WatchHangUp calls
+// cancel if it does, until stop, which returns once the watch has ended.
+type HangUpWatcher interface {
+	WatchHangUp(cancel context.CancelFunc) (stop func())
+}
+
+// checkHTTP decides an HTTP-mode check. Only a check that asks the token
+// cache may wait: its deadline is made then, its timer only if it does
+// wait, and its hang-up watch (when watch is given) only then.
+func (s *Server) checkHTTP(ctx context.Context, in *httpInput, start time.Time, watch func(context.CancelFunc) func()) decision {
+	st := s.state.Load()
+	ctx, span := s.startSpan(ctx, in)
 	var d decision
 	if d.cause = in.parse(st.policyPath, st.policyHeader); d.cause != nil {
 		d.outcome = denyAmbiguous
 	} else {
 		var q query
 		if d, q = s.lookup(st, in); q.c != nil {
-			// Only a check that asks the token cache may wait: its deadline
-			// is made then, and its timer only if it does wait.
+			if watch != nil {
+				var cancel context.CancelFunc
+				ctx, cancel = context.WithCancel(ctx)
+				stop := watch(cancel)
+				defer cancel()
+				defer stop()
+			}
 			lazy := &lazyDeadline{Context: ctx, deadline: start.Add(HTTPCheckTimeout)}
 			d = s.fetch(lazy, d, q)
 			lazy.stop()
@@ -57,7 +95,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.record(&d, start)
 	endSpan(span, &d)
-	writeHTTP(w, &d)
+	return d
 }
 
 // noStore is every answer's Cache-Control: shared, never changed.
@@ -70,7 +108,8 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 	if d.outcome == allow {
 		hs, err := d.answer().httpHeaders()
 		if err != nil { // the answer's own encoding does not decode: a bug
-			http.Error(w, `{"error":"internal_error"}`, http.StatusInternalServerError)
+			d.outcome = denyInternal
+			writeHTTP(w, d)
 			return
 		}
 		for _, hd := range hs {
@@ -85,7 +124,7 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 			// Envoy's http_service (and Istio's envoyExtAuthzHttp) remove
 			// what this header names; nginx, Caddy and Traefik are
 			// configured to (README).
-			h.Set("X-Envoy-Auth-Headers-To-Remove", d.policy.removeList)
+			h.Set(removeHeader, d.policy.removeList)
 		}
 		w.WriteHeader(http.StatusOK)
 		return
@@ -98,11 +137,82 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 	_, _ = w.Write([]byte(errorBody(d.outcome)))
 }
 
-// httpInput reads an HTTP authorization request.
+// removeHeader names the headers the proxy is to remove from the request.
+const removeHeader = "X-Envoy-Auth-Headers-To-Remove"
+
+// writeFast is writeHTTP for fasthttp: the same status, headers and body.
+func writeFast(fc *fasthttp.RequestCtx, d *decision) {
+	h := &fc.Response.Header
+	h.Set("Cache-Control", "no-store")
+	if d.outcome == allow {
+		hs, err := d.answer().httpHeaders()
+		if err != nil { // the answer's own encoding does not decode: a bug
+			d.outcome = denyInternal
+			writeFast(fc, d)
+			return
+		}
+		for _, hd := range hs {
+			for _, v := range hd.values {
+				h.Add(hd.key, v)
+			}
+		}
+		if d.proof != "" {
+			h.Set("Dpop", d.proof)
+		}
+		if d.policy.removeList != "" {
+			h.Set(removeHeader, d.policy.removeList)
+		}
+		fc.SetStatusCode(http.StatusOK)
+		return
+	}
+	h.Set("Content-Type", "application/json")
+	for _, hd := range d.denialHeaders() {
+		h.Set(hd.name, hd.value)
+	}
+	fc.SetStatusCode(outcomes[d.outcome].status)
+	fc.SetBodyString(errorBody(d.outcome))
+}
+
+// httpInput reads an HTTP authorization request: net/http's (TLS, HTTP/2,
+// tests) or fasthttp's (plain HTTP/1, ServeFastHTTP). What it returns of a
+// fasthttp request is copied: fasthttp reuses the request's memory once the
+// handler returns, and a caller, its credentials or an error may outlive it.
 type httpInput struct {
 	r        *http.Request
+	fc       *fasthttp.RequestCtx
 	policy   string // named by the path or the policy header
 	normPath string // the original request's path, normalized
+}
+
+// values returns the first value of the header with canonical name key,
+// and how many it has.
+func (h *httpInput) values(key string) (string, int) {
+	if h.fc == nil {
+		vs := h.r.Header[key]
+		if len(vs) == 0 {
+			return "", 0
+		}
+		return vs[0], len(vs)
+	}
+	vs := h.fc.Request.Header.PeekAll(key)
+	if len(vs) == 0 {
+		return "", 0
+	}
+	return string(vs[0]), len(vs)
+}
+
+// target is the request target's path and query, as sent.
+func (h *httpInput) target() string {
+	if h.fc == nil {
+		if own := h.r.RequestURI; strings.HasPrefix(own, "/") {
+			return own
+		}
+		return h.r.URL.EscapedPath() // absolute form, or a request built in-process
+	}
+	if own := h.fc.Request.Header.RequestURI(); len(own) > 0 && own[0] == '/' {
+		return string(own)
+	}
+	return string(h.fc.URI().PathOriginal()) // absolute form
 }
 
 // parse reads what selects the policy: the path, normalized, when
@@ -111,10 +221,7 @@ type httpInput struct {
 // is refused, since who resolves them decides which policy it names; so are
 // two differing original paths.
 func (h *httpInput) parse(policyPath bool, policyHeader string) error {
-	own := h.r.RequestURI
-	if !strings.HasPrefix(own, "/") { // absolute form, or a request built in-process
-		own = h.r.URL.EscapedPath()
-	}
+	own := h.target()
 	norm, err := urlpath.Normalize(own)
 	if err != nil {
 		return err
@@ -135,33 +242,44 @@ func (h *httpInput) parse(policyPath bool, policyHeader string) error {
 	case policyHeader != "":
 		// A proxy that adds its value after the caller's would leave the
 		// caller's first: more than one is refused, not guessed at.
-		v := h.r.Header[policyHeader]
-		if len(v) > 1 {
+		v, n := h.values(policyHeader)
+		if n > 1 {
 			return errPolicyHeaders
 		}
-		if len(v) == 1 {
-			h.policy = v[0]
-		}
+		h.policy = v
 	}
 	h.normPath = norm
-	// The original path, when the proxy sends it apart from the check's own.
-	var fwd []string
-	for _, name := range [...]string{"X-Forwarded-Uri", "X-Original-Uri"} {
-		for _, v := range h.r.Header[name] {
-			p, err := urlpath.Normalize(v)
-			if err != nil {
-				return err
-			}
-			fwd = append(fwd, p)
-		}
-	}
-	for _, p := range fwd {
-		if p != fwd[0] {
+	// The original path, when the proxy sends it apart from the check's own:
+	// every value of both headers must normalize to the same.
+	fwd, seen := "", false
+	add := func(v string) error {
+		p, err := urlpath.Normalize(v)
+		switch {
+		case err != nil:
+			return err
+		case seen && p != fwd:
 			return errPathHeaders
 		}
+		fwd, seen = p, true
+		return nil
 	}
-	if len(fwd) > 0 {
-		h.normPath = fwd[0]
+	for _, name := range [...]string{"X-Forwarded-Uri", "X-Original-Uri"} {
+		if h.fc == nil {
+			for _, v := range h.r.Header[name] {
+				if err := add(v); err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		for _, v := range h.fc.Request.Header.PeekAll(name) {
+			if err := add(string(v)); err != nil {
+				return err
+			}
+		}
+	}
+	if seen {
+		h.normPath = fwd
 	}
 	return nil
 }
@@ -181,17 +299,13 @@ func policyInPath(p string) (name string, ok bool) {
 func (h *httpInput) contextExtension(string) string { return h.policy }
 
 func (h *httpInput) host() string {
-	if v := first(h.r.Header["X-Forwarded-Host"]); v != "" {
+	if v, _ := h.values("X-Forwarded-Host"); v != "" {
 		return v
 	}
-	return h.r.Host
-}
-
-func first(vs []string) string {
-	if len(vs) == 0 {
-		return ""
+	if h.fc == nil {
+		return h.r.Host
 	}
-	return vs[0]
+	return string(h.fc.Host())
 }
 
 func (h *httpInput) path() string { return h.normPath }
@@ -201,27 +315,36 @@ func (h *httpInput) path() string { return h.normPath }
 // own (Envoy's http_service keeps it).
 func (h *httpInput) method() string {
 	for _, name := range [...]string{"X-Forwarded-Method", "X-Original-Method"} {
-		if v := first(h.r.Header[name]); v != "" {
+		if v, _ := h.values(name); v != "" {
 			return v
 		}
 	}
-	return h.r.Method
+	if h.fc == nil {
+		return h.r.Method
+	}
+	switch m := h.fc.Method(); string(m) { // the common ones without a copy
+	case http.MethodGet:
+		return http.MethodGet
+	case http.MethodPost:
+		return http.MethodPost
+	case http.MethodHead:
+		return http.MethodHead
+	default:
+		return string(m)
+	}
 }
 
 // scheme is the original request's, as X-Forwarded-Proto says; else http.
 func (h *httpInput) scheme() string {
-	if v := first(h.r.Header["X-Forwarded-Proto"]); v != "" {
+	if v, _ := h.values("X-Forwarded-Proto"); v != "" {
 		return v
 	}
 	return "http"
 }
 
 func (h *httpInput) header(name string) (string, bool) {
-	v := h.r.Header[canonicalKey(name)]
-	if len(v) == 0 {
-		return "", false
-	}
-	return v[0], true
+	v, n := h.values(canonicalKey(name))
+	return v, n > 0
 }
 
 // canonicalKeys remembers the canonical form of the lower-case header

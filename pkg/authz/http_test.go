@@ -3,19 +3,23 @@ package authz
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/valyala/fasthttp"
+
+	"github.com/extauthz/extauthz/internal/httpdeadline"
 	"github.com/extauthz/extauthz/internal/testidp"
 	"github.com/extauthz/extauthz/pkg/config"
 )
 
 func TestHTTPMode(t *testing.T) {
 	f := newFixture(t, "defaultPolicy: gateway\nserver: {http: {policyHeader: X-Extauthz-Policy}}\n")
-	srv := httptest.NewServer(f.srv)
-	defer srv.Close()
+	modes := httpModes(t, f.srv)
 
 	tests := []struct {
 		name       string
@@ -74,41 +78,43 @@ func TestHTTPMode(t *testing.T) {
 			wantHeader: map[string]string{"Retry-After": "30"},
 		},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			f.idp.SetBehavior(tt.behavior)
-			req, err := http.NewRequest(http.MethodGet, srv.URL+tt.path, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for k, v := range tt.headers {
-				req.Header.Set(k, v)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			body, _ := io.ReadAll(resp.Body)
-			if resp.StatusCode != tt.wantStatus {
-				t.Fatalf("status %d %s, want %d", resp.StatusCode, body, tt.wantStatus)
-			}
-			for k, v := range tt.wantHeader {
-				if got := resp.Header.Get(k); got != v {
-					t.Errorf("%s = %q, want %q", k, got, v)
+	for _, m := range modes {
+		for _, tt := range tests {
+			t.Run(m.name+" "+tt.name, func(t *testing.T) {
+				f.idp.SetBehavior(tt.behavior)
+				req, err := http.NewRequest(http.MethodGet, m.url+tt.path, nil)
+				if err != nil {
+					t.Fatal(err)
 				}
-			}
-			if tt.wantStatus == 200 {
-				if !strings.HasPrefix(resp.Header.Get("Authorization"), "Bearer ey") || len(body) != 0 {
-					t.Errorf("allow: Authorization %q, body %q", resp.Header.Get("Authorization"), body)
+				for k, v := range tt.headers {
+					req.Header.Set(k, v)
 				}
-				return
-			}
-			var e map[string]string
-			if err := json.Unmarshal(body, &e); err != nil || e["error"] != tt.wantError || e["error_description"] == "" {
-				t.Errorf("body %s, want error %q", body, tt.wantError)
-			}
-		})
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				body, _ := io.ReadAll(resp.Body)
+				if resp.StatusCode != tt.wantStatus {
+					t.Fatalf("status %d %s, want %d", resp.StatusCode, body, tt.wantStatus)
+				}
+				for k, v := range tt.wantHeader {
+					if got := resp.Header.Get(k); got != v {
+						t.Errorf("%s = %q, want %q", k, got, v)
+					}
+				}
+				if tt.wantStatus == 200 {
+					if !strings.HasPrefix(resp.Header.Get("Authorization"), "Bearer ey") || len(body) != 0 {
+						t.Errorf("allow: Authorization %q, body %q", resp.Header.Get("Authorization"), body)
+					}
+					return
+				}
+				var e map[string]string
+				if err := json.Unmarshal(body, &e); err != nil || e["error"] != tt.wantError || e["error_description"] == "" {
+					t.Errorf("body %s, want error %q", body, tt.wantError)
+				}
+			})
+		}
 	}
 }
 
@@ -117,20 +123,20 @@ func TestHTTPMode(t *testing.T) {
 // Authorization, which holds its client secret.
 func TestHTTPModeRemovesTheCallersCredentials(t *testing.T) {
 	f := newFixture(t, "")
-	srv := httptest.NewServer(f.srv)
-	defer srv.Close()
-	for _, tt := range []struct {
-		policy, wantRemove string
-	}{{"custom-header", "authorization"}, {"orders", ""}} {
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/policy/"+tt.policy, nil)
-		req.Header.Set("Authorization", basic("orders-app", "s3cret"))
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 || resp.Header.Get("X-Envoy-Auth-Headers-To-Remove") != tt.wantRemove {
-			t.Errorf("%s: %d, X-Envoy-Auth-Headers-To-Remove %q, want %q", tt.policy, resp.StatusCode, resp.Header.Get("X-Envoy-Auth-Headers-To-Remove"), tt.wantRemove)
+	for _, m := range httpModes(t, f.srv) {
+		for _, tt := range []struct {
+			policy, wantRemove string
+		}{{"custom-header", "authorization"}, {"orders", ""}} {
+			req, _ := http.NewRequest(http.MethodGet, m.url+"/policy/"+tt.policy, nil)
+			req.Header.Set("Authorization", basic("orders-app", "s3cret"))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 || resp.Header.Get("X-Envoy-Auth-Headers-To-Remove") != tt.wantRemove {
+				t.Errorf("%s %s: %d, X-Envoy-Auth-Headers-To-Remove %q, want %q", m.name, tt.policy, resp.StatusCode, resp.Header.Get("X-Envoy-Auth-Headers-To-Remove"), tt.wantRemove)
+			}
 		}
 	}
 }
@@ -140,12 +146,17 @@ func TestHTTPModeRemovesTheCallersCredentials(t *testing.T) {
 // left the cache (a purge, here) nor after a reload changed the answer's
 // shape, in application and gateway mode alike.
 func TestKeptAnswers(t *testing.T) {
-	f := newFixture(t, "")
-	srv := httptest.NewServer(f.srv)
-	defer srv.Close()
+	for i := range 2 {
+		f := newFixture(t, "")
+		m := httpModes(t, f.srv)[i]
+		t.Run(m.name, func(t *testing.T) { testKeptAnswers(t, f, m) })
+	}
+}
+
+func testKeptAnswers(t *testing.T, f *fixture, m httpMode) {
 	get := func(policy string) (int, string, string) {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/policy/"+policy, nil)
+		req, _ := http.NewRequest(http.MethodGet, m.url+"/policy/"+policy, nil)
 		req.Header.Set("Authorization", basic("orders-app", "s3cret"))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -195,5 +206,40 @@ func TestKeptAnswers(t *testing.T) {
 	}
 	if status, _, _ := get("orders"); status != 403 {
 		t.Errorf("after a reload that refuses the client's claims: %d, want 403", status)
+	}
+}
+
+// httpMode is one of the two servers extauthz serves HTTP mode with.
+type httpMode struct{ name, url, addr string }
+
+// httpModes serves s's HTTP mode through net/http (as extauthz does with
+// TLS) and through fasthttp with a slow-client watch (plain HTTP/1, as
+// cmd/extauthz sets it up), each on its own loopback address: every
+// HTTP-mode test runs against both.
+func httpModes(t testing.TB, s *Server) []httpMode {
+	t.Helper()
+	hs := httptest.NewServer(s)
+	t.Cleanup(hs.Close)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	watch := httpdeadline.New(httpdeadline.Limits{Header: 5 * time.Second, Body: 10 * time.Second, Request: 35 * time.Second, Idle: time.Minute})
+	fs := &fasthttp.Server{
+		Handler: watch.FastHandler(s.ServeFastHTTP), ConnState: watch.FastConnState, HeaderReceived: watch.FastHeaderReceived,
+		ReadBufferSize: 64<<10 + 4096, StreamRequestBody: true, DisablePreParseMultipartForm: true,
+		ReduceMemoryUsage: true, NoDefaultServerHeader: true, NoDefaultContentType: true,
+	}
+	served := make(chan struct{})
+	go func() { defer close(served); _ = fs.Serve(watch.Listen(ln)) }()
+	t.Cleanup(func() {
+		_ = fs.Shutdown()
+		<-served
+		watch.Close()
+	})
+	addr := ln.Addr().String()
+	return []httpMode{
+		{"net/http", hs.URL, hs.Listener.Addr().String()},
+		{"fasthttp", "http://" + addr, addr},
 	}
 }

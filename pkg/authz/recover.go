@@ -7,6 +7,7 @@ import (
 	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -62,6 +63,20 @@ func (s *Server) recoverHTTP(w http.ResponseWriter, start time.Time) {
 	d := decision{outcome: denyInternal, cause: panicError(v)}
 	s.record(&d, start)
 	writeHTTP(w, &d)
+}
+
+// recoverFast is recoverHTTP for fasthttp: what the handler set of its
+// answer is dropped, and the check denied.
+func (s *Server) recoverFast(fc *fasthttp.RequestCtx, start time.Time) {
+	v := recover()
+	if v == nil {
+		return
+	}
+	s.logPanic("HTTP mode", v)
+	d := decision{outcome: denyInternal, cause: panicError(v)}
+	s.record(&d, start)
+	fc.Response.Reset()
+	writeFast(fc, &d)
 }
 
 func (s *Server) logPanic(where string, v any) {

@@ -143,22 +143,24 @@ func TestHostilePathsGRPC(t *testing.T) {
 // forward_auth). Requests are written byte for byte, as a proxy passes them.
 func TestHostilePathsHTTP(t *testing.T) {
 	f := newFixtureFrom(t, trustYAML, tokencache.Options{})
-	srv := httptest.NewServer(f.srv)
-	defer srv.Close()
-	for _, tt := range hostilePaths {
-		for _, via := range []string{"path", "X-Original-URI", "X-Forwarded-Uri"} {
-			t.Run(via+" "+tt.path, func(t *testing.T) {
-				target, headers := tt.path, map[string]string{}
-				if via != "path" {
-					target, headers[via] = "/check", tt.path
-				}
-				status, h, body := rawHTTP(t, srv.Listener.Addr().String(), target, headers)
-				// net/http itself refuses some request lines (a malformed
-				// escape) with a plain 400; nothing reaches a policy either.
-				if got := wantOf(status, body["error"], h.Get("X-Client")); got != tt.want && !(status == 400 && tt.want == gotInvalid && via == "path") {
-					t.Errorf("got %s (%d %v), want %s", got, status, body, tt.want)
-				}
-			})
+	modes := httpModes(t, f.srv)
+	for _, m := range modes {
+		for _, tt := range hostilePaths {
+			for _, via := range []string{"path", "X-Original-URI", "X-Forwarded-Uri"} {
+				t.Run(m.name+" "+via+" "+tt.path, func(t *testing.T) {
+					target, headers := tt.path, map[string]string{}
+					if via != "path" {
+						target, headers[via] = "/check", tt.path
+					}
+					status, h, body := rawHTTP(t, m.addr, target, headers)
+					// The HTTP server itself refuses some request lines (a
+					// malformed escape) with a plain 400; nothing reaches a
+					// policy either.
+					if got := wantOf(status, body["error"], h.Get("X-Client")); got != tt.want && !(status == 400 && tt.want == gotInvalid && via == "path") {
+						t.Errorf("got %s (%d %v), want %s", got, status, body, tt.want)
+					}
+				})
+			}
 		}
 	}
 }
@@ -236,8 +238,6 @@ func TestHTTPModePolicySelection(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			srv := httptest.NewServer(tt.f.srv)
-			defer srv.Close()
 			headers := tt.headers
 			if headers == nil {
 				headers = map[string]string{}
@@ -252,9 +252,11 @@ func TestHTTPModePolicySelection(t *testing.T) {
 					headers[h[0]] += "\r\n" + h[0] + ": " + h[1]
 				}
 			}
-			status, h, body := rawHTTP(t, srv.Listener.Addr().String(), target, headers)
-			if got := wantOf(status, body["error"], h.Get("X-Client")); got != tt.want {
-				t.Errorf("got %s (%d %v), want %s", got, status, body, tt.want)
+			for _, m := range httpModes(t, tt.f.srv) {
+				status, h, body := rawHTTP(t, m.addr, target, headers)
+				if got := wantOf(status, body["error"], h.Get("X-Client")); got != tt.want {
+					t.Errorf("%s: got %s (%d %v), want %s", m.name, got, status, body, tt.want)
+				}
 			}
 		})
 	}
@@ -468,12 +470,12 @@ func TestPanicIsDenied(t *testing.T) {
 		t.Errorf("%d panic log lines, want 2", n)
 	}
 
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
-	for range 2 {
-		status, _, body := rawHTTP(t, hs.Listener.Addr().String(), "/policy/partner", nil)
-		if status != 500 || body["error"] != "server_error" {
-			t.Errorf("HTTP mode, a panicking check: %d %v", status, body)
+	for _, m := range httpModes(t, srv) {
+		for range 2 {
+			status, _, body := rawHTTP(t, m.addr, "/policy/partner", nil)
+			if status != 500 || body["error"] != "server_error" {
+				t.Errorf("HTTP mode (%s), a panicking check: %d %v", m.name, status, body)
+			}
 		}
 	}
 }
@@ -605,13 +607,14 @@ func TestHostileHostsGRPC(t *testing.T) {
 // check's own Host.
 func TestHostileHostsHTTP(t *testing.T) {
 	f := newFixtureFrom(t, hostYAML, tokencache.Options{})
-	srv := httptest.NewServer(f.srv)
-	defer srv.Close()
+	modes := httpModes(t, f.srv)
 	for _, tt := range hostileHosts {
 		t.Run(tt.host, func(t *testing.T) {
-			status, h, body := rawHTTP(t, srv.Listener.Addr().String(), "/", map[string]string{"X-Forwarded-Host": tt.host})
-			if got := wantOf(status, body["error"], h.Get("X-Client")); got != tt.want {
-				t.Errorf("X-Forwarded-Host: got %s (%d %v), want %s", got, status, body, tt.want)
+			for _, m := range modes {
+				status, h, body := rawHTTP(t, m.addr, "/", map[string]string{"X-Forwarded-Host": tt.host})
+				if got := wantOf(status, body["error"], h.Get("X-Client")); got != tt.want {
+					t.Errorf("%s, X-Forwarded-Host: got %s (%d %v), want %s", m.name, got, status, body, tt.want)
+				}
 			}
 			req := &http.Request{Method: "GET", RequestURI: "/", URL: &url.URL{Path: "/"}, Host: tt.host, Header: http.Header{}}
 			rec := httptest.NewRecorder()
