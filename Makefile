@@ -38,7 +38,7 @@ test: tools deps ## Run every test with the race detector, the allocation counts
 fuzz: ## Fuzz longer: make fuzz FUZZTIME=10m
 	@scripts/fuzz.sh $(FUZZTIME)
 
-bench: build ## Benchmarks with allocation counts, then extauthz against no-op servers under load, Redis-tier hits, memory per cached client, HTTP mode against its no-op under wrk (installed when missing) with a CPU profile in bin/bench, and gRPC under the same load (bench/)
+bench: build ## Benchmarks with allocation counts, then extauthz against no-op servers under load, Redis-tier hits, memory per cached client, HTTP mode against its no-ops (net/http, fasthttp) under wrk (installed when missing) with a CPU profile in bin/bench, and gRPC under the same load (bench/)
 	$(GO) build -o bin/noop ./bench/noop
 	@scripts/deps.sh wrk || echo "wrk could not be installed: the load harness skips its wrk section"
 	$(GO) test -run='^$$' -bench=. -benchmem -benchtime=$(BENCHTIME) ./...

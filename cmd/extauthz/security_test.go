@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
@@ -298,6 +299,7 @@ server:
   adminAddress: "127.0.0.1:0"
   grpc: {maxRequestBytes: 16384, maxConcurrentStreams: 100}
   http: {maxHeaderBytes: 8192}
+log: {level: debug}
 policies:
   orders: {url: %[1]s}
 `, nil)
@@ -333,6 +335,47 @@ policies:
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
 		t.Errorf("HTTP mode, headers over maxHeaderBytes: %d, want 431", resp.StatusCode)
+	}
+	req.Header.Set("X-Big", strings.Repeat("a", 6<<10)) // under the bound: a check
+	if resp, err = http.DefaultClient.Do(req); err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("HTTP mode, headers under maxHeaderBytes: %d, want 401 (no credentials)", resp.StatusCode)
+	}
+	// Malformed requests carrying a secret are refused; the secret reaches
+	// no log line, even at debug, and the refused connections are logged
+	// at debug only: a caller cannot flood the log.
+	const leaked = "Basic bGVha2VkOmxlYWtlZC1zM2NyZXQ="
+	for _, raw := range []string{
+		"GET /policy/orders HTTP/1.1\r\nHost: x\r\nAuthorization: " + leaked + "\r\nX-Bad\x00: 1\r\n\r\n",
+		"GET /policy/orders HTTP/1.1\r\nHost: x\r\nAuthorization: " + leaked + "\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nab",
+		"GET /policy/orders HTTP/1.1\r\nHost: x\r\nAuthorization: " + leaked + "\r\nTransfer-Encoding: xchunked\r\n\r\n",
+		"GET /policy/orders HTTP/1.1\r\n Authorization: " + leaked + "\r\n\r\n",
+		"GET /policy/orders HTTP/1.1\r\nHost: x\r\nAuthorization: " + leaked + "\x00\r\n\r\n",
+	} {
+		c, err := net.Dial("tcp", proc.HTTPAddress)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.WriteString(c, raw); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil || resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("HTTP mode, %q: %v %v, want 400", raw, resp, err)
+		}
+	}
+	if !proc.WaitLog("HTTP mode: a connection ended in error", 5*time.Second) {
+		t.Errorf("no refused connection logged at debug:\n%s", proc.Logs())
+	}
+	for _, line := range strings.Split(proc.Logs(), "\n") {
+		if strings.Contains(line, "bGVha2Vk") || strings.Contains(line, "connection") && strings.Contains(line, "error") && !strings.Contains(line, `"level":"debug"`) {
+			t.Errorf("a malformed request's log line: %s", line)
+		}
 	}
 
 	// Over HTTP/2 itself: the server's settings, and a ping flood.

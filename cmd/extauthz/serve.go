@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -84,8 +85,54 @@ func newFastServer(h fasthttp.RequestHandler, watch *httpdeadline.Watch, maxHead
 		CloseOnShutdown:       true,
 		// Errors are logged without the request's bytes (its credentials).
 		SecureErrorLogMessage: true,
-		Logger:                zap.NewStdLog(log),
+		Logger:                fastLogger{log},
 	}}
+}
+
+// fastLogger logs what fasthttp says: a connection that ended in error (a
+// malformed request, answered 400 or 431, or a client gone) at debug, as
+// net/http does not log those at all and a caller could flood the log with
+// them, and with what the error quotes of the request removed (a malformed
+// header line may be a credential); the rest (accepting connections
+// failing) as warnings.
+type fastLogger struct{ log *zap.Logger }
+
+func (l fastLogger) Printf(format string, args ...any) {
+	if strings.HasPrefix(format, "error when serving connection") && len(args) == 3 {
+		if l.log.Core().Enabled(zap.DebugLevel) {
+			l.log.Debug("HTTP mode: a connection ended in error", zap.String("remote_address", fmt.Sprint(args[1])),
+				zap.String("error", unquoted(fmt.Sprint(args[2]))))
+		}
+		return
+	}
+	l.log.Warn(fmt.Sprintf(format, args...))
+}
+
+// unquoted replaces what s quotes ("…", as fasthttp quotes request bytes)
+// with "…".
+func unquoted(s string) string {
+	var b strings.Builder
+	for {
+		i := strings.IndexByte(s, '"')
+		if i < 0 {
+			b.WriteString(s)
+			return b.String()
+		}
+		b.WriteString(s[:i])
+		rest := s[i+1:]
+		j := 0
+		for j < len(rest) && rest[j] != '"' {
+			if rest[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		b.WriteString(`"…"`)
+		if j >= len(rest) {
+			return b.String()
+		}
+		s = rest[j+1:]
+	}
 }
 
 func (f fastServer) Shutdown(ctx context.Context) error { return f.ShutdownWithContext(ctx) }
