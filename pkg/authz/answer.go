@@ -45,7 +45,7 @@ type httpHeader struct {
 // answer is everything the decisions for one token under one policy
 // repeat: the claims' verdict, and for an allow the hit's gRPC encoding.
 // It is built once per token and policy, from claims decoded for the
-// purpose and then dropped, and kept in the token's memo, so that a cache
+// purpose and then dropped, and kept with the token (Token.Keep), so that a cache
 // hit decodes and builds nothing. It holds no copy of the token: the
 // encoding refers to the token's bytes (wire.go). What is rarely needed —
 // a miss's response, HTTP mode's headers — is decoded from the encoding.
@@ -53,18 +53,20 @@ type answer struct {
 	wire  wire
 	deny  outcome           // allow, or why every request with this token is denied
 	token *tokencache.Token // the token it answers with
+	shape *answerShape      // its policy's shape of answer
 	// headers are HTTP mode's, decoded from wire on first use.
 	headers atomic.Pointer[[]httpHeader]
 }
 
-// answer returns the decision's answer: the one it was given, or its
-// token's under its policy from the token's memo, made on first use.
+// answer returns the decision's answer: the one it was given (its
+// caller's), or the one kept with its token for its policy's shape of
+// answer, made on first use.
 func (d *decision) answer() *answer {
 	if d.ans == nil {
-		tok := d.token
-		d.ans = tok.Memo(d.policy.answerKey, func() any {
+		shape := &d.policy.answerKey
+		d.ans = d.token.Keep(func(v any) bool { return *v.(*answer).shape == *shape }, func() any {
 			a := d.make()
-			a.token = tok
+			a.token, a.shape = d.token, shape
 			return a
 		}).(*answer)
 	}
@@ -120,7 +122,9 @@ func (d *decision) make() *answer {
 }
 
 // message returns the hit as a CheckResponse.
-func (a *answer) message() (*authv3.CheckResponse, error) { return a.wire.decode() }
+func (a *answer) message() (*authv3.CheckResponse, error) {
+	return a.wire.decode(a.token.AccessToken.Reveal())
+}
 
 // httpHeaders returns the headers an allowed request is forwarded with,
 // decoded once per answer and kept beside it: HTTP mode writes them on
@@ -151,9 +155,9 @@ func (d *decision) response() (any, error) {
 	a := d.answer()
 	if d.source.Hit() {
 		if d.proof == "" {
-			return a.wire.out(), nil
+			return a.wire.out(a.token.AccessToken.Reveal()), nil
 		}
-		return a.wire.with(encodeHeaderField("DPoP", d.proof)), nil
+		return a.wire.with(a.token.AccessToken.Reveal(), encodeHeaderField("DPoP", d.proof)), nil
 	}
 	m, err := a.message()
 	if err != nil {

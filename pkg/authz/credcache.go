@@ -37,8 +37,8 @@ func newCredentialCache() *credentialCache {
 // caller is whom a check acts for — a Basic header's client, a delegated
 // grant's caller token, a gateway policy's own client — with its token
 // cache key, and the answer its last check got from memory, which the next
-// check serves again, without the token cache's lookup or the token's
-// memo, as long as the token cache says the answer's token is current
+// check serves again, without the token cache's lookup or the answer kept
+// with the token, as long as the token cache says the answer's token is current
 // (tokencache.Cache.Current). A policy's callers are all of one answer
 // shape: a reload that changes the shape starts the policy with a new
 // credential cache. Every cached client has one: it holds no more than

@@ -34,10 +34,9 @@ type policy struct {
 	tokenHeader string
 	tokenPrefix string
 	dpop        *dpop.Key // signs a proof for every allowed request; nil without DPoP
-	// answerKey names everything that shapes an allow answer, so that a
-	// token's memo keeps one answer per distinct shape, however often the
-	// configuration is reloaded.
-	answerKey tokencache.MemoKey
+	// answerKey names everything that shapes an allow answer: a reload
+	// that changes none of it keeps the callers and their answers.
+	answerKey answerShape
 	// callers remembers application-mode Authorization headers, and a
 	// delegated grant's caller tokens.
 	callers *credentialCache
@@ -185,11 +184,15 @@ func (s *Server) compile(o *builder.Runtime, prev *state) (*state, error) {
 	return rt, nil
 }
 
+// answerShape names the shape of a policy's answers: a reload that keeps
+// it keeps the policy's callers, and the answers they hold.
+type answerShape [16]byte
+
 // answerShape hashes what shapes the policy's answers for a token: its name
 // (in the metadata), the claims expression, where the token goes, the
 // forwarded headers and their claims, the username claim, and whether the
 // caller's Authorization goes.
-func (p *policy) answerShape() tokencache.MemoKey {
+func (p *policy) answerShape() answerShape {
 	h := sha256.New()
 	field := func(s string) {
 		var n [8]byte
@@ -218,7 +221,7 @@ func (p *policy) answerShape() tokencache.MemoKey {
 	if p.dpop != nil {
 		field("dpop:" + p.dpop.Thumbprint())
 	}
-	return tokencache.MemoKey(h.Sum(nil))
+	return answerShape(h.Sum(nil))
 }
 
 // selectPolicy picks the request's policy: the one its context extension

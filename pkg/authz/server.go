@@ -179,7 +179,7 @@ type query struct {
 
 // lookup selects the policy and the caller. It returns a denial, or what
 // the caller's last check got from memory when the token cache says its
-// token is still current (no lookup, no memo), or else the query for
+// token is still current (no lookup), or else the query for
 // fetch.
 func (s *Server) lookup(st *state, in input) (decision, query) {
 	p, err := st.selectPolicy(in)

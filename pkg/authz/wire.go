@@ -40,7 +40,6 @@ type wireBuf struct{ mem.SliceBuffer }
 // dynamic metadata, which starts at metaAt.
 type wire struct {
 	enc       string // front, then tail; a string, as it never changes
-	token     string // the token itself: referred to, not copied
 	frontLen  int32
 	metaAt    int32 // in tail
 	statusLen uint8 // bytes of the status field at the start of front
@@ -88,7 +87,7 @@ func (w *wire) encode(hit *authv3.CheckResponse, token string) error {
 	enc = append(enc, ok[at+len(token):]...)
 	metaAt := len(enc) - frontLen
 	enc = protowire.AppendBytes(protowire.AppendTag(enc, fieldDynamicMetadata, protowire.BytesType), meta)
-	*w = wire{enc: string(enc), token: token, frontLen: int32(frontLen), metaAt: int32(metaAt), statusLen: uint8(statusLen), lenLen: uint8(lenLen)}
+	*w = wire{enc: string(enc), frontLen: int32(frontLen), metaAt: int32(metaAt), statusLen: uint8(statusLen), lenLen: uint8(lenLen)}
 	return nil
 }
 
@@ -104,16 +103,17 @@ func newWireOut(front []byte, token string, tail []byte) *wireOut {
 	return o
 }
 
-// out returns the encoding as gRPC writes it.
-func (w *wire) out() *wireOut { return newWireOut(w.front(), w.token, w.tail()) }
+// out returns the encoding as gRPC writes it, with token, the one it was
+// encoded with (the answer's: the encoding refers to it, not a copy).
+func (w *wire) out(token string) *wireOut { return newWireOut(w.front(), token, w.tail()) }
 
 // with returns the encoding with one more header: the ok response grows by
 // extra, an encoded OkHttpResponse.headers field placed after the others,
 // so its length is written anew.
-func (w *wire) with(extra []byte) *wireOut {
+func (w *wire) with(token string, extra []byte) *wireOut {
 	f, t := w.front(), w.tail()
 	okStart := int(w.statusLen) + 1 + int(w.lenLen)
-	okLen := len(f) - okStart + len(w.token) + int(w.metaAt) + len(extra)
+	okLen := len(f) - okStart + len(token) + int(w.metaAt) + len(extra)
 	front := make([]byte, 0, len(f)+2)
 	front = append(front, f[:w.statusLen+1]...)
 	front = protowire.AppendVarint(front, uint64(okLen))
@@ -122,12 +122,12 @@ func (w *wire) with(extra []byte) *wireOut {
 	tail = append(tail, t[:w.metaAt]...)
 	tail = append(tail, extra...)
 	tail = append(tail, t[w.metaAt:]...)
-	return newWireOut(front, w.token, tail)
+	return newWireOut(front, token, tail)
 }
 
 // decode returns the encoding as a CheckResponse: for misses, HTTP mode
 // and callers in the process, never for a gRPC hit.
-func (w *wire) decode() (*authv3.CheckResponse, error) { return w.out().decode() }
+func (w *wire) decode(token string) (*authv3.CheckResponse, error) { return w.out(token).decode() }
 
 // decode returns o as a CheckResponse.
 func (o *wireOut) decode() (*authv3.CheckResponse, error) {

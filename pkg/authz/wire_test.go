@@ -45,11 +45,11 @@ func TestWireWith(t *testing.T) {
 		if err := w.encode(hit, token); err != nil {
 			t.Fatal(err)
 		}
-		plain, err := w.decode()
+		plain, err := w.decode(token)
 		if err != nil || !proto.Equal(plain, hit) {
 			t.Fatalf("token of %d: the encoding decodes to %v (%v)", tokenLen, plain, err)
 		}
-		withProof, err := w.with(encodeHeaderField("DPoP", strings.Repeat("p", 60))).decode()
+		withProof, err := w.with(token, encodeHeaderField("DPoP", strings.Repeat("p", 60))).decode()
 		if err != nil {
 			t.Fatal(err)
 		}

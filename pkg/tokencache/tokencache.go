@@ -95,9 +95,9 @@ const (
 // expression's verdict) is made once per use and kept in the memo.
 type Token struct {
 	AccessToken secret.Value
-	fetched     int64 // UnixNano: when the endpoint issued it
-	expiry      int64 // UnixNano: the token's own end of validity
-	memo        atomic.Pointer[memoEntry]
+	fetched     int64        // UnixNano: when the endpoint issued it
+	expiry      int64        // UnixNano: the token's own end of validity
+	kept        atomic.Value // what its user keeps with it (Keep)
 	// nextRefresh is when a refresh may start, in whole seconds after
 	// fetched, rounded up (a token lives at most idp.MaxLifetime, a year).
 	nextRefresh atomic.Int32
@@ -182,71 +182,18 @@ func minTime(a, b time.Time) time.Time {
 	return a
 }
 
-// MemoKey names one use of a token in its memo: a hash of what shapes the
-// work kept there.
-type MemoKey [16]byte
-
-// maxMemo bounds a token's memo: one per shape of answer in service, and a
-// few a reload has just replaced.
-const maxMemo = 4
-
-// Memo returns the value stored under key, building and storing it on first
-// use. Callers keep per-token work there (rendered headers, responses) so
-// that it is done once per token, not per request. At most maxMemo values
-// are kept, the newest first: keys must name the work's inputs, not the
-// caller's identity, so that a reload that changes nothing of them finds
-// its value, and one that does only replaces the oldest.
-func (t *Token) Memo(key MemoKey, build func() any) any {
-	head := t.memo.Load()
-	for e := head; e != nil; e = e.next {
-		if e.key == key {
-			return e.value
-		}
+// Keep returns the value kept with the token when fits says it fits, else
+// builds one and keeps it instead, so that per-token work (an answer to
+// send) is done once per token, not per request. One value at a time: a
+// token is usually served under one shape of answer, and one that a
+// reload changed is built again once. Values must be of one type.
+func (t *Token) Keep(fits func(any) bool, build func() any) any {
+	if v := t.kept.Load(); v != nil && fits(v) {
+		return v
 	}
-	// A short list beats a map: a token is usually used by one policy.
-	value := build()
-	for {
-		e := &memoEntry{key: key, value: value, next: trimMemo(head, maxMemo-1)}
-		if t.memo.CompareAndSwap(head, e) {
-			return value
-		}
-		head = t.memo.Load()
-		for o := head; o != nil; o = o.next {
-			if o.key == key {
-				return o.value // built by another caller meanwhile
-			}
-		}
-	}
-}
-
-// trimMemo returns the first n entries of a memo list, copying them when
-// the list is longer; entries are never changed once published.
-func trimMemo(head *memoEntry, n int) *memoEntry {
-	length := 0
-	for e := head; e != nil; e = e.next {
-		length++
-	}
-	if length <= n {
-		return head
-	}
-	var out, last *memoEntry
-	for e := head; n > 0; e, n = e.next, n-1 {
-		c := &memoEntry{key: e.key, value: e.value}
-		if out == nil {
-			out = c
-		} else {
-			last.next = c
-		}
-		last = c
-	}
-	return out
-}
-
-// memoEntry is one value of a token's memo.
-type memoEntry struct {
-	key   MemoKey
-	value any
-	next  *memoEntry
+	v := build()
+	t.kept.Store(v)
+	return v
 }
 
 // Verifier checks a token before it is cached, whether it comes from the

@@ -339,29 +339,28 @@ type fakeVerifier string
 func (f fakeVerifier) Verify(context.Context, string) error { return nil }
 func (f fakeVerifier) Identity() string                     { return string(f) }
 
-func TestMemo(t *testing.T) {
+// TestKeep: a value kept with a token is built once and served while it
+// fits; one that no longer fits (a reload changed the answer's shape) is
+// built again and replaces it.
+func TestKeep(t *testing.T) {
 	f := newFixture(t, nil, 10)
 	tok, _ := f.get(t, 0)
-	a, b := MemoKey{1}, MemoKey{2}
 	builds := 0
-	build := func(v string) func() any { return func() any { builds++; return v } }
-	if tok.Memo(a, build("a")) != "a" || tok.Memo(a, build("x")) != "a" || tok.Memo(b, build("b")) != "b" || builds != 2 {
-		t.Errorf("memo built %d times", builds)
+	keep := func(want string) string {
+		return tok.Keep(func(v any) bool { return v.(string) == want }, func() any { builds++; return want }).(string)
 	}
-	// Reloads that change the answer's shape replace the oldest value: the
-	// memo never holds more than maxMemo.
-	for i := range 100 {
-		tok.Memo(MemoKey{3, byte(i)}, build("c"))
+	for range 2 {
+		if keep("a") != "a" || builds != 1 {
+			t.Errorf("built %d times for one shape, want 1", builds)
+		}
 	}
-	n := 0
-	for e := tok.memo.Load(); e != nil; e = e.next {
-		n++
+	for range 2 {
+		if keep("b") != "b" || builds != 2 {
+			t.Errorf("built %d times after the shape changed, want 2", builds)
+		}
 	}
-	if n != maxMemo {
-		t.Errorf("the memo holds %d values, want %d", n, maxMemo)
-	}
-	if before := builds; tok.Memo(MemoKey{3, 99}, build("x")) != "c" || builds != before {
-		t.Error("the newest value was not kept")
+	if keep("a") != "a" || builds != 3 {
+		t.Errorf("the replaced value served again: built %d times, want 3", builds)
 	}
 }
 
