@@ -46,12 +46,14 @@ import (
 // httpLimits bound HTTP mode's slow clients: 5 s to send a request's
 // headers, 10 s its body, a check answered and written within 35 s (a check
 // waits on the token endpoint for up to authz.HTTPCheckTimeout), and 2 min
-// idle between requests.
+// idle between requests; on plain HTTP/1, at most as many connections
+// reading headers at once as gRPC has full header lists open.
 var httpLimits = httpdeadline.Limits{
 	Header:  5 * time.Second,
 	Body:    10 * time.Second,
 	Request: authz.HTTPCheckTimeout + 5*time.Second,
 	Idle:    2 * time.Minute,
+	Reading: config.OpenHeaderLists,
 }
 
 // httpServer is net/http's server or fasthttp's (fastServer).
@@ -390,7 +392,7 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		// Plain HTTP/1: fasthttp, which spends about half the CPU time
 		// net/http does on a request, and the same bounds on slow clients
 		// kept by one sweeper, not by timers armed for every request.
-		watch := httpdeadline.New(httpLimits)
+		watch := httpdeadline.New(httpLimits, m.HTTPConnectionsRefused.Inc)
 		defer watch.Close()
 		httpLis = watch.Listen(httpLis)
 		httpSrv = newFastServer(srv.ServeFastHTTP, watch, cfg.Server.HTTP.MaxHeaderBytes, log.Named("http"))

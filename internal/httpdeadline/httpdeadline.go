@@ -47,13 +47,20 @@ type Limits struct {
 	Request time.Duration
 	// Idle runs between requests on a kept-alive connection.
 	Idle time.Duration
+	// Reading bounds the connections reading a request's headers at once,
+	// from its first byte until the headers are read; 0 for no bound. A
+	// connection whose request starts beyond it is closed: fasthttp holds
+	// a buffer as large as the headers may be for each of them.
+	Reading int
 }
 
 // Watch polices the connections of the listeners it wraps. Its ConnState
 // and Handler are to be set on the http.Server that serves them.
 type Watch struct {
-	limits Limits
-	now    atomic.Int64 // Unix nanoseconds, as of the last tick
+	limits  Limits
+	now     atomic.Int64 // Unix nanoseconds, as of the last tick
+	reading atomic.Int64 // connections reading a request's headers
+	refused func()       // told of each connection closed for Reading
 
 	mu    sync.Mutex
 	conns map[*conn]struct{}
@@ -63,9 +70,11 @@ type Watch struct {
 	once sync.Once
 }
 
-// New starts a Watch with limits; Close stops it.
-func New(limits Limits) *Watch {
-	w := &Watch{limits: limits, conns: map[*conn]struct{}{}, stop: make(chan struct{}), done: make(chan struct{})}
+// New starts a Watch with limits; Close stops it. refused, when not nil,
+// is called for each connection closed because Reading connections were
+// reading headers already.
+func New(limits Limits, refused func()) *Watch {
+	w := &Watch{limits: limits, refused: refused, conns: map[*conn]struct{}{}, stop: make(chan struct{}), done: make(chan struct{})}
 	w.now.Store(time.Now().UnixNano())
 	go w.sweep()
 	return w
@@ -92,6 +101,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		return nil, err
 	}
 	cc := &conn{Conn: c, w: l.w}
+	cc.awaiting.Store(true)
 	cc.deadline.Store(l.w.now.Load() + int64(l.w.limits.Header))
 	l.w.mu.Lock()
 	l.w.conns[cc] = struct{}{}
@@ -105,6 +115,8 @@ type conn struct {
 	w        *Watch
 	deadline atomic.Int64 // Unix nanoseconds; 0 for none
 	idle     atomic.Bool  // between requests: the next byte read starts one
+	awaiting atomic.Bool  // no byte of the next request read yet
+	reading  atomic.Bool  // counted in Watch.reading
 
 	// A byte a hang-up watch read, for the server's next read; written by
 	// the watch, read by the server once the watch has stopped.
@@ -115,6 +127,10 @@ type conn struct {
 	body bool
 }
 
+// errReading closes a connection whose request starts while Limits.Reading
+// connections are reading headers.
+var errReading = errors.New("httpdeadline: too many connections reading a request's headers")
+
 // Read starts a request's header phase when its first bytes arrive.
 func (c *conn) Read(b []byte) (n int, err error) {
 	if c.peeked && len(b) > 0 {
@@ -123,11 +139,41 @@ func (c *conn) Read(b []byte) (n int, err error) {
 	} else {
 		n, err = c.Conn.Read(b)
 	}
-	if n > 0 && c.idle.Load() {
-		c.idle.Store(false)
-		c.deadline.Store(c.w.now.Load() + int64(c.w.limits.Header))
+	if n > 0 && c.awaiting.Load() {
+		c.awaiting.Store(false)
+		if c.idle.Swap(false) {
+			c.deadline.Store(c.w.now.Load() + int64(c.w.limits.Header))
+		}
+		if !c.startReading() {
+			c.Close()
+			return 0, errReading
+		}
 	}
 	return n, err
+}
+
+// startReading counts c among the connections reading headers, unless
+// Limits.Reading of them are already.
+func (c *conn) startReading() bool {
+	w := c.w
+	if w.limits.Reading <= 0 || c.reading.Swap(true) {
+		return true
+	}
+	if w.reading.Add(1) > int64(w.limits.Reading) {
+		c.stopReading()
+		if w.refused != nil {
+			w.refused()
+		}
+		return false
+	}
+	return true
+}
+
+// stopReading ends c's count among the connections reading headers.
+func (c *conn) stopReading() {
+	if c.reading.Swap(false) {
+		c.w.reading.Add(-1)
+	}
 }
 
 // SetReadDeadline passes a read deadline on. One in the future, set while
@@ -180,6 +226,7 @@ func (c *conn) Close() error {
 }
 
 func (w *Watch) forget(c *conn) {
+	c.stopReading()
 	c.deadline.Store(0)
 	w.mu.Lock()
 	delete(w.conns, c)
@@ -220,11 +267,16 @@ func (w *Watch) FastConnState(nc net.Conn, s fasthttp.ConnState) {
 }
 
 // serving starts the request phase: the handler's work and the write.
-func (c *conn) serving() { c.deadline.Store(c.w.now.Load() + int64(c.w.limits.Request)) }
+func (c *conn) serving() {
+	c.stopReading()
+	c.deadline.Store(c.w.now.Load() + int64(c.w.limits.Request))
+}
 
 // idling starts the idle phase, which the next byte read ends.
 func (c *conn) idling() {
+	c.stopReading()
 	c.idle.Store(true)
+	c.awaiting.Store(true)
 	c.deadline.Store(c.w.now.Load() + int64(c.w.limits.Idle))
 }
 

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,7 +40,11 @@ func serve(t *testing.T, kind string, h handler) string {
 
 func serveWatch(t *testing.T, kind string, h handler, release <-chan struct{}) (string, *Watch) {
 	t.Helper()
-	w := New(limits)
+	return serveWith(t, New(limits, nil), kind, h, release)
+}
+
+func serveWith(t *testing.T, w *Watch, kind string, h handler, release <-chan struct{}) (string, *Watch) {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -316,7 +321,7 @@ func testBusyConnectionStaysOpen(t *testing.T, kind string) {
 // another listener's) is not its to police, and closing a Watch twice is
 // fine.
 func TestOtherConnections(t *testing.T) {
-	w := New(limits)
+	w := New(limits, nil)
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
@@ -341,7 +346,7 @@ func TestOtherConnections(t *testing.T) {
 // next request meanwhile has not hung up, and that request, its first
 // byte read by the watch, is answered after the first.
 func TestWatchHangUp(t *testing.T) {
-	w := New(limits)
+	w := New(limits, nil)
 	defer w.Close()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -416,5 +421,76 @@ func TestWatchHangUp(t *testing.T) {
 		if resp.StatusCode != 200 || resp.Header.Get("X-Path") != want {
 			t.Errorf("answer %d for %q, want 200 for %q", resp.StatusCode, resp.Header.Get("X-Path"), want)
 		}
+	}
+}
+
+// TestReading: with Reading 2, two connections that stop halfway through
+// their headers hold the bound, a third request's connection is closed at
+// once and counted, and once one of the two has sent its request, and one
+// has gone, requests are served again; requests that complete their
+// headers never count against it.
+func TestReading(t *testing.T) {
+	for _, kind := range servers {
+		t.Run(kind, func(t *testing.T) {
+			l := limits
+			l.Reading = 2
+			var refused atomic.Int32
+			addr, _ := serveWith(t, New(l, func() { refused.Add(1) }), kind, readBody, nil)
+			busy := dial(t, addr)
+			r := bufio.NewReader(busy)
+			for range 5 { // served requests end their header phase
+				roundTrip(t, busy, r)
+			}
+			slow := []net.Conn{dial(t, addr), dial(t, addr)}
+			for _, c := range slow {
+				if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Both are reading once a third is refused: a kept-alive
+			// connection's next request is refused too.
+			deadline := time.Now().Add(5 * time.Second)
+			for refused.Load() == 0 {
+				if time.Now().After(deadline) {
+					t.Fatal("no connection refused while two were reading headers")
+				}
+				c := dial(t, addr)
+				_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+					resp.Body.Close() // served: a slow one had not started reading yet
+				}
+				c.Close()
+			}
+			if _, err := io.WriteString(busy, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			_ = busy.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if resp, err := http.ReadResponse(r, nil); err == nil {
+				t.Fatalf("a request while the bound was held: %d", resp.StatusCode)
+			}
+			// One finishes its headers, the other hangs up: the bound is free.
+			if _, err := io.WriteString(slow[0], "1\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			if resp, err := http.ReadResponse(bufio.NewReader(slow[0]), nil); err != nil || resp.StatusCode != 200 {
+				t.Fatalf("the slow request, finished: %v", err)
+			}
+			slow[1].Close()
+			deadline = time.Now().Add(5 * time.Second)
+			for {
+				c := dial(t, addr)
+				_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+				_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+				c.Close()
+				if err == nil && resp.StatusCode == 200 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("requests still refused after the bound was freed: %v", err)
+				}
+			}
+		})
 	}
 }

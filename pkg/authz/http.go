@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/extauthz/extauthz/pkg/urlpath"
 )
@@ -26,6 +28,8 @@ var (
 	errPolicyPathChanged = errors.New("the path names a policy, but its dot segments lead elsewhere")
 	errPathHeaders       = errors.New("the original path is given more than once, with different values")
 	errPolicyHeaders     = errors.New("the policy header is given more than once")
+	errHostHeaders       = errors.New("X-Forwarded-Host is given more than once")
+	errCredentialHeaders = errors.New("the Authorization header is given more than once")
 )
 
 // ServeHTTP is the HTTP authorization mode, for Envoy's http_service, Istio's
@@ -52,6 +56,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (s *Server) ServeFastHTTP(fc *fasthttp.RequestCtx) {
 	start := time.Now()
 	defer s.recoverFast(fc, start)
+	if refuseFast(fc) {
+		return
+	}
 	in := &httpInput{fc: fc}
 	var watch func(cancel context.CancelFunc) (stop func())
 	if hw, ok := fc.Conn().(HangUpWatcher); ok {
@@ -59,6 +66,68 @@ func (s *Server) ServeFastHTTP(fc *fasthttp.RequestCtx) {
 	}
 	d := s.checkHTTP(context.Background(), in, start, watch)
 	writeFast(fc, &d)
+}
+
+// refuseFast answers, and closes the connection after, a request that
+// net/http refuses and fasthttp would serve: one whose framing a proxy in
+// front may read otherwise, so that what follows its headers could be
+// taken for a request of its own (RFC 9112 §6.1, §5.1, §5.2), or one that
+// asks for what is not served. It reports whether it did.
+func refuseFast(fc *fasthttp.RequestCtx) bool {
+	h := &fc.Request.Header
+	status, why := 0, ""
+	switch p := h.Protocol(); {
+	case string(p) != "HTTP/1.1" && string(p) != "HTTP/1.0":
+		status, why = http.StatusHTTPVersionNotSupported, "unsupported protocol version"
+	default:
+		status, why = rawHeaderProblem(h.RawHeaders())
+	}
+	if status == 0 {
+		return false
+	}
+	fc.Error(why, status) // resets the response's headers: then
+	fc.SetConnectionClose()
+	return true
+}
+
+// rawHeaderProblem reads a request's header block as it came: a field name
+// that is not a token (a space before the colon), a folded line, a
+// Transfer-Encoding other than chunked alone, or an Expect other than
+// 100-continue is refused, with the status net/http answers it with.
+func rawHeaderProblem(raw []byte) (int, string) {
+	transferEncodings := 0
+	for len(raw) > 0 {
+		line := raw
+		if i := bytes.IndexByte(raw, '\n'); i >= 0 {
+			line, raw = raw[:i], raw[i+1:]
+		} else {
+			raw = nil
+		}
+		line = bytes.TrimSuffix(line, []byte{'\r'})
+		if len(line) == 0 {
+			continue // the block's end
+		}
+		if line[0] == ' ' || line[0] == '\t' {
+			return http.StatusBadRequest, "folded header line"
+		}
+		name, value, ok := bytes.Cut(line, []byte{':'})
+		if !ok || !httpguts.ValidHeaderFieldName(string(name)) {
+			return http.StatusBadRequest, "invalid header field name"
+		}
+		value = bytes.Trim(value, " \t")
+		switch {
+		case bytes.EqualFold(name, []byte("Transfer-Encoding")):
+			transferEncodings++
+			if transferEncodings > 1 || !bytes.EqualFold(value, []byte("chunked")) {
+				return http.StatusNotImplemented, "unsupported transfer encoding"
+			}
+		case bytes.EqualFold(name, []byte("Expect")):
+			if !bytes.EqualFold(value, []byte("100-continue")) {
+				return http.StatusExpectationFailed, "unsupported expectation"
+			}
+		}
+	}
+	return 0, ""
 }
 
 // HangUpWatcher is a connection that can tell when its peer hangs up while
@@ -247,6 +316,14 @@ func (h *httpInput) parse(policyPath bool, policyHeader string) error {
 			return errPolicyHeaders
 		}
 		h.policy = v
+	}
+	// The host a route matches, and the credentials: a second value is
+	// the caller's or the proxy's, and which is not for us to guess.
+	if _, n := h.values("X-Forwarded-Host"); n > 1 {
+		return errHostHeaders
+	}
+	if _, n := h.values("Authorization"); n > 1 {
+		return errCredentialHeaders
 	}
 	h.normPath = norm
 	// The original path, when the proxy sends it apart from the check's own:

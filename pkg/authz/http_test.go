@@ -1,7 +1,9 @@
 package authz
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -224,7 +226,7 @@ func httpModes(t testing.TB, s *Server) []httpMode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	watch := httpdeadline.New(httpdeadline.Limits{Header: 5 * time.Second, Body: 10 * time.Second, Request: 35 * time.Second, Idle: time.Minute})
+	watch := httpdeadline.New(httpdeadline.Limits{Header: 5 * time.Second, Body: 10 * time.Second, Request: 35 * time.Second, Idle: time.Minute}, nil)
 	fs := &fasthttp.Server{
 		Handler: watch.FastHandler(s.ServeFastHTTP), ConnState: watch.FastConnState, HeaderReceived: watch.FastHeaderReceived,
 		ReadBufferSize: 64<<10 + 4096, StreamRequestBody: true, DisablePreParseMultipartForm: true,
@@ -241,5 +243,93 @@ func httpModes(t testing.TB, s *Server) []httpMode {
 	return []httpMode{
 		{"net/http", hs.URL, hs.Listener.Addr().String()},
 		{"fasthttp", "http://" + addr, addr},
+	}
+}
+
+// TestHTTPModeFraming sends requests whose framing or fields a proxy in
+// front could read otherwise than the server, each followed by a request
+// for a token: no answer gives a token, whichever server serves HTTP mode,
+// and the connection is closed after the refusal.
+func TestHTTPModeFraming(t *testing.T) {
+	f := newFixture(t, "")
+	hidden := "GET /policy/gateway HTTP/1.1\r\nHost: x\r\n\r\n" // a token for anyone who asks
+	creds := "Authorization: " + basic("orders-app", "s3cret") + "\r\n"
+	for _, tt := range []struct {
+		name string
+		raw  string
+		want int // net/http's; fasthttp refuses some itself with a 400
+	}{
+		{"Transfer-Encoding: identity", "GET /policy/orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: identity\r\n\r\n" + hidden, 501},
+		{"Transfer-Encoding: gzip, chunked", "POST /policy/orders HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + hidden, 501},
+		{"a space in a field name", "GET /policy/orders HTTP/1.1\r\nHost: x\r\nContent Length: " + fmt.Sprint(len(hidden)) + "\r\n\r\n" + hidden, 400},
+		{"HTTP/2.0 on the request line", "GET /policy/gateway HTTP/2.0\r\nHost: x\r\n\r\n", 505},
+		{"HTTP/3.0 on the request line", "GET /policy/gateway HTTP/3.0\r\nHost: x\r\n\r\n", 505},
+		{"an expectation not served", "GET /policy/gateway HTTP/1.1\r\nHost: x\r\nExpect: 200-ok\r\n\r\n", 417},
+		{"two Authorization headers", "GET /policy/orders HTTP/1.1\r\nHost: x\r\n" + creds + "Authorization: " + basic("other-app", "x") + "\r\nConnection: close\r\n\r\n", 400},
+		{"two X-Forwarded-Host", "GET /check HTTP/1.1\r\nHost: x\r\nX-Forwarded-Host: api.example.com\r\nX-Forwarded-Host: other.example.com\r\nConnection: close\r\n\r\n", 400},
+	} {
+		for _, m := range httpModes(t, f.srv) {
+			t.Run(m.name+" "+tt.name, func(t *testing.T) {
+				c, err := net.Dial("tcp", m.addr)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+				if _, err := io.WriteString(c, tt.raw); err != nil {
+					t.Fatal(err)
+				}
+				r := bufio.NewReader(c)
+				for i := 0; ; i++ {
+					resp, err := http.ReadResponse(r, nil)
+					if err == nil && i == 0 && !resp.Close {
+						t.Errorf("the refusal keeps the connection open")
+					}
+					if err != nil {
+						if i == 0 {
+							t.Fatalf("no answer: %v", err)
+						}
+						break // closed
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					if i == 0 && resp.StatusCode != tt.want && !(m.name == "fasthttp" && resp.StatusCode == 400) {
+						t.Errorf("answered %d, want %d", resp.StatusCode, tt.want)
+					}
+					if resp.StatusCode == 200 || resp.Header.Get("Authorization") != "" {
+						t.Errorf("answer %d gave a token: %d %q", i+1, resp.StatusCode, resp.Header.Get("Authorization"))
+					}
+				}
+			})
+		}
+	}
+}
+
+// TestRawHeaderProblem: the header block checks of plain HTTP/1, line by
+// line as it came.
+func TestRawHeaderProblem(t *testing.T) {
+	for _, tt := range []struct {
+		raw  string
+		want int
+	}{
+		{"Host: x\r\nAuthorization: Basic eA==\r\n\r\n", 0},
+		{"Host: x\r\nTransfer-Encoding: chunked\r\n\r\n", 0},
+		{"Host: x\r\nTransfer-Encoding:  Chunked \r\n\r\n", 0},
+		{"Host: x\r\nExpect: 100-Continue\r\n\r\n", 0},
+		{"Host: x\r\nTransfer-Encoding: identity\r\n\r\n", 501},
+		{"Host: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", 501},
+		{"Host: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n", 501},
+		{"Host: x\r\nExpect: 200-ok\r\n\r\n", 417},
+		{"Host: x\r\nContent Length: 5\r\n\r\n", 400},
+		{"Host: x\r\nContent-Length : 5\r\n\r\n", 400},
+		{"Host: x\r\nX-A\x00: 1\r\n\r\n", 400},
+		{"Host: x\r\n: empty name\r\n\r\n", 400},
+		{"Host: x\r\nno colon\r\n\r\n", 400},
+		{"Host: x\r\nAuthorization: Basic\r\n eA==\r\n\r\n", 400},
+		{"Host: x\r\nAuthorization: Basic\r\n\teA==\r\n\r\n", 400},
+	} {
+		if got, _ := rawHeaderProblem([]byte(tt.raw)); got != tt.want {
+			t.Errorf("%q: %d, want %d", tt.raw, got, tt.want)
+		}
 	}
 }

@@ -57,6 +57,9 @@ type Metrics struct {
 	// GRPCStreamsRefused counts gRPC streams refused because the header
 	// lists of the streams open at once reached their bound.
 	GRPCStreamsRefused prometheus.Counter
+	// HTTPConnectionsRefused counts plain HTTP/1 connections closed
+	// because as many were reading a request's headers at once as allowed.
+	HTTPConnectionsRefused prometheus.Counter
 }
 
 // New registers the instruments, with Go and process collectors, on reg.
@@ -64,7 +67,7 @@ func New(reg prometheus.Registerer) *Metrics {
 	m := newMetrics()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(m.Checks, m.CheckDuration, m.CacheLookups, m.NegativeHits, m.IdPRequests, m.IdPRefusals, m.IdPDuration,
-		m.IdPOpen, m.IdPQueued, m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.PurgeSignalsRefused, m.Purges, m.CallerConnections, m.GRPCStreamsRefused)
+		m.IdPOpen, m.IdPQueued, m.Refreshes, m.ConfigReloads, m.RedisUp, m.RedisErrors, m.PurgeSignalsRefused, m.Purges, m.CallerConnections, m.GRPCStreamsRefused, m.HTTPConnectionsRefused)
 	return m
 }
 
@@ -125,6 +128,9 @@ func newMetrics() *Metrics {
 		}, []string{"listener", "result"}),
 		GRPCStreamsRefused: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "extauthz_grpc_streams_refused_total", Help: "gRPC streams refused because the header lists of the open streams reached their bound.",
+		}),
+		HTTPConnectionsRefused: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "extauthz_http_connections_refused_total", Help: "Plain HTTP connections closed because as many as allowed were reading a request's headers at once.",
 		}),
 	}
 }
