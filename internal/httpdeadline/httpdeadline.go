@@ -47,10 +47,12 @@ type Limits struct {
 	Request time.Duration
 	// Idle runs between requests on a kept-alive connection.
 	Idle time.Duration
-	// Reading bounds the connections reading a request's headers at once,
-	// from its first byte until the headers are read; 0 for no bound. A
-	// connection whose request starts beyond it is closed: fasthttp holds
-	// a buffer as large as the headers may be for each of them.
+	// Reading bounds the connections reading a request at once, from its
+	// first byte until its handler runs (net/http: until its headers are
+	// read; fasthttp also reads the first kilobytes of a body before); 0
+	// for no bound. A connection whose request starts beyond it is closed:
+	// fasthttp holds a buffer as large as the headers may be, and the
+	// headers parsed, for each of them.
 	Reading int
 }
 
@@ -182,7 +184,9 @@ func (c *conn) stopReading() {
 // phase starts, as it does when the handler does.
 func (c *conn) SetReadDeadline(t time.Time) error {
 	if t.UnixNano() > c.w.now.Load() {
-		c.serving()
+		// Still counted among those reading (Limits.Reading) until the
+		// handler runs: fasthttp holds the headers while it waits.
+		c.deadline.Store(c.w.now.Load() + int64(c.w.limits.Request))
 	}
 	return c.Conn.SetReadDeadline(t)
 }

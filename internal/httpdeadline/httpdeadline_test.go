@@ -494,3 +494,43 @@ func TestReading(t *testing.T) {
 		})
 	}
 }
+
+// TestReadingBody: on fasthttp, a connection whose body has not come yet
+// holds its headers, and counts against Reading until its handler runs.
+func TestReadingBody(t *testing.T) {
+	l := limits
+	l.Reading = 1
+	var refused atomic.Int32
+	addr, w := serveWith(t, New(l, func() { refused.Add(1) }), "fasthttp", ignoreBody, nil)
+	waiting := dial(t, addr)
+	if _, err := io.WriteString(waiting, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	// Its headers are read once its phase is the request's (the body's
+	// read deadline set): nothing else tells.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		w.mu.Lock()
+		read := false
+		for c := range w.conns {
+			read = read || c.deadline.Load() > w.now.Load()+int64(l.Header)
+		}
+		w.mu.Unlock()
+		if read {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the POST's headers were never read")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c := dial(t, addr)
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+		t.Errorf("a request while one waited for its body: %d", resp.StatusCode)
+	}
+	if refused.Load() != 1 {
+		t.Errorf("%d connections refused, want 1", refused.Load())
+	}
+}
