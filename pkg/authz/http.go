@@ -270,6 +270,14 @@ func (h *httpInput) values(key string) (string, int) {
 	return string(vs[0]), len(vs)
 }
 
+// count returns how many values the header with canonical name key has.
+func (h *httpInput) count(key string) int {
+	if h.fc == nil {
+		return len(h.r.Header[key])
+	}
+	return len(h.fc.Request.Header.PeekAll(key))
+}
+
 // target is the request target's path and query, as sent.
 func (h *httpInput) target() string {
 	if h.fc == nil {
@@ -319,10 +327,10 @@ func (h *httpInput) parse(policyPath bool, policyHeader string) error {
 	}
 	// The host a route matches, and the credentials: a second value is
 	// the caller's or the proxy's, and which is not for us to guess.
-	if _, n := h.values("X-Forwarded-Host"); n > 1 {
+	if h.count("X-Forwarded-Host") > 1 {
 		return errHostHeaders
 	}
-	if _, n := h.values("Authorization"); n > 1 {
+	if h.count("Authorization") > 1 {
 		return errCredentialHeaders
 	}
 	h.normPath = norm
