@@ -170,22 +170,34 @@ func (s *Server) checkHTTP(ctx context.Context, in *httpInput, start time.Time, 
 // noStore is every answer's Cache-Control: shared, never changed.
 var noStore = []string{"no-store"}
 
-// writeHTTP answers an HTTP-mode check with d.
-func writeHTTP(w http.ResponseWriter, d *decision) {
-	h := w.Header()
-	h["Cache-Control"] = noStore
+// removeHeader names the headers the proxy is to remove from the request.
+const removeHeader = "X-Envoy-Auth-Headers-To-Remove"
+
+// answerWriter is the response of either server.
+type answerWriter interface {
+	// share sets a header to values that every answer may share and no
+	// one changes.
+	share(key string, values []string)
+	set(key, value string)
+	write(status int, body string)
+}
+
+// writeAnswer answers an HTTP-mode check with d, through either server
+// (generic, so that neither writer is boxed).
+func writeAnswer[W answerWriter](w W, d *decision) {
+	w.share("Cache-Control", noStore)
 	if d.outcome == allow {
 		hs, err := d.answer().httpHeaders()
 		if err != nil { // the answer's own encoding does not decode: a bug
 			d.outcome = denyInternal
-			writeHTTP(w, d)
+			writeAnswer(w, d)
 			return
 		}
 		for _, hd := range hs {
-			h[hd.key] = hd.values // shared by every hit: net/http only reads them
+			w.share(hd.key, hd.values) // shared by every hit
 		}
 		if d.proof != "" {
-			h["Dpop"] = []string{d.proof}
+			w.set("Dpop", d.proof)
 		}
 		if d.policy.removeList != "" {
 			// The token travels in another header: the caller's Basic
@@ -193,54 +205,56 @@ func writeHTTP(w http.ResponseWriter, d *decision) {
 			// Envoy's http_service (and Istio's envoyExtAuthzHttp) remove
 			// what this header names; nginx, Caddy and Traefik are
 			// configured to (README).
-			h.Set(removeHeader, d.policy.removeList)
+			w.set(removeHeader, d.policy.removeList)
 		}
-		w.WriteHeader(http.StatusOK)
+		w.write(http.StatusOK, "")
 		return
 	}
-	h.Set("Content-Type", "application/json")
+	w.set("Content-Type", "application/json")
 	for _, hd := range d.denialHeaders() {
-		h.Set(hd.name, hd.value)
+		w.set(hd.name, hd.value)
 	}
-	w.WriteHeader(outcomes[d.outcome].status)
-	_, _ = w.Write([]byte(errorBody(d.outcome)))
+	w.write(outcomes[d.outcome].status, errorBody(d.outcome))
 }
 
-// removeHeader names the headers the proxy is to remove from the request.
-const removeHeader = "X-Envoy-Auth-Headers-To-Remove"
+// netWriter is net/http's response: shared values go in as they are, as
+// net/http only reads them.
+type netWriter struct{ http.ResponseWriter }
 
-// writeFast is writeHTTP for fasthttp: the same status, headers and body.
-func writeFast(fc *fasthttp.RequestCtx, d *decision) {
-	h := &fc.Response.Header
-	h.Set("Cache-Control", "no-store")
-	if d.outcome == allow {
-		hs, err := d.answer().httpHeaders()
-		if err != nil { // the answer's own encoding does not decode: a bug
-			d.outcome = denyInternal
-			writeFast(fc, d)
-			return
-		}
-		for _, hd := range hs {
-			for _, v := range hd.values {
-				h.Add(hd.key, v)
-			}
-		}
-		if d.proof != "" {
-			h.Set("Dpop", d.proof)
-		}
-		if d.policy.removeList != "" {
-			h.Set(removeHeader, d.policy.removeList)
-		}
-		fc.SetStatusCode(http.StatusOK)
-		return
+func (w netWriter) share(key string, values []string) { w.Header()[key] = values }
+func (w netWriter) set(key, value string)             { w.Header().Set(key, value) }
+func (w netWriter) write(status int, body string) {
+	w.WriteHeader(status)
+	if body != "" {
+		_, _ = w.Write([]byte(body))
 	}
-	h.Set("Content-Type", "application/json")
-	for _, hd := range d.denialHeaders() {
-		h.Set(hd.name, hd.value)
-	}
-	fc.SetStatusCode(outcomes[d.outcome].status)
-	fc.SetBodyString(errorBody(d.outcome))
 }
+
+// writeHTTP answers an HTTP-mode check with d through net/http.
+func writeHTTP(w http.ResponseWriter, d *decision) { writeAnswer(netWriter{w}, d) }
+
+// fastWriter is fasthttp's response, which copies what it is given.
+type fastWriter struct{ fc *fasthttp.RequestCtx }
+
+func (w fastWriter) share(key string, values []string) {
+	for i, v := range values {
+		if i == 0 {
+			w.fc.Response.Header.Set(key, v)
+		} else {
+			w.fc.Response.Header.Add(key, v)
+		}
+	}
+}
+func (w fastWriter) set(key, value string) { w.fc.Response.Header.Set(key, value) }
+func (w fastWriter) write(status int, body string) {
+	w.fc.SetStatusCode(status)
+	if body != "" {
+		w.fc.SetBodyString(body)
+	}
+}
+
+// writeFast answers an HTTP-mode check with d through fasthttp.
+func writeFast(fc *fasthttp.RequestCtx, d *decision) { writeAnswer(fastWriter{fc}, d) }
 
 // httpInput reads an HTTP authorization request: net/http's (TLS, HTTP/2,
 // tests) or fasthttp's (plain HTTP/1, ServeFastHTTP). What it returns of a
