@@ -69,7 +69,9 @@ func main() {
 		h["X-Group"] = group
 		w.WriteHeader(http.StatusOK)
 	})}
-	// fasthttp as extauthz configures it for plain HTTP/1.
+	// fasthttp with the options of extauthz's plain HTTP/1 server that
+	// shape an answer and its cost (httpdeadline.Watch.FastServer), but
+	// no slow-client watch: the bare server, as net/http's no-op is.
 	fs := &fasthttp.Server{Handler: func(fc *fasthttp.RequestCtx) {
 		h := &fc.Response.Header
 		h.Set("Cache-Control", noStore[0])

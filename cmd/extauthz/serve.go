@@ -63,33 +63,9 @@ type httpServer interface {
 	Close() error
 }
 
-// fastServer serves HTTP mode over plain HTTP/1 with fasthttp.
+// fastServer serves HTTP mode over plain HTTP/1 with fasthttp
+// (httpdeadline.Watch.FastServer).
 type fastServer struct{ *fasthttp.Server }
-
-// newFastServer answers with h, its connections' phases bounded by watch
-// (whose listener they come from), and a request line and headers of at
-// most maxHeaderBytes (plus 4 KiB, as net/http allows) answered 431 beyond.
-func newFastServer(h fasthttp.RequestHandler, watch *httpdeadline.Watch, maxHeaderBytes int, log *zap.Logger) fastServer {
-	return fastServer{&fasthttp.Server{
-		Handler:        watch.FastHandler(h),
-		ConnState:      watch.FastConnState,
-		HeaderReceived: watch.FastHeaderReceived,
-		ReadBufferSize: maxHeaderBytes + 4096,
-		// A body is never read by a check: fasthttp drains what is small
-		// after the answer, and closes the connection after a large one.
-		StreamRequestBody:            true,
-		DisablePreParseMultipartForm: true,
-		// A connection between requests holds no buffers: the read buffer
-		// is as large as the headers may be.
-		ReduceMemoryUsage:     true,
-		NoDefaultServerHeader: true,
-		NoDefaultContentType:  true,
-		CloseOnShutdown:       true,
-		// Errors are logged without the request's bytes (its credentials).
-		SecureErrorLogMessage: true,
-		Logger:                fastLogger{log},
-	}}
-}
 
 // fastLogger logs what fasthttp says: a connection that ended in error (a
 // malformed request, answered 400 or 431, or a client gone) at debug, as
@@ -395,7 +371,7 @@ func runServe(ctx context.Context, args []string, std stdio) error {
 		watch := httpdeadline.New(httpLimits, m.HTTPConnectionsRefused.Inc)
 		defer watch.Close()
 		httpLis = watch.Listen(httpLis)
-		httpSrv = newFastServer(srv.ServeFastHTTP, watch, cfg.Server.HTTP.MaxHeaderBytes, log.Named("http"))
+		httpSrv = fastServer{watch.FastServer(srv.ServeFastHTTP, cfg.Server.HTTP.MaxHeaderBytes, fastLogger{log.Named("http")})}
 	}
 	httpAddr := ""
 

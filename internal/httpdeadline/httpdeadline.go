@@ -1,29 +1,27 @@
 // Package httpdeadline bounds how long an HTTP/1 connection spends in each
 // phase — reading a request's headers, being served, idling between
-// requests — with one sweeper per Watch instead of the deadline timers
-// net/http arms and disarms several times for every request when its
-// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout are set.
+// requests — with one sweeper per Watch instead of deadline timers armed
+// and disarmed several times for every request (as net/http's
+// ReadHeaderTimeout, ReadTimeout, WriteTimeout and IdleTimeout do).
 // A phase's deadline is a store into the connection, read from a clock the
 // sweeper keeps; the sweeper closes a connection whose phase has run past
-// its limit, which ends whatever read or write net/http is blocked in.
+// its limit, which ends whatever read or write the server is blocked in.
 // Deadlines are kept to within a Tick.
 //
 // A request with a body has its body reads bounded as net/http's
-// ReadTimeout would, with a read deadline of its own (Handler): the rare
-// case pays a timer, the common one does not.
+// ReadTimeout would, with a read deadline of its own: the rare case pays a
+// timer, the common one does not.
 //
-// It is for plain-text HTTP/1, served by net/http (ConnState, Handler) or
-// by fasthttp (FastConnState, FastHandler): a connection whose state a
-// Watch does not recognize (TLS, HTTP/2) is left to net/http's own
-// timeouts. A connection also tells a fasthttp handler when its peer hangs
-// up (WatchHangUp), as net/http's request contexts do.
+// It is for plain-text HTTP/1 served by fasthttp (FastServer): TLS and
+// HTTP/2 are net/http's, with its own timeouts. A connection also tells a
+// handler when its peer hangs up (WatchHangUp), as net/http's request
+// contexts do.
 package httpdeadline
 
 import (
 	"context"
 	"errors"
 	"net"
-	"net/http"
 	"os"
 	"sync"
 	"sync/atomic"
@@ -48,16 +46,15 @@ type Limits struct {
 	// Idle runs between requests on a kept-alive connection.
 	Idle time.Duration
 	// Reading bounds the connections reading a request at once, from its
-	// first byte until its handler runs (net/http: until its headers are
-	// read; fasthttp also reads the first kilobytes of a body before); 0
-	// for no bound. A connection whose request starts beyond it is closed:
-	// fasthttp holds a buffer as large as the headers may be, and the
-	// headers parsed, for each of them.
+	// first byte until its handler runs (fasthttp reads the first
+	// kilobytes of a body before); 0 for no bound. A connection whose
+	// request starts beyond it is closed: fasthttp holds a buffer as large
+	// as the headers may be, and the headers parsed, for each of them.
 	Reading int
 }
 
-// Watch polices the connections of the listeners it wraps. Its ConnState
-// and Handler are to be set on the http.Server that serves them.
+// Watch polices the connections of the listeners it wraps, served by the
+// fasthttp server FastServer returns.
 type Watch struct {
 	limits  Limits
 	now     atomic.Int64 // Unix nanoseconds, as of the last tick
@@ -124,7 +121,7 @@ type conn struct {
 	// the watch, read by the server once the watch has stopped.
 	peek   [1]byte
 	peeked bool
-	// The request being served has a body (FastHandler): the server's to
+	// The request being served has a body (handler): the server's to
 	// read after the handler, so not the watch's.
 	body bool
 }
@@ -180,7 +177,7 @@ func (c *conn) stopReading() {
 
 // SetReadDeadline passes a read deadline on. One in the future, set while
 // a request's headers are read, is fasthttp's for the body that follows
-// (FastHeaderReceived): those reads are bounded by it, and the request
+// (headerReceived): those reads are bounded by it, and the request
 // phase starts, as it does when the handler does.
 func (c *conn) SetReadDeadline(t time.Time) error {
 	if t.UnixNano() > c.w.now.Load() {
@@ -199,7 +196,7 @@ var aLongTimeAgo = time.Unix(1, 0)
 // closes it (or the sweeper does). A byte that arrives instead, the start
 // of a pipelined request, is kept for the server's next read. stop ends
 // the watch and returns once it has ended; the server must not read from
-// the connection until then. A request with a body (FastHandler says) is
+// the connection until then. A request with a body (handler says) is
 // not watched: what the watch would read is the body's.
 func (c *conn) WatchHangUp(cancel context.CancelFunc) (stop func()) {
 	if c.body {
@@ -237,27 +234,10 @@ func (w *Watch) forget(c *conn) {
 	w.mu.Unlock()
 }
 
-// ConnState moves a connection between phases: it is the http.Server's
-// ConnState.
-func (w *Watch) ConnState(nc net.Conn, s http.ConnState) {
-	c, ok := nc.(*conn)
-	if !ok || c.w != w {
-		return
-	}
-	switch s {
-	case http.StateActive: // the request's headers are read
-		c.serving()
-	case http.StateIdle:
-		c.idling()
-	case http.StateHijacked, http.StateClosed:
-		w.forget(c)
-	}
-}
-
-// FastConnState is ConnState for a fasthttp.Server, whose StateActive
-// comes with a request's first byte (Read starts that phase) and whose
-// handler starts once the headers are read (FastHandler).
-func (w *Watch) FastConnState(nc net.Conn, s fasthttp.ConnState) {
+// connState moves a connection between phases. fasthttp's StateActive
+// comes with a request's first byte (Read starts that phase) and its
+// handler starts once the headers are read (handler).
+func (w *Watch) connState(nc net.Conn, s fasthttp.ConnState) {
 	c, ok := nc.(*conn)
 	if !ok || c.w != w {
 		return
@@ -284,30 +264,20 @@ func (c *conn) idling() {
 	c.deadline.Store(c.w.now.Load() + int64(c.w.limits.Idle))
 }
 
-// Handler bounds the body reads of h's requests that have a body.
-func (w *Watch) Handler(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		if r.ContentLength != 0 { // a body, of known length or chunked
-			_ = http.NewResponseController(rw).SetReadDeadline(time.Now().Add(w.limits.Body))
-		}
-		h.ServeHTTP(rw, r)
-	})
-}
-
-// FastHeaderReceived is a fasthttp.Server's HeaderReceived: fasthttp reads
-// a request's body, or its first kilobytes, before the handler runs, and
-// those reads of a request that has one are bounded as Handler bounds them.
-func (w *Watch) FastHeaderReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+// headerReceived is fasthttp's HeaderReceived: fasthttp reads a request's
+// body, or its first kilobytes, before the handler runs, and those reads of
+// a request that has one are bounded by Body.
+func (w *Watch) headerReceived(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
 	if hasBody(h) {
 		return fasthttp.RequestConfig{ReadTimeout: w.limits.Body}
 	}
 	return fasthttp.RequestConfig{}
 }
 
-// FastHandler is Handler for fasthttp: it starts the request phase, and
-// bounds the reads of the rest of a body (fasthttp drains what the handler
-// leaves unread once it has answered, then clears the deadline).
-func (w *Watch) FastHandler(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+// handler starts h's request phase, and bounds the reads of the rest of a
+// body (fasthttp drains what h leaves unread once it has answered, then
+// clears the deadline).
+func (w *Watch) handler(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	return func(fc *fasthttp.RequestCtx) {
 		body := hasBody(&fc.Request.Header)
 		if c, ok := fc.Conn().(*conn); ok && c.w == w {
@@ -318,6 +288,35 @@ func (w *Watch) FastHandler(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 			_ = fc.SetReadDeadline(time.Now().Add(w.limits.Body))
 		}
 		h(fc)
+	}
+}
+
+// FastServer returns a fasthttp server that serves h on the connections w
+// polices (pass it w.Listen's listener), set as w's phases assume: a body
+// streamed, not read whole before h, and no buffer held between requests.
+// A request line and headers of more than maxHeaderBytes, plus 4 KiB as
+// net/http allows, are answered 431. Answers carry only the headers h sets.
+// logger, when not nil, is told of connections that end in error.
+func (w *Watch) FastServer(h fasthttp.RequestHandler, maxHeaderBytes int, logger fasthttp.Logger) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:        w.handler(h),
+		ConnState:      w.connState,
+		HeaderReceived: w.headerReceived,
+		ReadBufferSize: maxHeaderBytes + 4096,
+		// fasthttp drains a body h leaves unread after the answer, up to
+		// 256 KiB, and closes the connection after a larger one.
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		// A connection between requests holds no buffers: the read buffer
+		// is as large as the headers may be.
+		ReduceMemoryUsage:     true,
+		NoDefaultServerHeader: true,
+		NoDefaultContentType:  true,
+		CloseOnShutdown:       true,
+		// Errors are logged without the request's bytes where fasthttp
+		// can tell (logger removes what it still quotes).
+		SecureErrorLogMessage: true,
+		Logger:                logger,
 	}
 }
 
@@ -350,7 +349,7 @@ func (w *Watch) sweep() {
 			}
 			w.mu.Unlock()
 			for _, c := range late {
-				c.Close() // net/http's read or write in progress fails, and it lets go
+				c.Close() // the server's read or write in progress fails, and it lets go
 			}
 			clear(late)
 		}

@@ -27,41 +27,26 @@ const (
 	hold                      // answers when released, or when its client hangs up
 )
 
-// servers are the two HTTP/1 servers a Watch polices.
-var servers = []string{"net/http", "fasthttp"}
-
-// serve starts a server of kind on a Watch of limits with h, and returns
-// its address.
-func serve(t *testing.T, kind string, h handler) string {
+// serve starts a server on a Watch of limits with h, and returns its
+// address.
+func serve(t *testing.T, h handler) string {
 	t.Helper()
-	addr, _ := serveWatch(t, kind, h, nil)
+	addr, _ := serveWatch(t, h, nil)
 	return addr
 }
 
-func serveWatch(t *testing.T, kind string, h handler, release <-chan struct{}) (string, *Watch) {
+func serveWatch(t *testing.T, h handler, release <-chan struct{}) (string, *Watch) {
 	t.Helper()
-	return serveWith(t, New(limits, nil), kind, h, release)
+	return serveWith(t, New(limits, nil), h, release)
 }
 
-func serveWith(t *testing.T, w *Watch, kind string, h handler, release <-chan struct{}) (string, *Watch) {
+func serveWith(t *testing.T, w *Watch, h handler, release <-chan struct{}) (string, *Watch) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if kind == "net/http" {
-		srv := &http.Server{Handler: w.Handler(netHandler(h, release)), ConnState: w.ConnState}
-		go func() { _ = srv.Serve(w.Listen(lis)) }()
-		t.Cleanup(func() {
-			srv.Close()
-			w.Close()
-		})
-		return lis.Addr().String(), w
-	}
-	srv := &fasthttp.Server{
-		Handler: w.FastHandler(fastHandler(h, release)), ConnState: w.FastConnState, HeaderReceived: w.FastHeaderReceived,
-		StreamRequestBody: true, ReduceMemoryUsage: true,
-	}
+	srv := w.FastServer(fastHandler(h, release), 64<<10, nil)
 	served := make(chan struct{})
 	go func() { defer close(served); _ = srv.Serve(w.Listen(lis)) }()
 	t.Cleanup(func() {
@@ -70,21 +55,6 @@ func serveWith(t *testing.T, w *Watch, kind string, h handler, release <-chan st
 		w.Close()
 	})
 	return lis.Addr().String(), w
-}
-
-func netHandler(h handler, release <-chan struct{}) http.Handler {
-	return http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		switch h {
-		case readBody:
-			_, _ = io.Copy(io.Discard, r.Body)
-		case hold:
-			select {
-			case <-release:
-			case <-r.Context().Done():
-			}
-		}
-		rw.Header().Set("X-Ok", "1")
-	})
 }
 
 func fastHandler(h handler, release <-chan struct{}) fasthttp.RequestHandler {
@@ -161,13 +131,7 @@ func roundTrip(t *testing.T, c net.Conn, r *bufio.Reader) {
 }
 
 func TestSlowHeaders(t *testing.T) {
-	for _, kind := range servers {
-		t.Run(kind, func(t *testing.T) { testSlowHeaders(t, kind) })
-	}
-}
-
-func testSlowHeaders(t *testing.T, kind string) {
-	addr := serve(t, kind, readBody)
+	addr := serve(t, readBody)
 	t.Run("a connection that sends nothing", func(t *testing.T) {
 		start := time.Now()
 		within(t, "no request", closedAfter(t, dial(t, addr), start), limits.Header)
@@ -199,53 +163,44 @@ func testSlowHeaders(t *testing.T, kind string) {
 
 // TestSlowBody: a body that stops coming is given up after the Body
 // limit, whether the handler reads it or leaves it to the server (as
-// extauthz does: net/http then reads what is left before answering,
-// fasthttp reads a small body before the handler and answers 408); the
-// answer says the connection closes, and it does.
+// extauthz does: fasthttp reads a small body before the handler and
+// answers 408); the answer says the connection closes, and it does.
 func TestSlowBody(t *testing.T) {
-	for _, kind := range servers {
-		for _, tt := range []struct {
-			name string
-			h    handler
-		}{
-			{"read by the handler", readBody},
-			{"left to the server", ignoreBody},
-		} {
-			t.Run(kind+" "+tt.name, func(t *testing.T) {
-				addr := serve(t, kind, tt.h)
-				c := dial(t, addr)
-				_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-				if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf"); err != nil {
-					t.Fatal(err)
-				}
-				start := time.Now()
-				r := bufio.NewReader(c)
-				resp, err := http.ReadResponse(r, nil)
-				if err != nil {
-					t.Fatal(err)
-				}
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-				within(t, "the answer to a body that stops", time.Since(start), limits.Body)
-				if !resp.Close {
-					t.Error("the answer keeps the connection open")
-				}
-				if n, err := r.Read(make([]byte, 1)); n != 0 || err == nil {
-					t.Errorf("after the answer: %d bytes, %v; want the connection closed", n, err)
-				}
-			})
-		}
+	for _, tt := range []struct {
+		name string
+		h    handler
+	}{
+		{"read by the handler", readBody},
+		{"left to the server", ignoreBody},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			addr := serve(t, tt.h)
+			c := dial(t, addr)
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			if _, err := io.WriteString(c, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\nhalf"); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			r := bufio.NewReader(c)
+			resp, err := http.ReadResponse(r, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			within(t, "the answer to a body that stops", time.Since(start), limits.Body)
+			if !resp.Close {
+				t.Error("the answer keeps the connection open")
+			}
+			if n, err := r.Read(make([]byte, 1)); n != 0 || err == nil {
+				t.Errorf("after the answer: %d bytes, %v; want the connection closed", n, err)
+			}
+		})
 	}
 }
 
 func TestIdle(t *testing.T) {
-	for _, kind := range servers {
-		t.Run(kind, func(t *testing.T) { testIdle(t, kind) })
-	}
-}
-
-func testIdle(t *testing.T, kind string) {
-	addr, w := serveWatch(t, kind, readBody, nil)
+	addr, w := serveWatch(t, readBody, nil)
 	c := dial(t, addr)
 	r := bufio.NewReader(c)
 	roundTrip(t, c, r)
@@ -271,33 +226,22 @@ func testIdle(t *testing.T, kind string) {
 }
 
 func TestSlowRequest(t *testing.T) {
-	for _, kind := range servers {
-		t.Run(kind, func(t *testing.T) {
-			release := make(chan struct{})
-			defer close(release)
-			// A handler that outlives the request's limit, until its client
-			// is gone.
-			addr, _ := serveWatch(t, kind, hold, release)
-			c := dial(t, addr)
-			if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			start := time.Now()
-			within(t, "a request served too long", closedAfter(t, c, start), limits.Request)
-		})
+	release := make(chan struct{})
+	defer close(release)
+	// A handler that outlives the request's limit, until its client is gone.
+	addr, _ := serveWatch(t, hold, release)
+	c := dial(t, addr)
+	if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
 	}
+	start := time.Now()
+	within(t, "a request served too long", closedAfter(t, c, start), limits.Request)
 }
 
 // TestBusyConnectionStaysOpen: a connection that keeps sending requests
 // lives far longer than every limit, since each phase has its own.
 func TestBusyConnectionStaysOpen(t *testing.T) {
-	for _, kind := range servers {
-		t.Run(kind, func(t *testing.T) { testBusyConnectionStaysOpen(t, kind) })
-	}
-}
-
-func testBusyConnectionStaysOpen(t *testing.T, kind string) {
-	addr := serve(t, kind, readBody)
+	addr := serve(t, readBody)
 	c := dial(t, addr)
 	r := bufio.NewReader(c)
 	end := time.Now().Add(limits.Header + limits.Request + limits.Idle)
@@ -325,11 +269,8 @@ func TestOtherConnections(t *testing.T) {
 	a, b := net.Pipe()
 	defer a.Close()
 	defer b.Close()
-	for _, s := range []http.ConnState{http.StateNew, http.StateActive, http.StateIdle, http.StateClosed} {
-		w.ConnState(a, s)
-	}
 	for _, s := range []fasthttp.ConnState{fasthttp.StateNew, fasthttp.StateActive, fasthttp.StateIdle, fasthttp.StateClosed} {
-		w.FastConnState(a, s)
+		w.connState(a, s)
 	}
 	w.mu.Lock()
 	n := len(w.conns)
@@ -354,7 +295,7 @@ func TestWatchHangUp(t *testing.T) {
 	}
 	waiting, ended := make(chan struct{}), make(chan string, 1)
 	release := make(chan struct{})
-	srv := &fasthttp.Server{Handler: w.FastHandler(func(fc *fasthttp.RequestCtx) {
+	srv := w.FastServer(func(fc *fasthttp.RequestCtx) {
 		if string(fc.Path()) != "/wait" {
 			fc.Response.Header.Set("X-Path", string(fc.Path()))
 			return
@@ -371,7 +312,7 @@ func TestWatchHangUp(t *testing.T) {
 		stop()
 		cancel()
 		fc.Response.Header.Set("X-Path", "/wait")
-	}), ConnState: w.FastConnState, HeaderReceived: w.FastHeaderReceived, StreamRequestBody: true, ReduceMemoryUsage: true}
+	}, 64<<10, nil)
 	go func() { _ = srv.Serve(w.Listen(lis)) }()
 	defer srv.Shutdown()
 	addr := lis.Addr().String()
@@ -430,68 +371,64 @@ func TestWatchHangUp(t *testing.T) {
 // has gone, requests are served again; requests that complete their
 // headers never count against it.
 func TestReading(t *testing.T) {
-	for _, kind := range servers {
-		t.Run(kind, func(t *testing.T) {
-			l := limits
-			l.Reading = 2
-			var refused atomic.Int32
-			addr, _ := serveWith(t, New(l, func() { refused.Add(1) }), kind, readBody, nil)
-			busy := dial(t, addr)
-			r := bufio.NewReader(busy)
-			for range 5 { // served requests end their header phase
-				roundTrip(t, busy, r)
-			}
-			slow := []net.Conn{dial(t, addr), dial(t, addr)}
-			for _, c := range slow {
-				if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "); err != nil {
-					t.Fatal(err)
-				}
-			}
-			// Both are reading once a third is refused: a kept-alive
-			// connection's next request is refused too.
-			deadline := time.Now().Add(5 * time.Second)
-			for refused.Load() == 0 {
-				if time.Now().After(deadline) {
-					t.Fatal("no connection refused while two were reading headers")
-				}
-				c := dial(t, addr)
-				_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-				_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-				if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
-					resp.Body.Close() // served: a slow one had not started reading yet
-				}
-				c.Close()
-			}
-			if _, err := io.WriteString(busy, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			_ = busy.SetReadDeadline(time.Now().Add(5 * time.Second))
-			if resp, err := http.ReadResponse(r, nil); err == nil {
-				t.Fatalf("a request while the bound was held: %d", resp.StatusCode)
-			}
-			// One finishes its headers, the other hangs up: the bound is free.
-			if _, err := io.WriteString(slow[0], "1\r\n\r\n"); err != nil {
-				t.Fatal(err)
-			}
-			if resp, err := http.ReadResponse(bufio.NewReader(slow[0]), nil); err != nil || resp.StatusCode != 200 {
-				t.Fatalf("the slow request, finished: %v", err)
-			}
-			slow[1].Close()
-			deadline = time.Now().Add(5 * time.Second)
-			for {
-				c := dial(t, addr)
-				_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-				_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-				resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-				c.Close()
-				if err == nil && resp.StatusCode == 200 {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatalf("requests still refused after the bound was freed: %v", err)
-				}
-			}
-		})
+	l := limits
+	l.Reading = 2
+	var refused atomic.Int32
+	addr, _ := serveWith(t, New(l, func() { refused.Add(1) }), readBody, nil)
+	busy := dial(t, addr)
+	r := bufio.NewReader(busy)
+	for range 5 { // served requests end their header phase
+		roundTrip(t, busy, r)
+	}
+	slow := []net.Conn{dial(t, addr), dial(t, addr)}
+	for _, c := range slow {
+		if _, err := io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: "); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both are reading once a third is refused: a kept-alive
+	// connection's next request is refused too.
+	deadline := time.Now().Add(5 * time.Second)
+	for refused.Load() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("no connection refused while two were reading headers")
+		}
+		c := dial(t, addr)
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
+			resp.Body.Close() // served: a slow one had not started reading yet
+		}
+		c.Close()
+	}
+	if _, err := io.WriteString(busy, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	_ = busy.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if resp, err := http.ReadResponse(r, nil); err == nil {
+		t.Fatalf("a request while the bound was held: %d", resp.StatusCode)
+	}
+	// One finishes its headers, the other hangs up: the bound is free.
+	if _, err := io.WriteString(slow[0], "1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if resp, err := http.ReadResponse(bufio.NewReader(slow[0]), nil); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the slow request, finished: %v", err)
+	}
+	slow[1].Close()
+	deadline = time.Now().Add(5 * time.Second)
+	for {
+		c := dial(t, addr)
+		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err == nil && resp.StatusCode == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("requests still refused after the bound was freed: %v", err)
+		}
 	}
 }
 
@@ -501,7 +438,7 @@ func TestReadingBody(t *testing.T) {
 	l := limits
 	l.Reading = 1
 	var refused atomic.Int32
-	addr, w := serveWith(t, New(l, func() { refused.Add(1) }), "fasthttp", ignoreBody, nil)
+	addr, w := serveWith(t, New(l, func() { refused.Add(1) }), ignoreBody, nil)
 	waiting := dial(t, addr)
 	if _, err := io.WriteString(waiting, "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n"); err != nil {
 		t.Fatal(err)

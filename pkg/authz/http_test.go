@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/valyala/fasthttp"
-
 	"github.com/extauthz/extauthz/internal/httpdeadline"
 	"github.com/extauthz/extauthz/internal/testidp"
 	"github.com/extauthz/extauthz/pkg/config"
@@ -215,9 +213,9 @@ func testKeptAnswers(t *testing.T, f *fixture, m httpMode) {
 type httpMode struct{ name, url, addr string }
 
 // httpModes serves s's HTTP mode through net/http (as extauthz does with
-// TLS) and through fasthttp with a slow-client watch (plain HTTP/1, as
-// cmd/extauthz sets it up), each on its own loopback address: every
-// HTTP-mode test runs against both.
+// TLS) and through the fasthttp server of a slow-client watch (plain
+// HTTP/1, as cmd/extauthz serves it), each on its own loopback address:
+// every HTTP-mode test runs against both.
 func httpModes(t testing.TB, s *Server) []httpMode {
 	t.Helper()
 	hs := httptest.NewServer(s)
@@ -227,11 +225,7 @@ func httpModes(t testing.TB, s *Server) []httpMode {
 		t.Fatal(err)
 	}
 	watch := httpdeadline.New(httpdeadline.Limits{Header: 5 * time.Second, Body: 10 * time.Second, Request: 35 * time.Second, Idle: time.Minute}, nil)
-	fs := &fasthttp.Server{
-		Handler: watch.FastHandler(s.ServeFastHTTP), ConnState: watch.FastConnState, HeaderReceived: watch.FastHeaderReceived,
-		ReadBufferSize: 64<<10 + 4096, StreamRequestBody: true, DisablePreParseMultipartForm: true,
-		ReduceMemoryUsage: true, NoDefaultServerHeader: true, NoDefaultContentType: true,
-	}
+	fs := watch.FastServer(s.ServeFastHTTP, 64<<10, nil)
 	served := make(chan struct{})
 	go func() { defer close(served); _ = fs.Serve(watch.Listen(ln)) }()
 	t.Cleanup(func() {
