@@ -365,6 +365,22 @@ func TestWatchHangUp(t *testing.T) {
 	}
 }
 
+// probe sends a GET on a connection of its own and returns the answer's
+// status, or why none came within 2 s (the connection closed, refused).
+func probe(t *testing.T, addr string) (int, error) {
+	t.Helper()
+	c := dial(t, addr)
+	defer c.Close()
+	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return resp.StatusCode, nil
+}
+
 // TestReading: with Reading 2, two connections that stop halfway through
 // their headers hold the bound, a third request's connection is closed at
 // once and counted, and once one of the two has sent its request, and one
@@ -373,8 +389,11 @@ func TestWatchHangUp(t *testing.T) {
 func TestReading(t *testing.T) {
 	l := limits
 	l.Reading = 2
+	// The slow connections must outlive the test: the sweeper's clock lags
+	// by up to a Tick, which makes the short limits shorter still.
+	l.Header = 5 * time.Second
 	var refused atomic.Int32
-	addr, _ := serveWith(t, New(l, func() { refused.Add(1) }), readBody, nil)
+	addr, w := serveWith(t, New(l, func() { refused.Add(1) }), readBody, nil)
 	busy := dial(t, addr)
 	r := bufio.NewReader(busy)
 	for range 5 { // served requests end their header phase
@@ -386,20 +405,19 @@ func TestReading(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	// Both are reading once a third is refused: a kept-alive
-	// connection's next request is refused too.
+	// Nothing else is reading: both count once the server has read their
+	// first bytes, which nothing outside tells.
 	deadline := time.Now().Add(5 * time.Second)
-	for refused.Load() == 0 {
+	for w.reading.Load() < 2 {
 		if time.Now().After(deadline) {
-			t.Fatal("no connection refused while two were reading headers")
+			t.Fatalf("%d connections reading, want the 2 slow ones", w.reading.Load())
 		}
-		c := dial(t, addr)
-		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
-			resp.Body.Close() // served: a slow one had not started reading yet
-		}
-		c.Close()
+		time.Sleep(10 * time.Millisecond)
+	}
+	// A third request's connection is refused, and so is a kept-alive
+	// connection's next request.
+	if status, err := probe(t, addr); err == nil || refused.Load() != 1 {
+		t.Fatalf("a request while two were reading headers: %d, %d refused", status, refused.Load())
 	}
 	if _, err := io.WriteString(busy, "GET / HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
 		t.Fatal(err)
@@ -418,12 +436,8 @@ func TestReading(t *testing.T) {
 	slow[1].Close()
 	deadline = time.Now().Add(5 * time.Second)
 	for {
-		c := dial(t, addr)
-		_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		c.Close()
-		if err == nil && resp.StatusCode == 200 {
+		status, err := probe(t, addr)
+		if status == 200 {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -437,6 +451,7 @@ func TestReading(t *testing.T) {
 func TestReadingBody(t *testing.T) {
 	l := limits
 	l.Reading = 1
+	l.Body = 5 * time.Second // the waiting connection must outlive the test
 	var refused atomic.Int32
 	addr, w := serveWith(t, New(l, func() { refused.Add(1) }), ignoreBody, nil)
 	waiting := dial(t, addr)
@@ -461,11 +476,8 @@ func TestReadingBody(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	c := dial(t, addr)
-	_, _ = io.WriteString(c, "GET / HTTP/1.1\r\nHost: x\r\n\r\n")
-	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-	if resp, err := http.ReadResponse(bufio.NewReader(c), nil); err == nil {
-		t.Errorf("a request while one waited for its body: %d", resp.StatusCode)
+	if status, err := probe(t, addr); err == nil {
+		t.Errorf("a request while one waited for its body: %d", status)
 	}
 	if refused.Load() != 1 {
 		t.Errorf("%d connections refused, want 1", refused.Load())
